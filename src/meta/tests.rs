@@ -279,10 +279,7 @@ fn undo_never_borrows_after_a_bogus_release() {
 
 #[test]
 fn one_rmw_per_uncontended_operation() {
-    assert!(
-        op_count::ENABLED,
-        "the crate's tests enable the op-count feature"
-    );
+    const { assert!(op_count::ENABLED, "the crate's tests enable op-count") };
     each_path(|path, get| {
         let m = PageMeta::new_allocated();
         op_count::reset();
