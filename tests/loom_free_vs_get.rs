@@ -1,0 +1,98 @@
+//! RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release --target-dir target/loom --test loom_free_vs_get
+//!
+//! The allocator frees a page, reinitialises its contents and allocates it again,
+//! while a speculative getter (fetch-add + undo) takes a reference and reads the
+//! page. The page contents are a `loom::cell::UnsafeCell`, so loom itself reports
+//! any access that is not ordered by happens-before.
+//!
+//! Checks (DESIGN.md invariants 1, 3, 4):
+//! - no reference survives on a freed page: a holder's read of the page never
+//!   races the allocator's reinitialisation, and its put never finds the page free;
+//! - a holder sees either the old contents (got before the free) or the new ones
+//!   (got after the allocate), never a mix;
+//! - the allocator's `FREE → allocated` compare-exchange waits for the getter's
+//!   transient increment instead of erasing it; the word ends exact.
+//!
+//! Broken twins: a free done as a load + store (erases the getter's reference), and
+//! an allocate done as a load + Relaxed store (publishes nothing). Both fail.
+#![cfg(loom)]
+
+use loom::cell::UnsafeCell;
+use loom::sync::Arc;
+use loom::thread;
+use pagepin::meta::{CasLoop, FetchAddUndo, GetPath, Hold, PageMeta, broken};
+
+struct Page {
+    meta: PageMeta,
+    /// The page's contents: its generation.
+    data: UnsafeCell<u64>,
+}
+
+fn model<P: GetPath>(free: fn(&PageMeta) -> bool, allocate: fn(&PageMeta) -> bool) {
+    loom::model(move || {
+        let page = Arc::new(Page {
+            meta: PageMeta::new_allocated(),
+            data: UnsafeCell::new(0),
+        });
+        let getter = {
+            let page = page.clone();
+            thread::spawn(move || {
+                if page.meta.get_with::<P>(Hold::Ref, 1).is_ok() {
+                    let generation = page.data.with(|d| unsafe { *d });
+                    assert!(
+                        generation == 0 || generation == 1,
+                        "violation: torn page contents {generation}"
+                    );
+                    let released = page.meta.put(Hold::Ref, 1);
+                    assert!(
+                        released.is_ok(),
+                        "invariant violation: reference lost under the holder ({released:?})"
+                    );
+                }
+            })
+        };
+        let mut reused = false;
+        if free(&page.meta) {
+            // The allocator owns the page: reinitialise it, then hand it out.
+            page.data.with_mut(|d| unsafe { *d = 1 });
+            assert!(allocate(&page.meta), "allocate failed on a freed page");
+            reused = true;
+        }
+        getter.join().unwrap();
+        let end = page.meta.load();
+        assert!(
+            end.is_idle() && !end.is_free() && !end.is_truncating(),
+            "violation: word ends as {end:?} (reused: {reused})"
+        );
+    });
+}
+
+fn free(meta: &PageMeta) -> bool {
+    meta.free().is_ok()
+}
+
+fn allocate(meta: &PageMeta) -> bool {
+    meta.allocate().is_ok()
+}
+
+#[test]
+fn speculative_get_vs_free_and_reuse() {
+    model::<FetchAddUndo>(free, allocate);
+}
+
+#[test]
+fn cas_get_vs_free_and_reuse() {
+    model::<CasLoop>(free, allocate);
+}
+
+#[test]
+#[should_panic(expected = "violation")]
+fn broken_load_store_free_frees_under_a_holder() {
+    model::<FetchAddUndo>(broken::free_load_store, allocate);
+}
+
+#[test]
+#[should_panic(expected = "violation")]
+fn broken_relaxed_store_allocate_publishes_nothing() {
+    model::<FetchAddUndo>(free, broken::allocate_load_store);
+}

@@ -1,0 +1,113 @@
+//! RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release --target-dir target/loom --test loom_ref_vs_mark
+//!
+//! A reference (or pin) races a truncate's mark on one page.
+//!
+//! Checks (DESIGN.md invariants 2, 4, 5 at the level of one word):
+//! - never both "reference taken" and "marked, then saw no reference";
+//! - if the truncate saw the page busy after marking (it would park), the holder's
+//!   final put — or the undo of a refused speculative get — reports `Wake::Due`;
+//! - the word ends exactly as the operations say (nothing lost, nothing borrowed).
+//!
+//! The broken twin marks with a plain load and store instead of one RMW; the suite
+//! shows it failing. loom 0.7 can order the twin's plain store before the racing
+//! RMW while the RMW still reads the older value (its known weakness with plain
+//! stores between RMWs), so the failure it reports first may be the lost *mark*
+//! rather than the lost reference; both are violations the real one-RMW mark
+//! cannot produce, and both are what "plain store instead of RMW" costs.
+#![cfg(loom)]
+
+use loom::sync::Arc;
+use loom::thread;
+use pagepin::meta::{CasLoop, FetchAddUndo, GetPath, Hold, PageMeta, Wake, broken};
+
+/// Holder takes one reference and keeps it; the truncate marks and looks.
+fn held_reference_is_seen<P: GetPath>(mark: fn(&PageMeta) -> bool) {
+    loom::model(move || {
+        let page = Arc::new(PageMeta::new_allocated());
+        let holder = {
+            let page = page.clone();
+            thread::spawn(move || page.get_with::<P>(Hold::Ref, 1).is_ok())
+        };
+        assert!(mark(&page), "mark failed on an allocated page");
+        let seen = page.load();
+        let got = holder.join().unwrap();
+        if got {
+            assert!(
+                seen.refs() >= 1,
+                "invariant violation: reference taken but the truncate saw none ({seen:?})"
+            );
+        }
+        // Either the reference is held, or the page is exactly marked and idle.
+        let end = page.load();
+        assert!(end.is_truncating(), "violation: mark lost ({end:?})");
+        assert_eq!(end.refs(), got as u32, "violation: count lost ({end:?})");
+    });
+}
+
+/// Holder takes a reference and releases it; a truncate that saw the page busy
+/// must be woken by whoever made it idle.
+fn busy_truncate_is_woken<P: GetPath>(mark: fn(&PageMeta) -> bool) {
+    loom::model(move || {
+        let page = Arc::new(PageMeta::new_allocated());
+        let holder = {
+            let page = page.clone();
+            thread::spawn(move || match page.get_with::<P>(Hold::Pin, 2) {
+                Ok(()) => page
+                    .put(Hold::Pin, 2)
+                    .expect("invariant violation: own pin lost"),
+                Err(e) => e.wake,
+            })
+        };
+        assert!(mark(&page), "mark failed on an allocated page");
+        let would_park = !page.load().is_idle();
+        let wake = holder.join().unwrap();
+        if would_park {
+            assert_eq!(
+                wake,
+                Wake::Due,
+                "invariant violation: truncate parked and nobody woke it"
+            );
+        }
+        let end = page.load();
+        assert!(
+            end.is_truncating() && end.is_idle() && !end.is_free(),
+            "violation: word ends as {end:?}"
+        );
+    });
+}
+
+fn mark(page: &PageMeta) -> bool {
+    page.mark_truncating().is_ok()
+}
+
+#[test]
+fn cas_loop_reference_vs_mark() {
+    held_reference_is_seen::<CasLoop>(mark);
+}
+
+#[test]
+fn fetch_add_reference_vs_mark() {
+    held_reference_is_seen::<FetchAddUndo>(mark);
+}
+
+#[test]
+fn cas_loop_wake_after_mark() {
+    busy_truncate_is_woken::<CasLoop>(mark);
+}
+
+#[test]
+fn fetch_add_wake_after_mark() {
+    busy_truncate_is_woken::<FetchAddUndo>(mark);
+}
+
+#[test]
+#[should_panic(expected = "violation")]
+fn broken_load_store_mark_loses_a_reference() {
+    held_reference_is_seen::<CasLoop>(broken::mark_truncating_load_store);
+}
+
+#[test]
+#[should_panic(expected = "violation")]
+fn broken_load_store_mark_loses_a_wake() {
+    busy_truncate_is_woken::<FetchAddUndo>(broken::mark_truncating_load_store);
+}
