@@ -19,6 +19,10 @@
 //!   "Register as waiter, then re-check the word" against "release, then check for
 //!   waiters" is store-buffering and needs `fence(SeqCst)` (or a lock) on both
 //!   sides; this module only reports, through [`Wake`], that a wake is due.
+//!
+//! Every compare-exchange is the strong form: an uncontended operation is exactly
+//! one RMW (a weak one may fail spuriously on LL/SC machines and under miri),
+//! which the operation counters of [`crate::sync::op_count`] let tests assert.
 
 mod error;
 mod get_path;
@@ -255,7 +259,7 @@ impl PageMeta {
             // contents and page-table writes before them are visible to the new
             // holder and to GUP-fast's re-check. Failure Relaxed: the returned value
             // is again only a guess for the next iteration.
-            match self.word.compare_exchange_weak(
+            match self.word.compare_exchange(
                 cur.0,
                 cur.plus(hold, n).0,
                 Ordering::Acquire,
@@ -316,12 +320,10 @@ impl PageMeta {
             // page data) and, being an RMW, it continues every release sequence it
             // lands in. The value it returns is exact either way, and that is what
             // decides the wake.
-            match self.word.compare_exchange_weak(
-                cur.0,
-                new.0,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
+            match self
+                .word
+                .compare_exchange(cur.0, new.0, Ordering::Relaxed, Ordering::Relaxed)
+            {
                 Ok(_) => return wake_after(new),
                 Err(actual) => cur = MetaWord(actual),
             }
@@ -365,12 +367,10 @@ impl PageMeta {
             op_count::rmw();
             // Success Release: pairs with the Acquire of `free` and of the drain's
             // load (see above). Failure Relaxed: a new guess.
-            match self.word.compare_exchange_weak(
-                cur.0,
-                new.0,
-                Ordering::Release,
-                Ordering::Relaxed,
-            ) {
+            match self
+                .word
+                .compare_exchange(cur.0, new.0, Ordering::Release, Ordering::Relaxed)
+            {
                 Ok(_) => return Ok(wake_after(new)),
                 Err(actual) => cur = MetaWord(actual),
             }
@@ -402,7 +402,7 @@ impl PageMeta {
             }
             op_count::rmw();
             // Relaxed (success and failure): see the doc comment.
-            match self.word.compare_exchange_weak(
+            match self.word.compare_exchange(
                 cur.0,
                 cur.0 | MetaFlags::TRUNCATING.bits(),
                 Ordering::Relaxed,
@@ -466,7 +466,7 @@ impl PageMeta {
             // the unmap (page-table clears) before this free is visible to a
             // walker whose get lands after it — GUP-fast's re-check relies on it.
             // Failure Relaxed: a new guess.
-            match self.word.compare_exchange_weak(
+            match self.word.compare_exchange(
                 cur.0,
                 MetaWord::FREE.0,
                 Ordering::AcqRel,
