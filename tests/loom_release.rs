@@ -26,9 +26,16 @@ fn model(put: fn(&PageMeta) -> bool) {
         };
         let mine = put(&page);
         let theirs = other.join().unwrap();
-        assert!(mine ^ theirs, "violation: {mine} and {theirs} both/neither released");
+        assert!(
+            mine ^ theirs,
+            "violation: {mine} and {theirs} both/neither released"
+        );
         let end = page.load();
-        assert_eq!(end.pins(), 1, "invariant violation: a release borrowed ({end:?})");
+        assert_eq!(
+            end.pins(),
+            1,
+            "invariant violation: a release borrowed ({end:?})"
+        );
         assert_eq!(end.refs(), 0, "violation: {end:?}");
         assert!(end.flags().is_empty(), "violation: {end:?}");
     });
