@@ -76,6 +76,41 @@ fn busy_truncate_is_woken<P: GetPath>(mark: fn(&PageMeta) -> bool) {
     });
 }
 
+/// Two holders (a reference, and a 512-page pin batch on the other path) race the
+/// truncate: whoever makes the marked page idle last reports the wake.
+fn two_holders_wake(mark: fn(&PageMeta) -> bool) {
+    loom::model(move || {
+        let page = Arc::new(PageMeta::new_allocated());
+        let spawn_holder = |hold: Hold, n: u32, speculative: bool| {
+            let page = page.clone();
+            thread::spawn(move || {
+                let got = if speculative {
+                    page.get_with::<FetchAddUndo>(hold, n)
+                } else {
+                    page.get_with::<CasLoop>(hold, n)
+                };
+                match got {
+                    Ok(()) => page
+                        .put(hold, n)
+                        .expect("invariant violation: own count lost"),
+                    Err(e) => e.wake,
+                }
+            })
+        };
+        let a = spawn_holder(Hold::Ref, 1, false);
+        let b = spawn_holder(Hold::Pin, 512, true);
+        assert!(mark(&page), "mark failed on an allocated page");
+        let would_park = !page.load().is_idle();
+        let woken = [a.join().unwrap(), b.join().unwrap()].contains(&Wake::Due);
+        if would_park {
+            assert!(
+                woken,
+                "invariant violation: truncate parked and nobody woke it"
+            );
+        }
+    });
+}
+
 fn mark(page: &PageMeta) -> bool {
     page.mark_truncating().is_ok()
 }
@@ -101,6 +136,11 @@ fn fetch_add_wake_after_mark() {
 }
 
 #[test]
+fn two_holders_wake_after_mark() {
+    two_holders_wake(mark);
+}
+
+#[test]
 #[should_panic(expected = "violation")]
 fn broken_load_store_mark_loses_a_reference() {
     held_reference_is_seen::<CasLoop>(broken::mark_truncating_load_store);
@@ -110,4 +150,10 @@ fn broken_load_store_mark_loses_a_reference() {
 #[should_panic(expected = "violation")]
 fn broken_load_store_mark_loses_a_wake() {
     busy_truncate_is_woken::<FetchAddUndo>(broken::mark_truncating_load_store);
+}
+
+#[test]
+#[should_panic(expected = "violation")]
+fn broken_load_store_mark_with_two_holders() {
+    two_holders_wake(broken::mark_truncating_load_store);
 }
