@@ -16,5 +16,7 @@
 #![no_std]
 #![warn(missing_docs)]
 
+pub mod arch;
 pub mod meta;
 pub mod sync;
+pub mod table;

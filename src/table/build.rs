@@ -1,0 +1,502 @@
+//! The table builder: maps and unmaps ranges in tables it owns.
+//!
+//! # Concurrency
+//!
+//! Writers are serialized by the caller: every mutating method takes `&mut self`
+//! (a kernel wraps the builder of an address space in that address space's
+//! lock). Walkers are lockless and run concurrently with it. For them:
+//!
+//! - a new table is zero-filled first and then published by a Release store of
+//!   the entry pointing to it (the walker's Acquire load pairs with it);
+//! - unmap clears leaves before it detaches any table, detaches a table by
+//!   clearing the entry pointing to it, and only then hands the table to the
+//!   [`Retire`] hook, which decides when the frame may be reused.
+//!
+//! The builder's own loads are Relaxed: it is the only writer, and a thread
+//! always reads its own latest store to a location.
+
+use core::marker::PhantomData;
+
+use super::access::TableAccess;
+use super::addr::{PhysAddr, VaRange, VirtAddr};
+use super::entry::{Entry, EntryLoc, LeafEntry, MemType, Perms};
+use super::error::{MapError, UnmapError, WalkError, WalkErrorKind};
+use super::format::PagingFormat;
+use super::pool::{FramePool, Retire};
+use super::walk::{WalkItem, Walker, check_canonical, load_entry};
+use crate::sync::{AtomicU64, Ordering};
+
+/// One mapping to build: `len` bytes from `va` to `pa` in leaves of `leaf_size`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MapRequest {
+    /// The first virtual address (aligned to `leaf_size`).
+    pub va: VirtAddr,
+    /// The first physical address (aligned to `leaf_size`).
+    pub pa: PhysAddr,
+    /// The length in bytes (a multiple of `leaf_size`).
+    pub len: u64,
+    /// The leaf size: one of the format's page or block sizes.
+    pub leaf_size: u64,
+    /// The leaves' permissions.
+    pub perms: Perms,
+    /// The leaves' memory type.
+    pub mem_type: MemType,
+}
+
+impl MapRequest {
+    /// A read-only, memory-type-0 mapping; adjust `perms` and `mem_type` as
+    /// needed.
+    pub const fn new(va: VirtAddr, pa: PhysAddr, len: u64, leaf_size: u64) -> MapRequest {
+        MapRequest {
+            va,
+            pa,
+            len,
+            leaf_size,
+            perms: Perms::READ,
+            mem_type: MemType(0),
+        }
+    }
+
+    /// The same request with permissions `perms`.
+    pub const fn with_perms(self, perms: Perms) -> MapRequest {
+        MapRequest { perms, ..self }
+    }
+
+    /// The same request with memory type `mem_type`.
+    pub const fn with_mem_type(self, mem_type: MemType) -> MapRequest {
+        MapRequest { mem_type, ..self }
+    }
+}
+
+/// What an unmap cleared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Unmapped {
+    /// Leaf entries cleared.
+    pub leaves: usize,
+    /// Tables detached and handed to the retire hook.
+    pub tables: usize,
+}
+
+/// Builds and edits the page tables of one address space of format `F`, in
+/// frames from a [`FramePool`], written through `A`; detached tables go to the
+/// retire hook `R`.
+///
+/// See the [module docs](self) for what concurrent walkers may rely on.
+pub struct TableBuilder<'a, F, A: ?Sized, R> {
+    access: &'a A,
+    pool: FramePool<'a>,
+    retire: R,
+    root: PhysAddr,
+    format: PhantomData<fn() -> F>,
+}
+
+impl<F, A: ?Sized, R> core::fmt::Debug for TableBuilder<'_, F, A, R> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("TableBuilder")
+            .field("root", &self.root)
+            .field("free_frames", &self.pool.free_count())
+            .finish()
+    }
+}
+
+/// The largest table of `F`, in entries.
+fn largest_table<F: PagingFormat>() -> usize {
+    let geometry = F::GEOMETRY;
+    (0..geometry.depth())
+        .filter_map(|level| geometry.entries(level))
+        .max()
+        .unwrap_or(0)
+}
+
+impl<'a, F: PagingFormat, A: TableAccess + ?Sized, R: Retire> TableBuilder<'a, F, A, R> {
+    /// A builder with an empty root table taken from `pool`.
+    ///
+    /// # Errors
+    ///
+    /// [`MapError::Access`] if a frame of the pool cannot hold a table of `F`
+    /// through `access` (unreachable or misaligned), [`MapError::Encode`] if a
+    /// frame's address cannot be put in a table entry (beyond the format's
+    /// physical width), and [`MapError::PoolExhausted`] if the pool is empty.
+    pub fn new(
+        access: &'a A,
+        mut pool: FramePool<'a>,
+        retire: R,
+    ) -> Result<TableBuilder<'a, F, A, R>, MapError> {
+        let last_index = largest_table::<F>().saturating_sub(1);
+        for &frame in pool.free_frames() {
+            access.entry(frame, last_index).map_err(MapError::Access)?;
+            for level in 0..F::GEOMETRY.depth() {
+                if F::GEOMETRY.holds_tables(level) {
+                    F::encode_table(frame, level).map_err(MapError::Encode)?;
+                }
+            }
+        }
+        let root = pool
+            .take()
+            .ok_or(MapError::PoolExhausted { needed: 1, free: 0 })?;
+        let builder = TableBuilder {
+            access,
+            pool,
+            retire,
+            root,
+            format: PhantomData,
+        };
+        // The root is not published here: whoever hands it to a walker (a CR3
+        // write, a thread spawn, a lock) orders this fill before the walk.
+        builder.zero_fill(root, 0)?;
+        Ok(builder)
+    }
+
+    /// The root table's physical address.
+    #[inline]
+    pub fn root(&self) -> PhysAddr {
+        self.root
+    }
+
+    /// A walker of these tables.
+    #[inline]
+    pub fn walker(&self) -> Walker<'a, F, A> {
+        Walker::new(self.access, self.root)
+    }
+
+    /// The frame pool.
+    #[inline]
+    pub fn pool(&self) -> &FramePool<'a> {
+        &self.pool
+    }
+
+    /// The retire hook (for example to advance a deferred reclaimer's epoch).
+    #[inline]
+    pub fn retire_hook(&mut self) -> &mut R {
+        &mut self.retire
+    }
+
+    /// Asks the retire hook to give back every table that can be reused.
+    ///
+    /// # Errors
+    ///
+    /// As [`Retire::reclaim`].
+    pub fn reclaim(&mut self) -> Result<(), super::error::PoolFull> {
+        self.retire.reclaim(&mut self.pool)
+    }
+
+    /// Maps `req.len` bytes from `req.va` to `req.pa` with leaves of
+    /// `req.leaf_size`, creating the tables it needs. All or nothing: every
+    /// check is made before the first write.
+    ///
+    /// # Errors
+    ///
+    /// - [`MapError::Range`]: the virtual range is empty, wraps, or is not
+    ///   canonical;
+    /// - [`MapError::LeafSizeNotAllowed`]: the format has no leaves of that size;
+    /// - [`MapError::MisalignedVa`], [`MapError::MisalignedPa`],
+    ///   [`MapError::MisalignedLen`]: not aligned to the leaf size;
+    /// - [`MapError::PaWraps`]: the physical range runs past `u64::MAX`;
+    /// - [`MapError::Encode`]: the format cannot encode the leaves (address too
+    ///   large, permissions or memory type it cannot express);
+    /// - [`MapError::Overlap`]: something is mapped in the range already;
+    /// - [`MapError::PoolExhausted`]: too few frames for the new tables, even
+    ///   after [`Retire::reclaim`];
+    /// - [`MapError::Walk`]: the existing tables are malformed;
+    /// - [`MapError::Reclaim`]: the retire hook failed to give frames back.
+    pub fn map(&mut self, req: &MapRequest) -> Result<(), MapError> {
+        let geometry = F::GEOMETRY;
+        let range = VaRange::new(req.va, req.len).map_err(MapError::Range)?;
+        check_canonical::<F>(range).map_err(MapError::Range)?;
+        let leaf_level =
+            geometry
+                .leaf_level(req.leaf_size)
+                .ok_or(MapError::LeafSizeNotAllowed {
+                    size: req.leaf_size,
+                })?;
+        let offset_mask = req.leaf_size - 1;
+        if req.va.0 & offset_mask != 0 {
+            return Err(MapError::MisalignedVa { va: req.va });
+        }
+        if req.pa.0 & offset_mask != 0 {
+            return Err(MapError::MisalignedPa { pa: req.pa });
+        }
+        if req.len & offset_mask != 0 {
+            return Err(MapError::MisalignedLen { len: req.len });
+        }
+        let pa_last = req.pa.0.checked_add(req.len - 1).ok_or(MapError::PaWraps)?;
+        // Contract 5 of `PagingFormat`: the first and the last leaf bound what the
+        // encoder accepts.
+        let leaf_at = |pa| LeafEntry {
+            pa: PhysAddr(pa),
+            perms: req.perms,
+            mem_type: req.mem_type,
+        };
+        F::encode_leaf(&leaf_at(req.pa.0), leaf_level).map_err(MapError::Encode)?;
+        F::encode_leaf(&leaf_at(pa_last & !offset_mask), leaf_level).map_err(MapError::Encode)?;
+
+        let needed = self.survey(self.root, 0, range, leaf_level)?;
+        if self.pool.free_count() < needed {
+            self.retire
+                .reclaim(&mut self.pool)
+                .map_err(MapError::Reclaim)?;
+        }
+        if self.pool.free_count() < needed {
+            return Err(MapError::PoolExhausted {
+                needed,
+                free: self.pool.free_count(),
+            });
+        }
+
+        for i in 0..req.len / req.leaf_size {
+            let va = VirtAddr(req.va.0 + i * req.leaf_size);
+            let leaf = leaf_at(req.pa.0 + i * req.leaf_size);
+            let mut table = self.root;
+            for level in 0..leaf_level {
+                let word = self.word(table, va, level)?;
+                // Relaxed: the builder is the only writer (see the module docs).
+                let raw = word.load(Ordering::Relaxed);
+                table = match F::decode(raw, level) {
+                    Ok(Entry::Table(next)) => next.table,
+                    Ok(Entry::Absent) => self.install_table(word, level)?,
+                    // The survey found no leaf and no malformed entry here.
+                    Ok(Entry::Leaf(_)) | Err(_) => return Err(MapError::Overlap { va }),
+                };
+            }
+            let word = self.word(table, va, leaf_level)?;
+            let raw = F::encode_leaf(&leaf, leaf_level).map_err(MapError::Encode)?;
+            // Release: a walker that Acquire-loads this entry (a huge leaf at a
+            // level that also holds tables) sees what the caller wrote before
+            // mapping. At leaf-only levels walkers load Relaxed and order page
+            // contents through the page's metadata instead.
+            word.store(raw, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// Unmaps every leaf in `len` bytes from `va` by clearing its entry, then
+    /// detaches and retires the tables that became empty (never the root). Holes
+    /// in the range are fine; a leaf only partly inside it is refused.
+    ///
+    /// Each leaf is cleared with one atomic store before any table above it is
+    /// detached; a table is detached by clearing the entry pointing to it before
+    /// it is handed to the retire hook. TLB shootdown is the caller's (after
+    /// this returns, before the retired tables are reused).
+    ///
+    /// # Errors
+    ///
+    /// [`UnmapError::Range`], [`UnmapError::SplitsLeaf`] and
+    /// [`UnmapError::Walk`] are found before anything is changed;
+    /// [`UnmapError::Retire`] when the retire hook fails (see there).
+    pub fn unmap(&mut self, va: VirtAddr, len: u64) -> Result<Unmapped, UnmapError> {
+        let range = VaRange::new(va, len).map_err(UnmapError::Range)?;
+        let walk = self.walker().walk_range(range).map_err(UnmapError::Range)?;
+        for item in walk {
+            if let WalkItem::Leaf(leaf) = item.map_err(UnmapError::Walk)? {
+                if leaf.va.size() != leaf.size {
+                    return Err(UnmapError::SplitsLeaf {
+                        leaf_va: leaf.leaf_va,
+                        size: leaf.size,
+                    });
+                }
+            }
+        }
+        let mut done = Unmapped::default();
+        self.clear(self.root, 0, range, &mut done)?;
+        Ok(done)
+    }
+
+    /// The word of `va`'s entry at `level` in `table`.
+    fn word(&self, table: PhysAddr, va: VirtAddr, level: usize) -> Result<&'a AtomicU64, MapError> {
+        let loc = EntryLoc {
+            table,
+            index: F::GEOMETRY.index(va, level),
+            level,
+        };
+        self.access.entry(table, loc.index).map_err(|error| {
+            MapError::Walk(WalkError {
+                va,
+                kind: WalkErrorKind::Access { loc, error },
+            })
+        })
+    }
+
+    /// Zero-fills `table`, a table at `level`.
+    fn zero_fill(&self, table: PhysAddr, level: usize) -> Result<(), MapError> {
+        for index in 0..F::GEOMETRY.entries(level).unwrap_or(0) {
+            // Relaxed: the table is not reachable yet; the Release store that
+            // publishes it orders these stores before any walker's read.
+            self.access
+                .entry(table, index)
+                .map_err(MapError::Access)?
+                .store(0, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Takes a frame, zero-fills it as a table at `level + 1` and publishes it in
+    /// `word`, an entry at `level`.
+    fn install_table(&mut self, word: &AtomicU64, level: usize) -> Result<PhysAddr, MapError> {
+        let table = self
+            .pool
+            .take()
+            .ok_or(MapError::PoolExhausted { needed: 1, free: 0 })?;
+        let raw = F::encode_table(table, level).map_err(MapError::Encode);
+        let filled = raw.and_then(|raw| self.zero_fill(table, level + 1).map(|()| raw));
+        match filled {
+            Ok(raw) => {
+                // Release: publishes the zero-fill above. Pairs with the walker's
+                // Acquire load of this entry (`load_entry`), so a walker that sees
+                // the new table sees it empty, never the frame's old contents.
+                word.store(raw, Ordering::Release);
+                Ok(table)
+            }
+            Err(e) => {
+                // Never published, so it can go straight back.
+                self.pool.give_back(table).map_err(MapError::Reclaim)?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Counts the tables a mapping of `range` with leaves at `leaf_level` needs
+    /// below the table at `level`, or finds what is in the way.
+    fn survey(
+        &self,
+        table: PhysAddr,
+        level: usize,
+        range: VaRange,
+        leaf_level: usize,
+    ) -> Result<usize, MapError> {
+        let geometry = F::GEOMETRY;
+        let mut needed = 0;
+        for (va, span) in entry_spans::<F>(range, level) {
+            let loc = EntryLoc {
+                table,
+                index: geometry.index(va, level),
+                level,
+            };
+            let fail = |kind| MapError::Walk(WalkError { va, kind });
+            let raw = load_entry::<F, A>(self.access, loc)
+                .map_err(|error| fail(WalkErrorKind::Access { loc, error }))?;
+            match F::decode(raw, level) {
+                Ok(Entry::Absent) => {
+                    needed += (level + 1..=leaf_level)
+                        .map(|below| tables_spanned::<F>(span, below))
+                        .sum::<usize>();
+                }
+                Ok(Entry::Table(next)) if level < leaf_level => {
+                    needed += self.survey(next.table, level + 1, span, leaf_level)?;
+                }
+                Ok(Entry::Table(_) | Entry::Leaf(_)) => return Err(MapError::Overlap { va }),
+                Err(error) => return Err(fail(WalkErrorKind::Decode { loc, raw, error })),
+            }
+        }
+        Ok(needed)
+    }
+
+    /// Clears the leaves of `range` under the table at `level`, detaching and
+    /// retiring the tables below that become empty.
+    fn clear(
+        &mut self,
+        table: PhysAddr,
+        level: usize,
+        range: VaRange,
+        done: &mut Unmapped,
+    ) -> Result<(), UnmapError> {
+        let geometry = F::GEOMETRY;
+        for (va, span) in entry_spans::<F>(range, level) {
+            let loc = EntryLoc {
+                table,
+                index: geometry.index(va, level),
+                level,
+            };
+            let fail = |kind| UnmapError::Walk(WalkError { va, kind });
+            let word = self
+                .access
+                .entry(table, loc.index)
+                .map_err(|error| fail(WalkErrorKind::Access { loc, error }))?;
+            // Relaxed: the builder is the only writer.
+            let raw = word.load(Ordering::Relaxed);
+            match F::decode(raw, level) {
+                Ok(Entry::Absent) => {}
+                Ok(Entry::Leaf(_)) => {
+                    // Relaxed: a cleared entry publishes nothing. A walker that
+                    // loaded the old value is caught by GUP-fast's re-check, which
+                    // is ordered after this store by the page metadata's Release
+                    // free and the getter's Acquire get.
+                    word.store(0, Ordering::Relaxed);
+                    done.leaves += 1;
+                }
+                Ok(Entry::Table(next)) if geometry.holds_tables(level) => {
+                    self.clear(next.table, level + 1, span, done)?;
+                    if self.is_empty(next.table, level + 1)? {
+                        // Relaxed: detaching publishes nothing. Keeping walkers
+                        // that loaded the old value away from the table's reuse is
+                        // the retire hook's grace period, which starts after this
+                        // store.
+                        word.store(0, Ordering::Relaxed);
+                        self.retire
+                            .retire(next.table, &mut self.pool)
+                            .map_err(UnmapError::Retire)?;
+                        done.tables += 1;
+                    }
+                }
+                Ok(Entry::Table(_)) => {
+                    return Err(fail(WalkErrorKind::FormatContract { loc, raw }));
+                }
+                Err(error) => return Err(fail(WalkErrorKind::Decode { loc, raw, error })),
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether every entry of the table at `level` is zero.
+    fn is_empty(&self, table: PhysAddr, level: usize) -> Result<bool, UnmapError> {
+        for index in 0..F::GEOMETRY.entries(level).unwrap_or(0) {
+            let loc = EntryLoc {
+                table,
+                index,
+                level,
+            };
+            let word = self.access.entry(table, index).map_err(|error| {
+                UnmapError::Walk(WalkError {
+                    va: VirtAddr(0),
+                    kind: WalkErrorKind::Access { loc, error },
+                })
+            })?;
+            // Relaxed: the builder is the only writer.
+            if word.load(Ordering::Relaxed) != 0 {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// The entries at `level` that `range` touches: for each, the first address of
+/// `range` in it and the part of `range` it covers.
+fn entry_spans<F: PagingFormat>(
+    range: VaRange,
+    level: usize,
+) -> impl Iterator<Item = (VirtAddr, VaRange)> {
+    let shift = F::GEOMETRY.shift_at(level);
+    let last = range.last().0;
+    let mut next = Some(range.start().0);
+    core::iter::from_fn(move || {
+        let va = next?;
+        let span_last = va | ((1u64 << shift) - 1);
+        let sub_last = if span_last < last { span_last } else { last };
+        next = if sub_last < last {
+            Some(sub_last + 1)
+        } else {
+            None
+        };
+        Some((
+            VirtAddr(va),
+            VaRange::spanning(VirtAddr(va), VirtAddr(sub_last)),
+        ))
+    })
+}
+
+/// The number of tables at `level` that `range` touches.
+fn tables_spanned<F: PagingFormat>(range: VaRange, level: usize) -> usize {
+    // A table at `level` translates one entry span of the level above.
+    let shift = F::GEOMETRY.shift_at(level - 1);
+    ((range.last().0 >> shift) - (range.start().0 >> shift) + 1) as usize
+}

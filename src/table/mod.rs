@@ -1,0 +1,68 @@
+//! Page tables: the traits a kernel implements for its formats and its memory,
+//! a generic lockless walker, and a table builder.
+//!
+//! | concept | module | what it holds |
+//! |---|---|---|
+//! | paging format | [`format`] | [`PagingFormat`], [`Geometry`], the [`Toy`] format |
+//! | entries | [`entry`] | [`Entry`], [`Perms`], [`MemType`], [`EntryLoc`], [`EntrySnapshot`] |
+//! | table access | [`access`] | [`TableAccess`], [`HostMemory`] over [`HostFrame`]s |
+//! | walker | [`walk`] | [`Walker`]: translate, and walk a range leaf by leaf |
+//! | builder | [`build`] | [`TableBuilder`]: map and unmap in caller-provided frames |
+//! | frames and retirement | [`pool`] | [`FramePool`], the [`Retire`] hook, [`ReclaimNow`] |
+//! | addresses | [`addr`] | [`PhysAddr`], [`VirtAddr`], [`VaRange`] |
+//! | errors | [`error`] | one enum per operation |
+//!
+//! The x86_64 formats are in [`crate::arch::x86_64`].
+//!
+//! A kernel with its own format implements [`PagingFormat`] for a zero-sized
+//! type and [`TableAccess`] over its direct map; the walker and the builder are
+//! generic over both.
+//!
+//! ```
+//! use pagepin::arch::x86_64::Paging4Level;
+//! use pagepin::table::*;
+//!
+//! let frames: Vec<HostFrame> = (0..16).map(|_| HostFrame::new()).collect();
+//! let memory = HostMemory::new(&frames, PhysAddr(0x10_0000)).unwrap();
+//! let mut pool_frames: Vec<PhysAddr> = memory.frame_pas().collect();
+//! let pool = FramePool::new(&mut pool_frames);
+//! let mut tables = TableBuilder::<Paging4Level, _, _>::new(&memory, pool, ReclaimNow).unwrap();
+//!
+//! let user_rw = Perms::READ | Perms::WRITE | Perms::USER;
+//! tables
+//!     .map(&MapRequest::new(VirtAddr(0x40_0000), PhysAddr(0x8000_0000), 0x3000, 0x1000)
+//!         .with_perms(user_rw))
+//!     .unwrap();
+//! match tables.walker().translate(VirtAddr(0x40_1234)).unwrap() {
+//!     WalkItem::Leaf(leaf) => {
+//!         assert_eq!(leaf.pa, PhysAddr(0x8000_1234));
+//!         assert_eq!((leaf.size, leaf.perms), (0x1000, user_rw));
+//!     }
+//!     WalkItem::Hole(hole) => panic!("absent at level {}", hole.level),
+//! }
+//! let unmapped = tables.unmap(VirtAddr(0x40_0000), 0x3000).unwrap();
+//! assert_eq!((unmapped.leaves, unmapped.tables), (3, 3));
+//! assert_eq!(tables.pool().free_count(), 15); // all but the root
+//! ```
+
+pub mod access;
+pub mod addr;
+pub mod build;
+pub mod entry;
+pub mod error;
+pub mod format;
+pub mod pool;
+pub mod walk;
+
+pub use access::{HOST_FRAME_ENTRIES, HOST_FRAME_SIZE, HostFrame, HostMemory, TableAccess};
+pub use addr::{PhysAddr, VaRange, VirtAddr};
+pub use build::{MapRequest, TableBuilder, Unmapped};
+pub use entry::{Entry, EntryLoc, EntrySnapshot, LeafEntry, MemType, Perms, TableEntry};
+pub use error::{
+    AccessError, DecodeError, EncodeError, HostMemoryError, MapError, PoolFull, RangeError,
+    UnmapError, WalkError, WalkErrorKind,
+};
+pub use format::toy::Toy;
+pub use format::{Geometry, LevelShape, MAX_LEVELS, PagingFormat};
+pub use pool::{FramePool, ReclaimNow, Retire};
+pub use walk::{HoleItem, LeafItem, Walk, WalkItem, Walker};

@@ -1,0 +1,141 @@
+//! The frame pool the builder takes new tables from, and the retire hook that
+//! decides when a detached table may go back to it.
+
+use super::addr::PhysAddr;
+use super::error::PoolFull;
+
+/// Free frames for page tables: a caller-provided slice used as a stack. No
+/// allocation, and nothing is ever written into a free frame (a walker that
+/// still reads a detached table sees the zeros it was left with).
+///
+/// Frames must be aligned and large enough for the format's largest table and
+/// reachable through the builder's table access;
+/// [`TableBuilder::new`](super::TableBuilder::new) checks the last two.
+#[derive(Debug)]
+pub struct FramePool<'a> {
+    slots: &'a mut [PhysAddr],
+    free: usize,
+}
+
+impl<'a> FramePool<'a> {
+    /// A pool whose free frames are the addresses in `frames`; the slice is the
+    /// pool's storage, so it can never hold more frames than it started with.
+    pub fn new(frames: &'a mut [PhysAddr]) -> FramePool<'a> {
+        let free = frames.len();
+        FramePool {
+            slots: frames,
+            free,
+        }
+    }
+
+    /// Takes a free frame, `None` when the pool is empty.
+    #[inline]
+    pub fn take(&mut self) -> Option<PhysAddr> {
+        let top = self.free.checked_sub(1)?;
+        self.free = top;
+        self.slots.get(top).copied()
+    }
+
+    /// Returns a frame to the pool.
+    ///
+    /// # Errors
+    ///
+    /// [`PoolFull`] when the pool already holds as many frames as it was created
+    /// with (so `frame` was never taken from it).
+    #[inline]
+    pub fn give_back(&mut self, frame: PhysAddr) -> Result<(), PoolFull> {
+        let slot = self.slots.get_mut(self.free).ok_or(PoolFull { frame })?;
+        *slot = frame;
+        self.free += 1;
+        Ok(())
+    }
+
+    /// The number of free frames.
+    #[inline]
+    pub fn free_count(&self) -> usize {
+        self.free
+    }
+
+    /// The number of frames the pool was created with.
+    #[inline]
+    pub fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// The free frames.
+    #[inline]
+    pub fn free_frames(&self) -> &[PhysAddr] {
+        &self.slots[..self.free]
+    }
+}
+
+/// What happens to a page table once the builder has detached it (cleared the
+/// entry that pointed to it, after clearing every leaf in it).
+///
+/// Lockless walkers may still be reading a detached table, so in a kernel it may
+/// be reused only after every walk that could have loaded the old entry has
+/// ended: an epoch or RCU reclaimer defers it. [`ReclaimNow`] is right only when
+/// no walker runs concurrently with the builder.
+pub trait Retire {
+    /// Takes the detached, all-zero `table`: give it back to `pool` now or keep it
+    /// until [`reclaim`](Self::reclaim) finds no walker can still read it.
+    ///
+    /// # Errors
+    ///
+    /// [`PoolFull`] if the pool refuses the frame.
+    fn retire(&mut self, table: PhysAddr, pool: &mut FramePool<'_>) -> Result<(), PoolFull>;
+
+    /// Gives back to `pool` every retired table that no walker can still read.
+    /// The builder calls it when the pool has too few frames for a mapping.
+    ///
+    /// # Errors
+    ///
+    /// [`PoolFull`] if the pool refuses a frame.
+    fn reclaim(&mut self, pool: &mut FramePool<'_>) -> Result<(), PoolFull>;
+}
+
+/// Retirement without a grace period: a detached table goes straight back to
+/// the pool. Correct only while no lockless walker reads the tables concurrently
+/// with the builder (single-threaded setup, tests, or tables not yet live).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReclaimNow;
+
+impl Retire for ReclaimNow {
+    #[inline]
+    fn retire(&mut self, table: PhysAddr, pool: &mut FramePool<'_>) -> Result<(), PoolFull> {
+        pool.give_back(table)
+    }
+
+    #[inline]
+    fn reclaim(&mut self, _pool: &mut FramePool<'_>) -> Result<(), PoolFull> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pool_is_a_bounded_stack() {
+        let mut slots = [PhysAddr(0x1000), PhysAddr(0x2000)];
+        let mut pool = FramePool::new(&mut slots);
+        assert_eq!((pool.free_count(), pool.capacity()), (2, 2));
+        assert_eq!(
+            pool.give_back(PhysAddr(0x9000)),
+            Err(PoolFull {
+                frame: PhysAddr(0x9000)
+            })
+        );
+        assert_eq!(pool.take(), Some(PhysAddr(0x2000)));
+        assert_eq!(pool.take(), Some(PhysAddr(0x1000)));
+        assert_eq!(pool.take(), None);
+        assert_eq!(pool.free_count(), 0);
+        pool.give_back(PhysAddr(0x1000)).unwrap();
+        assert_eq!(pool.free_frames(), &[PhysAddr(0x1000)]);
+        assert_eq!(ReclaimNow.retire(PhysAddr(0x2000), &mut pool), Ok(()));
+        assert_eq!(pool.free_count(), 2);
+        assert_eq!(ReclaimNow.reclaim(&mut pool), Ok(()));
+        assert_eq!(pool.free_count(), 2);
+    }
+}

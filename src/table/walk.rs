@@ -1,0 +1,440 @@
+//! The walker: translate one address, or visit every leaf and hole of a range.
+//!
+//! Walks are lockless and may run concurrently with one writer (the builder, or
+//! a kernel's own page-table code). Each entry is read with one atomic load;
+//! entries at levels that may point to a table are loaded with Acquire, pairing
+//! with the Release store that publishes a zero-filled (or filled) table, so the
+//! walker never reads a table's entries before they were initialised. The
+//! walker does not rely on address dependencies for this.
+//!
+//! A walk never loops forever and never indexes past a table: each step goes
+//! one level down, a table entry at the last level stops the walk with an error
+//! (so cyclic tables terminate), every index is masked to the level's entry
+//! count (the start level may have fewer entries than the others), and each item
+//! moves the cursor strictly forward.
+//!
+//! Keeping the tables alive while a walk reads them is the caller's business
+//! (the walk guard: an epoch or RCU read section with deferred table freeing);
+//! over [`HostMemory`](super::HostMemory) every read is of valid memory anyway.
+
+use core::marker::PhantomData;
+
+use super::access::TableAccess;
+use super::addr::{PhysAddr, VaRange, VirtAddr};
+use super::entry::{Entry, EntryLoc, EntrySnapshot, MemType, Perms};
+use super::error::{AccessError, RangeError, WalkError, WalkErrorKind};
+use super::format::{MAX_LEVELS, PagingFormat};
+use crate::sync::Ordering;
+
+/// Loads the entry at `loc` with the ordering its level needs.
+///
+/// # Errors
+///
+/// [`AccessError::Unreachable`] when `loc.level` is not a level of `F` or
+/// `loc.index` is not below the level's entry count, and whatever `access`
+/// reports for the table address.
+#[inline]
+pub(crate) fn load_entry<F: PagingFormat, A: TableAccess + ?Sized>(
+    access: &A,
+    loc: EntryLoc,
+) -> Result<u64, AccessError> {
+    let entries = F::GEOMETRY.entries(loc.level).unwrap_or(0);
+    if loc.index >= entries {
+        return Err(AccessError::Unreachable {
+            table: loc.table,
+            index: loc.index,
+        });
+    }
+    let word = access.entry(loc.table, loc.index)?;
+    if F::GEOMETRY.holds_tables(loc.level) {
+        // Acquire: the entry may point to a table. Pairs with the Release store
+        // that published that table (`TableBuilder`'s table install, or the
+        // kernel's equivalent), so the table's zero-fill and contents are visible
+        // before the walker reads its entries.
+        Ok(word.load(Ordering::Acquire))
+    } else {
+        // Relaxed: this level holds only leaves, so no table is read through the
+        // value. Whatever the caller then does with the page is ordered by the
+        // page's metadata (GUP-fast's Acquire get), not by this load.
+        Ok(word.load(Ordering::Relaxed))
+    }
+}
+
+/// Checks that `range` is canonical for `F` as a whole.
+///
+/// # Errors
+///
+/// [`RangeError::NonCanonical`] when an end is not canonical or the range leaves
+/// the `2^va_bits` window its start is in (for x86_64: spans the hole between the
+/// canonical halves).
+pub(crate) fn check_canonical<F: PagingFormat>(range: VaRange) -> Result<(), RangeError> {
+    let (start, last) = (range.start(), range.last());
+    if !F::is_canonical(start) {
+        return Err(RangeError::NonCanonical { va: start });
+    }
+    let window = F::GEOMETRY.va_bits();
+    if start.0 >> window != last.0 >> window {
+        let past_window = (start.0 | ((1 << window) - 1)) + 1;
+        return Err(RangeError::NonCanonical {
+            va: VirtAddr(past_window),
+        });
+    }
+    if !F::is_canonical(last) {
+        return Err(RangeError::NonCanonical { va: last });
+    }
+    Ok(())
+}
+
+/// Walks the tables of one address space (one root) of format `F`, reading them
+/// through `A`.
+pub struct Walker<'a, F, A: ?Sized> {
+    access: &'a A,
+    root: PhysAddr,
+    format: PhantomData<fn() -> F>,
+}
+
+impl<F, A: ?Sized> Clone for Walker<'_, F, A> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<F, A: ?Sized> Copy for Walker<'_, F, A> {}
+
+impl<F, A: ?Sized> core::fmt::Debug for Walker<'_, F, A> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Walker").field("root", &self.root).finish()
+    }
+}
+
+/// A leaf the walk found, restricted to the part of it inside the walked range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LeafItem {
+    /// The part of the leaf inside the range asked for.
+    pub va: VaRange,
+    /// The physical address `va.start()` maps to.
+    pub pa: PhysAddr,
+    /// The first virtual address of the whole leaf.
+    pub leaf_va: VirtAddr,
+    /// The first physical address of the whole leaf.
+    pub leaf_pa: PhysAddr,
+    /// The level of the leaf entry.
+    pub level: usize,
+    /// The size of the whole leaf in bytes.
+    pub size: u64,
+    /// The effective permissions: the leaf's, with its grants restricted by
+    /// every table entry above it.
+    pub perms: Perms,
+    /// The leaf's memory type.
+    pub mem_type: MemType,
+    /// The leaf entry, as read.
+    pub entry: EntrySnapshot,
+    /// The table entry that pointed to the leaf's table, as read; `None` for a
+    /// leaf in the root table.
+    pub parent: Option<EntrySnapshot>,
+}
+
+/// A hole: an absent entry, and the part of its span inside the walked range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct HoleItem {
+    /// The part of the absent entry's span inside the range asked for.
+    pub va: VaRange,
+    /// The level of the absent entry.
+    pub level: usize,
+    /// The absent entry, as read (it may carry software bits).
+    pub entry: EntrySnapshot,
+    /// The table entry that pointed to the hole's table, as read; `None` for
+    /// the root table.
+    pub parent: Option<EntrySnapshot>,
+}
+
+/// One step of a walk: a leaf or a hole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WalkItem {
+    /// A mapped leaf.
+    Leaf(LeafItem),
+    /// Nothing is mapped here.
+    Hole(HoleItem),
+}
+
+impl WalkItem {
+    /// The virtual range the item covers (inside the range asked for).
+    #[inline]
+    pub fn va(&self) -> VaRange {
+        match self {
+            WalkItem::Leaf(leaf) => leaf.va,
+            WalkItem::Hole(hole) => hole.va,
+        }
+    }
+
+    /// The leaf, if the item is one.
+    #[inline]
+    pub fn leaf(&self) -> Option<&LeafItem> {
+        match self {
+            WalkItem::Leaf(leaf) => Some(leaf),
+            WalkItem::Hole(_) => None,
+        }
+    }
+}
+
+impl<'a, F: PagingFormat, A: TableAccess + ?Sized> Walker<'a, F, A> {
+    /// A walker of the tables rooted at `root`.
+    #[inline]
+    pub fn new(access: &'a A, root: PhysAddr) -> Walker<'a, F, A> {
+        Walker {
+            access,
+            root,
+            format: PhantomData,
+        }
+    }
+
+    /// The root table.
+    #[inline]
+    pub fn root(&self) -> PhysAddr {
+        self.root
+    }
+
+    /// Translates one address: a [`WalkItem::Leaf`] whose `pa` is the
+    /// translation of `va` (and whose `va` is the one byte at `va`), or a
+    /// [`WalkItem::Hole`] naming the level of the absent entry.
+    ///
+    /// # Errors
+    ///
+    /// [`WalkError`] for a non-canonical address, an unreachable table, or an
+    /// entry that does not decode.
+    pub fn translate(&self, va: VirtAddr) -> Result<WalkItem, WalkError> {
+        let range = VaRange::spanning(va, va);
+        if check_canonical::<F>(range).is_err() {
+            return Err(WalkError {
+                va,
+                kind: WalkErrorKind::NonCanonical,
+            });
+        }
+        Walk::new(*self, range).step()
+    }
+
+    /// Walks `len` bytes from `start`: yields every leaf and every hole in
+    /// address order, each exactly once, a huge leaf as one item. Items tile
+    /// the range: each starts where the previous one ended.
+    ///
+    /// The iterator yields `Err` once and then ends if a table cannot be read or
+    /// an entry does not decode.
+    ///
+    /// ```
+    /// use pagepin::arch::x86_64::Paging4Level;
+    /// use pagepin::table::*;
+    ///
+    /// let frames: Vec<HostFrame> = (0..8).map(|_| HostFrame::new()).collect();
+    /// let memory = HostMemory::new(&frames, PhysAddr(0x10_0000)).unwrap();
+    /// let mut pool_frames: Vec<PhysAddr> = memory.frame_pas().collect();
+    /// let pool = FramePool::new(&mut pool_frames);
+    /// let mut tables = TableBuilder::<Paging4Level, _, _>::new(&memory, pool, ReclaimNow).unwrap();
+    /// tables
+    ///     .map(&MapRequest::new(VirtAddr(0x20_0000), PhysAddr(0x4000_0000), 0x20_0000, 0x20_0000))
+    ///     .unwrap();
+    /// let walker = tables.walker();
+    /// let items: Vec<_> = walker
+    ///     .walk(VirtAddr(0x1f_f000), 0x20_2000)
+    ///     .unwrap()
+    ///     .collect::<Result<_, _>>()
+    ///     .unwrap();
+    /// assert!(matches!(items[0], WalkItem::Hole(_)));
+    /// assert_eq!(items[1].leaf().unwrap().size, 0x20_0000);
+    /// assert!(matches!(items[2], WalkItem::Hole(_)));
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`RangeError`] for an empty, wrapping or non-canonical range.
+    pub fn walk(&self, start: VirtAddr, len: u64) -> Result<Walk<'a, F, A>, RangeError> {
+        self.walk_range(VaRange::new(start, len)?)
+    }
+
+    /// [`walk`](Self::walk) over a [`VaRange`].
+    ///
+    /// # Errors
+    ///
+    /// [`RangeError::NonCanonical`] for a range that is not canonical as a whole.
+    pub fn walk_range(&self, range: VaRange) -> Result<Walk<'a, F, A>, RangeError> {
+        check_canonical::<F>(range)?;
+        Ok(Walk::new(*self, range))
+    }
+
+    /// Re-reads the entry at `loc` with one atomic load (Acquire at levels that
+    /// may hold a table pointer, Relaxed at leaf-only levels, as the walk does).
+    ///
+    /// # Errors
+    ///
+    /// [`AccessError`] if the location is not reachable (or not an entry of the
+    /// format: `loc.index` past the level's entry count).
+    #[inline]
+    pub fn reload(&self, loc: EntryLoc) -> Result<u64, AccessError> {
+        load_entry::<F, A>(self.access, loc)
+    }
+
+    /// Whether the entry still holds exactly the value it had when `snapshot`
+    /// was taken: GUP-fast's re-check after taking its page reference.
+    ///
+    /// # Errors
+    ///
+    /// As [`reload`](Self::reload).
+    #[inline]
+    pub fn is_unchanged(&self, snapshot: &EntrySnapshot) -> Result<bool, AccessError> {
+        Ok(self.reload(snapshot.loc)? == snapshot.raw)
+    }
+}
+
+/// One table on the current path of a [`Walk`].
+#[derive(Debug, Clone, Copy)]
+struct PathStep {
+    table: PhysAddr,
+    /// The entry that pointed here (`None` for the root).
+    via: Option<EntrySnapshot>,
+    /// The grants left by the table entries above.
+    grants: Perms,
+    /// The virtual addresses this table translates (a whole entry span of the
+    /// level above; everything for the root).
+    first: u64,
+    last: u64,
+}
+
+/// The iterator of [`Walker::walk`]: `Ok` items in address order, or one `Err`
+/// and then the end.
+///
+/// It remembers the tables on its current path, so consecutive leaves of one
+/// table cost one entry load each; the table-pointing entries are read once per
+/// table, and their values are in each item's `parent` for re-checking.
+pub struct Walk<'a, F, A: ?Sized> {
+    walker: Walker<'a, F, A>,
+    cursor: u64,
+    last: u64,
+    finished: bool,
+    /// Entries `0..path_len` of `path` are valid.
+    path_len: usize,
+    path: [PathStep; MAX_LEVELS],
+}
+
+impl<F, A: ?Sized> core::fmt::Debug for Walk<'_, F, A> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Walk")
+            .field("root", &self.walker.root)
+            .field("cursor", &VirtAddr(self.cursor))
+            .field("last", &VirtAddr(self.last))
+            .field("finished", &self.finished)
+            .finish()
+    }
+}
+
+impl<'a, F: PagingFormat, A: TableAccess + ?Sized> Walk<'a, F, A> {
+    fn new(walker: Walker<'a, F, A>, range: VaRange) -> Walk<'a, F, A> {
+        let root = PathStep {
+            table: walker.root,
+            via: None,
+            grants: Perms::GRANTS,
+            first: 0,
+            last: u64::MAX,
+        };
+        Walk {
+            walker,
+            cursor: range.start().0,
+            last: range.last().0,
+            finished: false,
+            path_len: 1,
+            path: [root; MAX_LEVELS],
+        }
+    }
+
+    /// The item at the cursor; moves the cursor past it.
+    fn step(&mut self) -> Result<WalkItem, WalkError> {
+        let geometry = F::GEOMETRY;
+        let va = self.cursor;
+        // Resume in the deepest remembered table that still covers the cursor.
+        let mut level = self.path_len - 1;
+        while level > 0 && !(self.path[level].first <= va && va <= self.path[level].last) {
+            level -= 1;
+        }
+        loop {
+            let step = self.path[level];
+            let loc = EntryLoc {
+                table: step.table,
+                index: geometry.index(VirtAddr(va), level),
+                level,
+            };
+            let fail = |kind| WalkError {
+                va: VirtAddr(va),
+                kind,
+            };
+            let raw = load_entry::<F, A>(self.walker.access, loc)
+                .map_err(|error| fail(WalkErrorKind::Access { loc, error }))?;
+            let entry = F::decode(raw, level)
+                .map_err(|error| fail(WalkErrorKind::Decode { loc, raw, error }))?;
+            let shift = geometry.shift_at(level);
+            let span_first = va & !((1u64 << shift) - 1);
+            let span_last = span_first | ((1u64 << shift) - 1);
+            let item_last = if span_last < self.last {
+                span_last
+            } else {
+                self.last
+            };
+            let here = EntrySnapshot { loc, raw };
+            let item = match entry {
+                Entry::Absent => WalkItem::Hole(HoleItem {
+                    va: VaRange::spanning(VirtAddr(va), VirtAddr(item_last)),
+                    level,
+                    entry: here,
+                    parent: step.via,
+                }),
+                Entry::Leaf(leaf) if geometry.holds_leaves(level) => WalkItem::Leaf(LeafItem {
+                    va: VaRange::spanning(VirtAddr(va), VirtAddr(item_last)),
+                    pa: PhysAddr(leaf.pa.0.wrapping_add(va - span_first)),
+                    leaf_va: VirtAddr(span_first),
+                    leaf_pa: leaf.pa,
+                    level,
+                    size: 1 << shift,
+                    perms: leaf.perms.limited_by(step.grants),
+                    mem_type: leaf.mem_type,
+                    entry: here,
+                    parent: step.via,
+                }),
+                Entry::Table(next) if geometry.holds_tables(level) => {
+                    level += 1;
+                    self.path[level] = PathStep {
+                        table: next.table,
+                        via: Some(here),
+                        grants: step.grants.intersection(next.grants),
+                        first: span_first,
+                        last: span_last,
+                    };
+                    self.path_len = level + 1;
+                    continue;
+                }
+                Entry::Leaf(_) | Entry::Table(_) => {
+                    return Err(fail(WalkErrorKind::FormatContract { loc, raw }));
+                }
+            };
+            if item_last >= self.last {
+                self.finished = true;
+            } else {
+                self.cursor = item_last + 1;
+            }
+            return Ok(item);
+        }
+    }
+}
+
+impl<F: PagingFormat, A: TableAccess + ?Sized> Iterator for Walk<'_, F, A> {
+    type Item = Result<WalkItem, WalkError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.finished {
+            return None;
+        }
+        let item = self.step();
+        if item.is_err() {
+            self.finished = true;
+        }
+        Some(item)
+    }
+}
+
+impl<F: PagingFormat, A: TableAccess + ?Sized> core::iter::FusedIterator for Walk<'_, F, A> {}
