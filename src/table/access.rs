@@ -147,9 +147,11 @@ impl<'a> HostMemory<'a> {
     }
 
     /// The physical addresses of all frames, in order.
-    pub fn frame_pas(&self) -> impl Iterator<Item = PhysAddr> + use<'a> {
+    pub fn frame_pas(
+        &self,
+    ) -> impl DoubleEndedIterator<Item = PhysAddr> + ExactSizeIterator + use<'a> {
         let base = self.base.0;
-        (0..self.frames.len() as u64).map(move |i| PhysAddr(base + i * HOST_FRAME_SIZE))
+        (0..self.frames.len()).map(move |i| PhysAddr(base + i as u64 * HOST_FRAME_SIZE))
     }
 }
 
