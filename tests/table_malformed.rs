@@ -61,8 +61,10 @@ impl Rng {
         match r % 8 {
             0 | 1 => 0,
             2 => self.next(),
-            3..=5 => BASE.0 + (r >> 8) % FRAMES as u64 * 4096 | flags | 1,
-            6 => BASE.0.wrapping_sub(4096) + (r >> 8) % 3 * (FRAMES as u64 + 1) * 4096 | flags | 1,
+            3..=5 => (BASE.0 + (r >> 8) % FRAMES as u64 * 4096) | flags | 1,
+            6 => {
+                (BASE.0.wrapping_sub(4096) + (r >> 8) % 3 * (FRAMES as u64 + 1) * 4096) | flags | 1
+            }
             _ => (self.next() & 0x000f_ffff_ffff_f000) | flags | 1,
         }
     }
