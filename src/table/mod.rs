@@ -66,3 +66,6 @@ pub use format::toy::Toy;
 pub use format::{Geometry, LevelShape, MAX_LEVELS, PagingFormat};
 pub use pool::{FramePool, ReclaimNow, Retire};
 pub use walk::{HoleItem, LeafItem, Walk, WalkItem, Walker};
+
+#[cfg(all(test, not(loom)))]
+mod tests;
