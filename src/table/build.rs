@@ -425,7 +425,7 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, R: Retire> TableBuilder<'a, F
                 }
                 Ok(Entry::Table(next)) if geometry.holds_tables(level) => {
                     self.clear(next.table, level + 1, span, done)?;
-                    if self.is_empty(next.table, level + 1)? {
+                    if self.is_empty(next.table, level + 1, va)? {
                         // Relaxed: detaching publishes nothing. Keeping walkers
                         // that loaded the old value away from the table's reuse is
                         // the retire hook's grace period, which starts after this
@@ -446,8 +446,9 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, R: Retire> TableBuilder<'a, F
         Ok(())
     }
 
-    /// Whether every entry of the table at `level` is zero.
-    fn is_empty(&self, table: PhysAddr, level: usize) -> Result<bool, UnmapError> {
+    /// Whether every entry of the table at `level` is zero; `va` is an address
+    /// the table translates, for the error.
+    fn is_empty(&self, table: PhysAddr, level: usize, va: VirtAddr) -> Result<bool, UnmapError> {
         for index in 0..F::GEOMETRY.entries(level).unwrap_or(0) {
             let loc = EntryLoc {
                 table,
@@ -456,7 +457,7 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, R: Retire> TableBuilder<'a, F
             };
             let word = self.access.entry(table, index).map_err(|error| {
                 UnmapError::Walk(WalkError {
-                    va: VirtAddr(0),
+                    va,
                     kind: WalkErrorKind::Access { loc, error },
                 })
             })?;
