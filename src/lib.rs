@@ -17,6 +17,9 @@
 #![warn(missing_docs)]
 
 pub mod arch;
+pub mod guard;
+pub mod memmap;
 pub mod meta;
 pub mod sync;
 pub mod table;
+pub mod wait;

@@ -1,0 +1,362 @@
+//! Walk guards: how page-table pages stay alive under a lockless walk.
+//!
+//! GUP-fast reads page tables without a lock while another CPU may unmap and
+//! free them. A table page may be reused only after every walk that could have
+//! loaded a pointer to it has ended. [`WalkGuard`] is the contract; the walk
+//! holds a guard from before its first entry load until after its last
+//! re-check.
+//!
+//! # Two ways a kernel implements it
+//!
+//! - **Interrupts off + acknowledged IPIs** (Linux x86's GUP-fast): the walker
+//!   disables interrupts for the walk; the table freer detaches the table, sends
+//!   an inter-processor interrupt to every CPU and *waits until each has
+//!   acknowledged it* before reusing the page. A CPU with interrupts off cannot
+//!   acknowledge, so the freer waits for its walk to end. This protects only if
+//!   the freer really waits for an interrupt: on aarch64 a broadcast `TLBI ...IS`
+//!   invalidates remote TLBs **without interrupting anyone**, so interrupts-off
+//!   alone protects nothing there; the freer must send and wait for an SGI round
+//!   (or use the epoch scheme).
+//! - **An epoch (RCU-like) read section with deferred freeing**, which works on
+//!   every architecture and on the host: [`Epoch`] below. The walker publishes
+//!   the epoch it entered in; a detached table is retired with the epoch current
+//!   at its detachment and reused only when no walker entered at or before that
+//!   epoch is still inside. [`EpochRetire`] plugs this into the table builder
+//!   as its [`Retire`] hook.
+
+use core::cell::Cell;
+use core::fmt;
+
+use heapless::Vec;
+
+use crate::sync::{AtomicU64, Ordering, fence, op_count, spin_wait_hint};
+use crate::table::{FramePool, PhysAddr, PoolFull, Retire};
+
+/// A walk guard: while a guard returned by [`enter`](Self::enter) lives, the
+/// page tables the walk can reach stay page tables.
+///
+/// # Safety
+///
+/// Implementors promise: while a guard lives, no page-table page that was
+/// reachable from the walked root at any moment since the guard was entered is
+/// freed, reused for anything but the same page table, or unmapped from the
+/// table access. (Entries inside it may change; the page itself stays.)
+pub unsafe trait WalkGuard {
+    /// The guard; the read section ends when it is dropped.
+    type Guard<'g>
+    where
+        Self: 'g;
+
+    /// Enters a read section.
+    fn enter(&self) -> Self::Guard<'_>;
+}
+
+/// A guard for tables that are never freed while walkers run (boot-time tables,
+/// single-threaded tests, or a builder with no concurrent walker).
+#[derive(Debug)]
+pub struct TablesNeverFreed {
+    _private: (),
+}
+
+impl TablesNeverFreed {
+    /// # Safety
+    ///
+    /// The caller promises that no page-table page reachable by the walks guarded
+    /// with this value is freed or reused while any such walk runs.
+    pub unsafe fn new() -> TablesNeverFreed {
+        TablesNeverFreed { _private: () }
+    }
+}
+
+// SAFETY: the constructor's caller promised that no reachable table page is
+// freed while walks run, which is this trait's whole contract.
+unsafe impl WalkGuard for TablesNeverFreed {
+    type Guard<'g> = ();
+
+    #[inline]
+    fn enter(&self) {}
+}
+
+/// A slot value: not claimed by any reader.
+const UNCLAIMED: u64 = u64::MAX;
+/// A slot value: claimed, outside any read section.
+const QUIESCENT: u64 = 0;
+
+/// An epoch domain with `SLOTS` reader slots (one per walking CPU or thread).
+///
+/// The global epoch starts at 1 and grows by one at every retirement. A slot
+/// holds `u64::MAX` (unclaimed), `0` (claimed, not reading) or the epoch its reader
+/// entered in.
+pub struct Epoch<const SLOTS: usize> {
+    global: AtomicU64,
+    slots: [AtomicU64; SLOTS],
+}
+
+impl<const SLOTS: usize> fmt::Debug for Epoch<SLOTS> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Epoch")
+            .field("global", &self.global.load(Ordering::Relaxed))
+            .field("slots", &SLOTS)
+            .finish()
+    }
+}
+
+/// Every reader slot of an [`Epoch`] is claimed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SlotsFull;
+
+impl fmt::Display for SlotsFull {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("every epoch reader slot is claimed")
+    }
+}
+
+impl core::error::Error for SlotsFull {}
+
+impl<const SLOTS: usize> Epoch<SLOTS> {
+    /// A domain with no readers, at epoch 1.
+    pub fn new() -> Epoch<SLOTS> {
+        Epoch {
+            global: AtomicU64::new(1),
+            slots: core::array::from_fn(|_| AtomicU64::new(UNCLAIMED)),
+        }
+    }
+
+    /// Claims a reader slot: one per walking thread (or CPU).
+    ///
+    /// # Errors
+    ///
+    /// [`SlotsFull`] when all `SLOTS` are claimed.
+    pub fn reader(&self) -> Result<EpochReader<'_, SLOTS>, SlotsFull> {
+        for slot in &self.slots {
+            op_count::rmw();
+            // Relaxed: claiming publishes nothing; the read sections order
+            // themselves with their own fences.
+            if slot
+                .compare_exchange(UNCLAIMED, QUIESCENT, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+            {
+                return Ok(EpochReader {
+                    slot,
+                    global: &self.global,
+                    depth: Cell::new(0),
+                });
+            }
+        }
+        Err(SlotsFull)
+    }
+
+    /// Starts a retirement: call after the entry pointing to a table has been
+    /// cleared (and the TLBs shot down). Returns the epoch the table is retired
+    /// in; it may be reused once [`is_safe`](Self::is_safe) says so.
+    pub fn retire_epoch(&self) -> u64 {
+        // SeqCst fence: the reclaimer's side of the store-buffering pair with
+        // the fence in `EpochReader::enter`. Either a reader's slot store comes
+        // first (and the later scans see it), or the reader's entry loads come
+        // after the detaching store (and never reach the table).
+        fence(Ordering::SeqCst);
+        op_count::rmw();
+        // AcqRel: Release pairs with the Acquire load in `enter`: a reader that
+        // enters with the new epoch synchronises with this fence-ordered point,
+        // so its loads see the detached entry cleared. Acquire: nothing needed,
+        // kept symmetric for the RMW's place in the epoch's release sequence.
+        self.global.fetch_add(1, Ordering::AcqRel)
+    }
+
+    /// Whether no reader that could hold a table retired in `retired` is still
+    /// inside its read section.
+    pub fn is_safe(&self, retired: u64) -> bool {
+        self.slots.iter().all(|slot| {
+            // Acquire: pairs with the Release store that ends a read section, so
+            // the reader's table loads happen before the table's reuse.
+            let s = slot.load(Ordering::Acquire);
+            s == UNCLAIMED || s == QUIESCENT || s > retired
+        })
+    }
+}
+
+impl<const SLOTS: usize> Default for Epoch<SLOTS> {
+    fn default() -> Epoch<SLOTS> {
+        Epoch::new()
+    }
+}
+
+/// A claimed reader slot of an [`Epoch`]: the walk guard of one thread. Not
+/// `Sync`: one reader per thread (or CPU). Read sections nest.
+pub struct EpochReader<'e, const SLOTS: usize> {
+    slot: &'e AtomicU64,
+    global: &'e AtomicU64,
+    depth: Cell<u32>,
+}
+
+impl<const SLOTS: usize> fmt::Debug for EpochReader<'_, SLOTS> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EpochReader")
+            .field("depth", &self.depth.get())
+            .finish()
+    }
+}
+
+impl<const SLOTS: usize> Drop for EpochReader<'_, SLOTS> {
+    fn drop(&mut self) {
+        // Release: ends the slot's last read section's ordering (see `leave`).
+        // A guard cannot outlive its reader, so no read section is open here.
+        self.slot.store(UNCLAIMED, Ordering::Release);
+    }
+}
+
+/// An open read section of an [`EpochReader`].
+#[must_use = "the read section ends when the guard is dropped"]
+pub struct EpochGuard<'r, 'e, const SLOTS: usize> {
+    reader: &'r EpochReader<'e, SLOTS>,
+}
+
+impl<const SLOTS: usize> fmt::Debug for EpochGuard<'_, '_, SLOTS> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EpochGuard").finish_non_exhaustive()
+    }
+}
+
+impl<const SLOTS: usize> Drop for EpochGuard<'_, '_, SLOTS> {
+    fn drop(&mut self) {
+        let depth = self.reader.depth.get() - 1;
+        self.reader.depth.set(depth);
+        if depth == 0 {
+            // Release: pairs with the Acquire scan in `Epoch::is_safe`, so every
+            // table load of this read section happens before the table's reuse.
+            self.reader.slot.store(QUIESCENT, Ordering::Release);
+        }
+    }
+}
+
+// SAFETY: a table is given back only when `is_safe` finds no slot that entered
+// at or before its retirement epoch still inside a read section (the argument is
+// in `retire_epoch` and `enter`); an open guard keeps its slot at its entry epoch.
+unsafe impl<const SLOTS: usize> WalkGuard for EpochReader<'_, SLOTS> {
+    type Guard<'g>
+        = EpochGuard<'g, 'g, SLOTS>
+    where
+        Self: 'g;
+
+    fn enter(&self) -> EpochGuard<'_, '_, SLOTS> {
+        let depth = self.depth.get();
+        if depth == 0 {
+            // Acquire: pairs with the AcqRel `fetch_add` of `retire_epoch`.
+            let epoch = self.global.load(Ordering::Acquire);
+            // Relaxed: ordered before the walk's loads by the fence below.
+            self.slot.store(epoch, Ordering::Relaxed);
+            // SeqCst fence: the reader's side of the store-buffering pair with
+            // the fence in `Epoch::retire_epoch` (see there).
+            fence(Ordering::SeqCst);
+        }
+        self.depth.set(depth + 1);
+        EpochGuard { reader: self }
+    }
+}
+
+/// The table builder's [`Retire`] hook over an [`Epoch`]: detached tables wait in
+/// a bounded list (`CAP`) until no walker can still read them.
+pub struct EpochRetire<'e, const SLOTS: usize, const CAP: usize> {
+    epoch: &'e Epoch<SLOTS>,
+    pending: Vec<(PhysAddr, u64), CAP>,
+}
+
+impl<const SLOTS: usize, const CAP: usize> fmt::Debug for EpochRetire<'_, SLOTS, CAP> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EpochRetire")
+            .field("pending", &self.pending.len())
+            .finish()
+    }
+}
+
+impl<'e, const SLOTS: usize, const CAP: usize> EpochRetire<'e, SLOTS, CAP> {
+    /// A retire hook over `epoch`.
+    pub fn new(epoch: &'e Epoch<SLOTS>) -> Self {
+        EpochRetire {
+            epoch,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Tables retired and not yet given back.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+}
+
+impl<const SLOTS: usize, const CAP: usize> Retire for EpochRetire<'_, SLOTS, CAP> {
+    fn retire(&mut self, table: PhysAddr, pool: &mut FramePool<'_>) -> Result<(), PoolFull> {
+        let retired = self.epoch.retire_epoch();
+        // The list is full: wait for the oldest walks to end. Read sections are
+        // short (one GUP-fast call), so this terminates.
+        while self.pending.is_full() {
+            self.reclaim(pool)?;
+            if self.pending.is_full() {
+                spin_wait_hint();
+            }
+        }
+        // Cannot fail: the loop above made room.
+        let _ = self.pending.push((table, retired));
+        Ok(())
+    }
+
+    fn reclaim(&mut self, pool: &mut FramePool<'_>) -> Result<(), PoolFull> {
+        let mut i = 0;
+        while i < self.pending.len() {
+            let (table, retired) = self.pending[i];
+            if self.epoch.is_safe(retired) {
+                pool.give_back(table)?;
+                self.pending.swap_remove(i);
+            } else {
+                i += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_table_waits_for_the_readers_that_entered_before_it() {
+        let epoch = Epoch::<2>::new();
+        let reader = epoch.reader().unwrap();
+        let other = epoch.reader().unwrap();
+        assert_eq!(epoch.reader().unwrap_err(), SlotsFull);
+        let early = reader.enter();
+        let retired = epoch.retire_epoch();
+        assert!(
+            !epoch.is_safe(retired),
+            "a reader entered before the retirement"
+        );
+        // A reader entering after the retirement does not hold it back.
+        let late = other.enter();
+        let nested = reader.enter();
+        drop(nested);
+        assert!(!epoch.is_safe(retired), "the outer section is still open");
+        drop(early);
+        assert!(epoch.is_safe(retired));
+        drop(late);
+        drop(other);
+        assert!(epoch.reader().is_ok(), "a dropped reader frees its slot");
+    }
+
+    #[test]
+    fn epoch_retire_gives_tables_back_when_safe() {
+        let epoch = Epoch::<1>::new();
+        let reader = epoch.reader().unwrap();
+        let mut frames = [PhysAddr(0); 2];
+        let mut pool = FramePool::new(&mut frames);
+        let a = pool.take().unwrap();
+        let mut retire = EpochRetire::<1, 4>::new(&epoch);
+        let guard = reader.enter();
+        retire.retire(a, &mut pool).unwrap();
+        retire.reclaim(&mut pool).unwrap();
+        assert_eq!((retire.pending(), pool.free_count()), (1, 1));
+        drop(guard);
+        retire.reclaim(&mut pool).unwrap();
+        assert_eq!((retire.pending(), pool.free_count()), (0, 2));
+    }
+}

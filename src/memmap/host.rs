@@ -1,0 +1,267 @@
+//! [`HostMemMap`]: a memory map over a slice of [`PageMeta`], for tests and
+//! examples (and a model of what a kernel's own map does).
+
+use core::fmt;
+
+use heapless::Vec;
+
+use super::{MemoryMap, OutsideMap, Pfn, Unit};
+use crate::meta::PageMeta;
+use crate::wait::WaitTable;
+
+/// A region of the map with its own allocation-unit size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Region {
+    /// The first PFN of the region (a multiple of `unit_pages`).
+    pub first: Pfn,
+    /// The number of base pages (a multiple of `unit_pages`).
+    pub pages: u64,
+    /// The allocation-unit size in base pages (a power of two).
+    pub unit_pages: u64,
+    /// Whether the region is layout-managed (DAX-like).
+    pub layout_managed: bool,
+}
+
+/// Why a region could not be added.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RegionError {
+    /// `unit_pages` is not a power of two, or `first`/`pages` are not multiples
+    /// of it, or `pages` is zero.
+    Misaligned,
+    /// The region reaches outside the map's metas.
+    OutsideMap,
+    /// The region overlaps one added before.
+    Overlaps,
+    /// The map holds no more regions.
+    Full,
+}
+
+impl fmt::Display for RegionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RegionError::Misaligned => "region not aligned to its unit size",
+            RegionError::OutsideMap => "region outside the memory map",
+            RegionError::Overlaps => "region overlaps another",
+            RegionError::Full => "no room for another region",
+        })
+    }
+}
+
+impl core::error::Error for RegionError {}
+
+/// A memory map over `metas`, one per base page from PFN `first` on. Pages
+/// outside every [`Region`] are units of one page, not layout-managed. Waiters
+/// park in a [`WaitTable`] of `WAIT_SLOTS` slots.
+pub struct HostMemMap<'a, const REGIONS: usize = 8, const WAIT_SLOTS: usize = 64> {
+    first: Pfn,
+    metas: &'a [PageMeta],
+    regions: Vec<Region, REGIONS>,
+    waits: WaitTable<WAIT_SLOTS>,
+}
+
+impl<'a, const REGIONS: usize, const WAIT_SLOTS: usize> HostMemMap<'a, REGIONS, WAIT_SLOTS> {
+    /// A map of `metas`, the first describing PFN `first`.
+    pub fn new(first: Pfn, metas: &'a [PageMeta]) -> Self {
+        HostMemMap {
+            first,
+            metas,
+            regions: Vec::new(),
+            waits: WaitTable::new(),
+        }
+    }
+
+    /// Adds a region of larger (or layout-managed) units.
+    ///
+    /// # Errors
+    ///
+    /// [`RegionError`] as its variants say; the map is unchanged.
+    pub fn add_region(&mut self, region: Region) -> Result<(), RegionError> {
+        let Region {
+            first,
+            pages,
+            unit_pages,
+            ..
+        } = region;
+        if !unit_pages.is_power_of_two()
+            || pages == 0
+            || first.0 % unit_pages != 0
+            || pages % unit_pages != 0
+        {
+            return Err(RegionError::Misaligned);
+        }
+        let end = first.0.checked_add(pages).ok_or(RegionError::OutsideMap)?;
+        if first.0 < self.first.0 || end > self.end() {
+            return Err(RegionError::OutsideMap);
+        }
+        if self
+            .regions
+            .iter()
+            .any(|r| first.0 < r.first.0 + r.pages && r.first.0 < end)
+        {
+            return Err(RegionError::Overlaps);
+        }
+        self.regions.push(region).map_err(|_| RegionError::Full)
+    }
+
+    /// The first PFN past the map.
+    pub fn end(&self) -> u64 {
+        self.first.0 + self.metas.len() as u64
+    }
+
+    /// The first PFN of the map.
+    pub fn first(&self) -> Pfn {
+        self.first
+    }
+
+    /// The meta of `pfn` itself (not necessarily the counting one).
+    pub fn meta_of(&self, pfn: Pfn) -> Option<&'a PageMeta> {
+        let index = usize::try_from(pfn.0.checked_sub(self.first.0)?).ok()?;
+        self.metas.get(index)
+    }
+
+    /// The wait table.
+    pub fn waits(&self) -> &WaitTable<WAIT_SLOTS> {
+        &self.waits
+    }
+}
+
+impl<const REGIONS: usize, const WAIT_SLOTS: usize> fmt::Debug
+    for HostMemMap<'_, REGIONS, WAIT_SLOTS>
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HostMemMap")
+            .field("first", &self.first)
+            .field("pages", &self.metas.len())
+            .field("regions", &self.regions)
+            .finish()
+    }
+}
+
+// SAFETY: (1) the unit is computed from the region containing `pfn` (aligned to
+// its unit size) or is `pfn` alone, and `meta_of` checks the PFN is in the map;
+// (2) every PFN of a unit computes the same head and so the same slice element;
+// regions never change once added (no split or merge is offered); (3) the metas
+// are a borrowed slice that cannot move while `&self` lives; (4) `wake` goes
+// through the map's `WaitTable`, whose fences are those of `crate::wait`.
+unsafe impl<const REGIONS: usize, const WAIT_SLOTS: usize> MemoryMap
+    for HostMemMap<'_, REGIONS, WAIT_SLOTS>
+{
+    const PAGE_SHIFT: u32 = 12;
+
+    #[inline]
+    fn unit(&self, pfn: Pfn) -> Result<Unit<'_>, OutsideMap> {
+        let outside = OutsideMap { pfn };
+        self.meta_of(pfn).ok_or(outside)?;
+        let (head, pages, layout_managed) = match self
+            .regions
+            .iter()
+            .find(|r| r.first.0 <= pfn.0 && pfn.0 < r.first.0 + r.pages)
+        {
+            Some(r) => (pfn.0 & !(r.unit_pages - 1), r.unit_pages, r.layout_managed),
+            None => (pfn.0, 1, false),
+        };
+        let meta = self.meta_of(Pfn(head)).ok_or(outside)?;
+        Ok(Unit {
+            head: Pfn(head),
+            pages,
+            meta,
+            layout_managed,
+        })
+    }
+
+    #[inline]
+    fn wake(&self, head: Pfn) {
+        self.waits.wake(head);
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::vec::Vec;
+
+    fn metas(n: usize) -> Vec<PageMeta> {
+        (0..n).map(|_| PageMeta::new_allocated()).collect()
+    }
+
+    #[test]
+    fn units_come_from_regions_not_from_leaves() {
+        let metas = metas(2048);
+        let mut map = HostMemMap::<4>::new(Pfn(0x1000), &metas);
+        map.add_region(Region {
+            first: Pfn(0x1200),
+            pages: 1024,
+            unit_pages: 512,
+            layout_managed: true,
+        })
+        .unwrap();
+        let small = map.unit(Pfn(0x1001)).unwrap();
+        assert_eq!(
+            (small.head, small.pages, small.layout_managed),
+            (Pfn(0x1001), 1, false)
+        );
+        let a = map.unit(Pfn(0x1200)).unwrap();
+        let b = map.unit(Pfn(0x13ff)).unwrap();
+        assert_eq!((a.head, a.pages), (Pfn(0x1200), 512));
+        assert!(core::ptr::eq(a.meta, b.meta), "one counting meta per unit");
+        assert!(b.layout_managed);
+        assert_eq!(map.unit(Pfn(0x1400)).unwrap().head, Pfn(0x1400));
+        assert_eq!(
+            map.unit(Pfn(0xfff)).unwrap_err(),
+            OutsideMap { pfn: Pfn(0xfff) }
+        );
+        assert_eq!(
+            map.unit(Pfn(0x1800)).unwrap_err(),
+            OutsideMap { pfn: Pfn(0x1800) }
+        );
+        assert_eq!(
+            map.unit(Pfn(u64::MAX)).unwrap_err(),
+            OutsideMap { pfn: Pfn(u64::MAX) }
+        );
+    }
+
+    #[test]
+    fn bad_regions_are_refused() {
+        let metas = metas(1024);
+        let mut map = HostMemMap::<1>::new(Pfn(0), &metas);
+        let region = |first, pages, unit_pages| Region {
+            first: Pfn(first),
+            pages,
+            unit_pages,
+            layout_managed: false,
+        };
+        assert_eq!(
+            map.add_region(region(0, 512, 3)),
+            Err(RegionError::Misaligned)
+        );
+        assert_eq!(
+            map.add_region(region(1, 512, 512)),
+            Err(RegionError::Misaligned)
+        );
+        assert_eq!(
+            map.add_region(region(0, 0, 512)),
+            Err(RegionError::Misaligned)
+        );
+        assert_eq!(
+            map.add_region(region(512, 1024, 512)),
+            Err(RegionError::OutsideMap)
+        );
+        assert_eq!(
+            map.add_region(region(!511, 512, 512)),
+            Err(RegionError::OutsideMap)
+        );
+        map.add_region(region(0, 512, 512)).unwrap();
+        assert_eq!(
+            map.add_region(region(512, 512, 512)),
+            Err(RegionError::Full)
+        );
+        let mut map = HostMemMap::<2>::new(Pfn(0), &metas);
+        map.add_region(region(0, 512, 512)).unwrap();
+        assert_eq!(
+            map.add_region(region(256, 256, 256)),
+            Err(RegionError::Overlaps)
+        );
+    }
+}

@@ -1,0 +1,190 @@
+//! The wait table: where a truncate waiting for pages to go idle parks, keyed by
+//! the head PFN of the page's allocation unit.
+//!
+//! The metadata word has no room for a waiter, so waiting is a second location:
+//! a fixed array of [`WaitSlot`]s, each shared by every page whose head hashes to
+//! it. A slot counts its registered waiters and the wake-ups it has seen.
+//!
+//! # The handshake (why both sides fence)
+//!
+//! The waiter registers in the slot, then re-checks the page's word; the releaser
+//! changes the word (its final put), then checks the slot for waiters. Two
+//! threads each write one location and read the other: store buffering. Without
+//! a `fence(SeqCst)` on **both** sides the waiter can miss the release (it sees
+//! the page busy) while the releaser misses the registration (it sees no waiter),
+//! and the waiter sleeps forever. With both fences, at least one side sees the
+//! other's write: the waiter sees the page idle, or the releaser sees the waiter
+//! and bumps the slot's wake count. [`WaitSlot::register`] and
+//! [`WaitTable::wake`] carry the two fences; the waiting loop is built on them by
+//! the truncate protocol.
+
+use crate::memmap::Pfn;
+use crate::sync::{AtomicU64, AtomicUsize, Ordering, fence, op_count};
+
+/// One hashed wait slot.
+#[derive(Debug)]
+pub struct WaitSlot {
+    /// Registered waiters.
+    waiters: AtomicUsize,
+    /// Wake-ups delivered to this slot so far (a waiter parks until it changes).
+    wakes: AtomicU64,
+}
+
+impl WaitSlot {
+    fn new() -> WaitSlot {
+        WaitSlot {
+            waiters: AtomicUsize::new(0),
+            wakes: AtomicU64::new(0),
+        }
+    }
+
+    /// Registers a waiter and returns the wake count to wait past.
+    ///
+    /// After this returns the caller must re-check its condition (the page's
+    /// word) before parking: a release that happened before the registration
+    /// was seen by nobody, and the re-check is what sees it.
+    #[must_use = "a registration must be ended with `deregister`"]
+    pub fn register(&self) -> WaitTicket {
+        op_count::rmw();
+        // Relaxed: the fence below orders it before the caller's re-check.
+        self.waiters.fetch_add(1, Ordering::Relaxed);
+        // Acquire: pairs with the Release bump in `wake`, so a wake-up that is
+        // already counted here also shows the release that caused it to the
+        // re-check.
+        let seen = self.wakes.load(Ordering::Acquire);
+        // SeqCst fence: the waiter's side of the store-buffering handshake (module
+        // docs); pairs with the fence in `WaitTable::wake`. Orders the
+        // registration before the caller's re-check of the page.
+        fence(Ordering::SeqCst);
+        WaitTicket { seen }
+    }
+
+    /// Ends a registration.
+    pub fn deregister(&self, ticket: WaitTicket) {
+        let WaitTicket { seen: _ } = ticket;
+        op_count::rmw();
+        // Relaxed: a stale non-zero count only costs a releaser one needless bump.
+        self.waiters.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Whether a wake-up arrived after `ticket` was taken. Acquire: pairs with
+    /// the Release bump in [`WaitTable::wake`], so the release that woke the
+    /// waiter is visible to it.
+    #[inline]
+    pub fn woken_since(&self, ticket: &WaitTicket) -> bool {
+        self.wakes.load(Ordering::Acquire) != ticket.seen
+    }
+
+    /// The wake count: a waiter parks until it differs from its ticket's.
+    #[inline]
+    pub fn wake_count(&self) -> &AtomicU64 {
+        &self.wakes
+    }
+
+    /// Registered waiters (a snapshot).
+    #[inline]
+    pub fn waiters(&self) -> usize {
+        self.waiters.load(Ordering::Relaxed)
+    }
+}
+
+/// A registration in a [`WaitSlot`]: the wake count it waits past.
+#[derive(Debug, PartialEq, Eq)]
+#[must_use = "a registration must be ended with `WaitSlot::deregister`"]
+pub struct WaitTicket {
+    seen: u64,
+}
+
+impl WaitTicket {
+    /// The slot's wake count when the waiter registered.
+    #[inline]
+    pub fn seen(&self) -> u64 {
+        self.seen
+    }
+}
+
+/// A fixed table of `SLOTS` wait slots, hashed by head PFN. `SLOTS` must be a
+/// power of two.
+#[derive(Debug)]
+pub struct WaitTable<const SLOTS: usize> {
+    slots: [WaitSlot; SLOTS],
+}
+
+impl<const SLOTS: usize> WaitTable<SLOTS> {
+    const POWER_OF_TWO: () = assert!(SLOTS.is_power_of_two(), "SLOTS must be a power of two");
+
+    /// An empty table.
+    pub fn new() -> WaitTable<SLOTS> {
+        let () = Self::POWER_OF_TWO;
+        WaitTable {
+            slots: core::array::from_fn(|_| WaitSlot::new()),
+        }
+    }
+
+    /// The slot of the unit whose head is `head`.
+    #[inline]
+    pub fn slot(&self, head: Pfn) -> &WaitSlot {
+        // Fibonacci hashing: neighbouring heads land in different slots.
+        let hash = head.0.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        &self.slots[(hash >> 32) as usize & (SLOTS - 1)]
+    }
+
+    /// Wakes the waiters of `head`'s slot; called after a release reported
+    /// [`Wake::Due`](crate::meta::Wake::Due). Returns whether a waiter was
+    /// registered (and so the slot's wake count was bumped).
+    pub fn wake(&self, head: Pfn) -> bool {
+        let slot = self.slot(head);
+        // SeqCst fence: the releaser's side of the store-buffering handshake
+        // (module docs); pairs with the fence in `WaitSlot::register`. Orders the
+        // caller's release (its RMW on the page word) before this check.
+        fence(Ordering::SeqCst);
+        // Relaxed: ordered by the fence above.
+        if slot.waiters.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
+        op_count::rmw();
+        // Release: pairs with the Acquire in `woken_since`/`register`, so a waiter
+        // that sees the bump also sees the release before it.
+        slot.wakes.fetch_add(1, Ordering::Release);
+        true
+    }
+}
+
+impl<const SLOTS: usize> Default for WaitTable<SLOTS> {
+    fn default() -> WaitTable<SLOTS> {
+        WaitTable::new()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wake_bumps_only_registered_slots() {
+        let table = WaitTable::<8>::new();
+        assert!(!table.wake(Pfn(7)), "nobody registered");
+        let slot = table.slot(Pfn(7));
+        let ticket = slot.register();
+        assert!(!slot.woken_since(&ticket));
+        assert!(table.wake(Pfn(7)));
+        assert!(slot.woken_since(&ticket));
+        assert_eq!(slot.waiters(), 1);
+        slot.deregister(ticket);
+        assert_eq!(slot.waiters(), 0);
+        assert!(!table.wake(Pfn(7)));
+    }
+
+    #[test]
+    fn neighbouring_heads_spread() {
+        let table = WaitTable::<64>::new();
+        let mut used = [false; 64];
+        for head in 0..64u64 {
+            let slot: *const WaitSlot = table.slot(Pfn(head * 512));
+            let index =
+                (slot as usize - table.slots.as_ptr() as usize) / core::mem::size_of::<WaitSlot>();
+            used[index] = true;
+        }
+        assert!(used.iter().filter(|u| **u).count() > 32);
+    }
+}
