@@ -18,6 +18,7 @@
 
 pub mod arch;
 pub mod guard;
+pub mod gup;
 pub mod memmap;
 pub mod meta;
 pub mod sync;

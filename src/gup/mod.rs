@@ -1,0 +1,58 @@
+//! GUP-fast ("get user pages fast"): take a reference or a DMA pin on every page
+//! mapped in a virtual range, without locks, never racing a concurrent unmap.
+//!
+//! ```text
+//! guard.enter()                      read section: tables stay tables
+//! for each leaf of the range:
+//!     entry  = load(leaf entry)       (one atomic load, by the walk)
+//!     check permissions               (read; write; user)
+//!     unit   = memmap.unit(pfn)       (the counting meta: the allocation unit's head)
+//!     meta.get(n)                     (Acquire RMW; one per unit the leaf covers)
+//!     re-check: leaf entry and the table entry above it unchanged?
+//!         no  -> undo the gets, stop (Changed)
+//! ```
+//!
+//! # Why the re-check is sound without a fence
+//!
+//! A page is freed only after it was unmapped: its leaf (or the entry pointing
+//! to its table) was changed, then the page's word went to `FREE` by a Release
+//! compare-exchange, and was allocated again by another Release one. The get is
+//! an Acquire RMW on the same word. If the get lands after the free in the
+//! word's modification order, it reads from the free's release sequence (every
+//! later change of the word is an RMW), so the unmap happens before the get and
+//! the re-check's loads see the changed entry. If the get lands before the free,
+//! the free sees the reference and fails. A plain store to the word would break
+//! the release sequence; `meta` never makes one.
+//!
+//! # What the kernel's unmap must do
+//!
+//! Before a data page mapped through a table is freed, its leaf entry **or the
+//! entry pointing to the leaf's table** must have changed (cleared, or replaced
+//! by a huge leaf as when Linux collapses a table). Detaching a whole subtree
+//! higher up while leaving the inner entries intact is not enough: the walk
+//! re-checks the leaf and its parent, not the whole path.
+//!
+//! # Huge leaves and allocation units
+//!
+//! The count of a base page lives on its allocation unit's head, which the
+//! memory map names ([`MemoryMap::unit`](crate::memmap::MemoryMap::unit)); the
+//! leaf's size plays no part. A 2 MiB leaf mapping a 2 MiB unit costs one RMW; a
+//! 2 MiB leaf over 4 KiB units costs 512; 4 KiB leaves over a 2 MiB unit cost one
+//! each, on the same head. [`release`] and [`release_run`] release by any
+//! grouping.
+
+mod fast;
+mod fault;
+mod flags;
+mod outcome;
+mod release;
+
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod broken;
+
+pub use fast::Gup;
+pub use fault::{FaultHandler, NoFault};
+pub use flags::GupFlags;
+pub use outcome::{GupError, ReleaseError, ReleaseErrorKind, Stop, Taken};
+pub use release::{release, release_run};

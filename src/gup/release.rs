@@ -1,0 +1,78 @@
+//! Releasing what GUP-fast took: by PFN slice (in any grouping) or by run.
+//!
+//! Both count on the memory map's counting metas, so pages a huge leaf took in
+//! one RMW may be released one by one, and pages taken one by one may be
+//! released as one run: a run is released with one RMW per allocation unit (per
+//! [`MAX_BATCH`] pages) it covers.
+
+use super::outcome::{ReleaseError, ReleaseErrorKind};
+use crate::memmap::{MemoryMap, Pfn};
+use crate::meta::{Hold, MAX_BATCH};
+
+/// Releases `pages` base pages of `hold` starting at `first`, one RMW per
+/// allocation unit (and per [`MAX_BATCH`] pages); a release that leaves a
+/// truncating unit idle wakes its waiter through `memmap`.
+///
+/// # Errors
+///
+/// [`ReleaseError`] naming the first page not released: outside the memory map,
+/// or its meta refused (releasing what was never taken). Pages before it were
+/// released.
+pub fn release_run<M: MemoryMap + ?Sized>(
+    memmap: &M,
+    first: Pfn,
+    pages: u64,
+    hold: Hold,
+) -> Result<(), ReleaseError> {
+    let mut done = 0u64;
+    while done < pages {
+        let pfn = Pfn(first.0.wrapping_add(done));
+        let fail = |kind| ReleaseError {
+            released: done as usize,
+            pfn,
+            kind,
+        };
+        let unit = memmap
+            .unit(pfn)
+            .map_err(|e| fail(ReleaseErrorKind::OutsideMap(e)))?;
+        let in_unit = unit.end().saturating_sub(pfn.0).max(1);
+        let count = (pages - done).min(in_unit).min(MAX_BATCH as u64) as u32;
+        let wake = unit
+            .meta
+            .put(hold, count)
+            .map_err(|e| fail(ReleaseErrorKind::Put(e)))?;
+        if wake.is_due() {
+            memmap.wake(unit.head);
+        }
+        done += count as u64;
+    }
+    Ok(())
+}
+
+/// Releases every page of `pfns` (as GUP-fast filled them, or any subset in any
+/// order): runs of consecutive PFNs are released with one RMW per unit.
+///
+/// # Errors
+///
+/// [`ReleaseError`] naming the first page not released; `released` counts the
+/// pages of `pfns` before it, which were released.
+pub fn release<M: MemoryMap + ?Sized>(
+    memmap: &M,
+    pfns: &[Pfn],
+    hold: Hold,
+) -> Result<(), ReleaseError> {
+    let mut i = 0;
+    while i < pfns.len() {
+        let first = pfns[i];
+        let mut run = 1;
+        while i + run < pfns.len() && pfns[i + run].0 == first.0.wrapping_add(run as u64) {
+            run += 1;
+        }
+        release_run(memmap, first, run as u64, hold).map_err(|e| ReleaseError {
+            released: i + e.released,
+            ..e
+        })?;
+        i += run;
+    }
+    Ok(())
+}

@@ -1,0 +1,658 @@
+//! Run: `cargo test --test gup_basic`
+//!
+//! GUP-fast over tables built by the builder (x86_64 4- and 5-level, and the toy
+//! format), mixing 4 KiB and huge leaves, against a host memory map: what it
+//! takes, where it stops, the exact number of RMWs, and that nothing leaks on
+//! any stop.
+
+use pagepin::arch::x86_64::{Paging4Level, Paging5Level};
+use pagepin::guard::TablesNeverFreed;
+use pagepin::gup::*;
+use pagepin::memmap::{HostMemMap, MemoryMap, Pfn, Region};
+use pagepin::meta::{GetErrorKind, Hold, MetaWord, PageMeta};
+use pagepin::sync::op_count;
+use pagepin::table::*;
+
+const KIB4: u64 = 4 << 10;
+const MIB2: u64 = 2 << 20;
+const GIB1: u64 = 1 << 30;
+
+/// Data memory: PA 1 GiB .. 3 GiB, one meta per 4 KiB page.
+const DATA_BASE: u64 = GIB1;
+const DATA_PAGES: usize = (2 * GIB1 / KIB4) as usize;
+/// 4 × 2 MiB units of layout-managed (DAX) memory.
+const DAX: u64 = DATA_BASE;
+/// 4 KiB units.
+const SMALL: u64 = DATA_BASE + 64 * MIB2;
+/// One 1 GiB unit.
+const GIANT: u64 = 2 * GIB1;
+
+fn pfn(pa: u64) -> Pfn {
+    Pfn(pa >> 12)
+}
+
+fn guard() -> TablesNeverFreed {
+    // SAFETY: these tests free no page table while a walk runs (single thread).
+    unsafe { TablesNeverFreed::new() }
+}
+
+struct Data {
+    metas: Vec<PageMeta>,
+}
+
+impl Data {
+    fn new() -> Data {
+        Data {
+            metas: (0..DATA_PAGES).map(|_| PageMeta::new_allocated()).collect(),
+        }
+    }
+
+    fn map(&self) -> HostMemMap<'_> {
+        let mut map = HostMemMap::new(pfn(DATA_BASE), &self.metas);
+        map.add_region(Region {
+            first: pfn(DAX),
+            pages: 4 * 512,
+            unit_pages: 512,
+            layout_managed: true,
+        })
+        .unwrap();
+        map.add_region(Region {
+            first: pfn(GIANT),
+            pages: 1 << 18,
+            unit_pages: 1 << 18,
+            layout_managed: false,
+        })
+        .unwrap();
+        map
+    }
+}
+
+/// Builds tables of format `F` with `maps`, then runs `f` with GUP over them.
+fn with_gup<F: PagingFormat>(
+    maps: &[MapRequest],
+    f: impl FnOnce(&Gup<'_, F, HostMemory<'_>, HostMemMap<'_>>, &HostMemory<'_>),
+) {
+    let data = Data::new();
+    let memmap = data.map();
+    let frames: Vec<HostFrame> = (0..64).map(|_| HostFrame::new()).collect();
+    let memory = HostMemory::new(&frames, PhysAddr(0x10_0000)).unwrap();
+    let mut slots: Vec<PhysAddr> = memory.frame_pas().collect();
+    let mut tables =
+        TableBuilder::<F, _, _>::new(&memory, FramePool::new(&mut slots), ReclaimNow).unwrap();
+    for m in maps {
+        tables.map(m).unwrap();
+    }
+    let gup = Gup::new(tables.walker(), &memmap);
+    f(&gup, &memory);
+    // Every test releases what it took: nothing may be left behind.
+    for (i, meta) in data.metas.iter().enumerate() {
+        assert_eq!(
+            meta.load(),
+            MetaWord::ALLOCATED_IDLE,
+            "page {i} left {:?}",
+            meta.load()
+        );
+    }
+}
+
+fn rw() -> Perms {
+    Perms::READ | Perms::WRITE | Perms::USER
+}
+
+fn map(va: u64, pa: u64, len: u64, leaf: u64) -> MapRequest {
+    MapRequest::new(VirtAddr(va), PhysAddr(pa), len, leaf).with_perms(rw())
+}
+
+fn head_meta<'m>(memmap: &'m HostMemMap<'_>, pa: u64) -> &'m PageMeta {
+    memmap.unit(pfn(pa)).unwrap().meta
+}
+
+#[test]
+fn small_leaves_one_rmw_each() {
+    let va = 0x40_0000;
+    with_gup::<Paging4Level>(&[map(va, SMALL, 16 * KIB4, KIB4)], |gup, _| {
+        let mut out = [Pfn(0); 16];
+        op_count::reset();
+        let taken = gup
+            .get_pages(&guard(), VirtAddr(va), 16 * KIB4, GupFlags::PIN, &mut out)
+            .unwrap();
+        assert_eq!(op_count::get().rmw, 16, "one RMW per 4 KiB leaf");
+        assert_eq!(
+            taken,
+            Taken {
+                pages: 16,
+                stop: Stop::Complete
+            }
+        );
+        for (i, p) in out.iter().enumerate() {
+            assert_eq!(*p, pfn(SMALL + i as u64 * KIB4));
+            assert_eq!(gup.memmap().unit(*p).unwrap().meta.pins(), 1);
+        }
+        release(gup.memmap(), &out, Hold::Pin).unwrap();
+    });
+}
+
+#[test]
+fn a_huge_leaf_over_its_unit_is_one_rmw() {
+    // 2 MiB leaves over 2 MiB units (4-level) and a 1 GiB leaf over a 1 GiB unit
+    // (5-level): one RMW each, counted on the head.
+    let va = 0x4000_0000;
+    with_gup::<Paging4Level>(&[map(va, DAX, 2 * MIB2, MIB2)], |gup, _| {
+        let mut out = vec![Pfn(0); 1024];
+        op_count::reset();
+        let taken = gup
+            .get_pages(
+                &guard(),
+                VirtAddr(va),
+                2 * MIB2,
+                GupFlags::empty(),
+                &mut out,
+            )
+            .unwrap();
+        assert_eq!(op_count::get().rmw, 2);
+        assert_eq!(taken.pages, 1024);
+        assert_eq!(head_meta(gup.memmap(), DAX).refs(), 512);
+        assert_eq!(head_meta(gup.memmap(), DAX + MIB2).refs(), 512);
+        // Released page by page, on the same head.
+        for p in &out {
+            release(gup.memmap(), core::slice::from_ref(p), Hold::Ref).unwrap();
+        }
+    });
+    let va = 0x80_0000_0000;
+    with_gup::<Paging5Level>(&[map(va, GIANT, GIB1, GIB1)], |gup, _| {
+        let mut out = vec![Pfn(0); 1 << 18];
+        op_count::reset();
+        let taken = gup
+            .get_pages(&guard(), VirtAddr(va), GIB1, GupFlags::PIN, &mut out)
+            .unwrap();
+        assert_eq!(op_count::get().rmw, 1, "a 1 GiB leaf is one RMW");
+        assert_eq!(taken.pages, 1 << 18);
+        assert_eq!(out[(1 << 18) - 1], pfn(GIANT + GIB1 - KIB4));
+        op_count::reset();
+        release(gup.memmap(), &out, Hold::Pin).unwrap();
+        assert_eq!(op_count::get().rmw, 1, "and one RMW to release");
+    });
+}
+
+#[test]
+fn a_huge_leaf_over_small_units_counts_each() {
+    let va = 0x4000_0000;
+    with_gup::<Paging4Level>(&[map(va, SMALL, MIB2, MIB2)], |gup, _| {
+        let mut out = vec![Pfn(0); 512];
+        op_count::reset();
+        let taken = gup
+            .get_pages(&guard(), VirtAddr(va), MIB2, GupFlags::PIN, &mut out)
+            .unwrap();
+        assert_eq!(op_count::get().rmw, 512);
+        assert_eq!(taken.pages, 512);
+        release(gup.memmap(), &out, Hold::Pin).unwrap();
+    });
+}
+
+#[test]
+fn one_extent_two_mappings_one_counting_meta() {
+    // The same DAX extent, by a 2 MiB leaf in one address space and 4 KiB leaves
+    // in another: both count on the extent's head.
+    let data = Data::new();
+    let memmap = data.map();
+    let frames: Vec<HostFrame> = (0..32).map(|_| HostFrame::new()).collect();
+    let memory = HostMemory::new(&frames, PhysAddr(0x10_0000)).unwrap();
+    let mut slots: Vec<PhysAddr> = memory.frame_pas().collect();
+    let (first, second) = slots.split_at_mut(16);
+    let mut huge =
+        TableBuilder::<Paging4Level, _, _>::new(&memory, FramePool::new(first), ReclaimNow)
+            .unwrap();
+    let mut small =
+        TableBuilder::<Paging4Level, _, _>::new(&memory, FramePool::new(second), ReclaimNow)
+            .unwrap();
+    huge.map(&map(0x20_0000, DAX, MIB2, MIB2)).unwrap();
+    small.map(&map(0x7000_0000, DAX, MIB2, KIB4)).unwrap();
+    let mut a = vec![Pfn(0); 512];
+    let mut b = vec![Pfn(0); 512];
+    let g = guard();
+    let t = Gup::new(huge.walker(), &memmap)
+        .get_pages(&g, VirtAddr(0x20_0000), MIB2, GupFlags::PIN, &mut a)
+        .unwrap();
+    let u = Gup::new(small.walker(), &memmap)
+        .get_pages(&g, VirtAddr(0x7000_0000), MIB2, GupFlags::PIN, &mut b)
+        .unwrap();
+    assert_eq!((t.pages, u.pages), (512, 512));
+    assert_eq!(a, b);
+    let head = head_meta(&memmap, DAX);
+    assert_eq!(head.pins(), 1024);
+    assert_eq!(data.metas[1].pins(), 0, "only the head counts");
+    release(&memmap, &a, Hold::Pin).unwrap();
+    release(&memmap, &b, Hold::Pin).unwrap();
+    assert!(head.is_idle());
+}
+
+#[test]
+fn partial_huge_leaf_and_holes() {
+    let va = 0x4000_0000;
+    with_gup::<Paging4Level>(&[map(va, DAX, MIB2, MIB2)], |gup, _| {
+        let mut out = vec![Pfn(0); 1024];
+        // Start in the middle of the leaf, run past its end into a hole.
+        let start = va + MIB2 - 3 * KIB4;
+        let taken = gup
+            .get_pages(
+                &guard(),
+                VirtAddr(start),
+                8 * KIB4,
+                GupFlags::empty(),
+                &mut out,
+            )
+            .unwrap();
+        assert_eq!(taken.pages, 3);
+        assert_eq!(
+            taken.stop,
+            Stop::Absent {
+                va: VirtAddr(va + MIB2)
+            }
+        );
+        assert_eq!(out[0], pfn(DAX + MIB2 - 3 * KIB4));
+        assert_eq!(head_meta(gup.memmap(), DAX).refs(), 3);
+        release(gup.memmap(), &out[..3], Hold::Ref).unwrap();
+    });
+}
+
+#[test]
+fn output_full_is_a_partial_result() {
+    let va = 0x4000_0000;
+    with_gup::<Paging4Level>(&[map(va, DAX, MIB2, MIB2)], |gup, _| {
+        let mut out = [Pfn(0); 10];
+        let taken = gup
+            .get_pages(&guard(), VirtAddr(va), MIB2, GupFlags::PIN, &mut out)
+            .unwrap();
+        assert_eq!(taken.pages, 10);
+        assert_eq!(
+            taken.stop,
+            Stop::OutputFull {
+                va: VirtAddr(va + 10 * KIB4)
+            }
+        );
+        assert_eq!(head_meta(gup.memmap(), DAX).pins(), 10);
+        release(gup.memmap(), &out, Hold::Pin).unwrap();
+        let taken = gup
+            .get_pages(&guard(), VirtAddr(va), MIB2, GupFlags::PIN, &mut [])
+            .unwrap();
+        assert_eq!(
+            taken,
+            Taken {
+                pages: 0,
+                stop: Stop::OutputFull { va: VirtAddr(va) }
+            }
+        );
+    });
+}
+
+#[test]
+fn permissions_are_checked_and_the_fault_hook_fixes_them() {
+    let va = 0x40_0000;
+    let ro = MapRequest::new(VirtAddr(va + KIB4), PhysAddr(SMALL + KIB4), KIB4, KIB4)
+        .with_perms(Perms::READ | Perms::USER);
+    with_gup::<Paging4Level>(&[map(va, SMALL, KIB4, KIB4), ro], |gup, _| {
+        let mut out = [Pfn(0); 4];
+        let flags = GupFlags::WRITE | GupFlags::USER;
+        let taken = gup
+            .get_pages(&guard(), VirtAddr(va), 4 * KIB4, flags, &mut out)
+            .unwrap();
+        assert_eq!(taken.pages, 1);
+        assert_eq!(
+            taken.stop,
+            Stop::NotPermitted {
+                va: VirtAddr(va + KIB4),
+                missing: Perms::WRITE
+            }
+        );
+        release(gup.memmap(), &out[..1], Hold::Ref).unwrap();
+        // A hook that cannot fix anything is asked once per address.
+        let mut asked = Vec::new();
+        let mut hook = |va: VirtAddr, _| {
+            asked.push(va);
+            false
+        };
+        let taken = gup
+            .get_pages_with_fault(
+                &guard(),
+                VirtAddr(va + 2 * KIB4),
+                KIB4,
+                flags,
+                &mut out,
+                &mut hook,
+            )
+            .unwrap();
+        assert_eq!(
+            taken,
+            Taken {
+                pages: 0,
+                stop: Stop::Absent {
+                    va: VirtAddr(va + 2 * KIB4)
+                }
+            }
+        );
+        assert_eq!(asked, [VirtAddr(va + 2 * KIB4)]);
+    });
+}
+
+#[test]
+fn the_fault_hook_maps_and_the_walk_continues() {
+    let data = Data::new();
+    let memmap = data.map();
+    let frames: Vec<HostFrame> = (0..16).map(|_| HostFrame::new()).collect();
+    let memory = HostMemory::new(&frames, PhysAddr(0x10_0000)).unwrap();
+    let mut slots: Vec<PhysAddr> = memory.frame_pas().collect();
+    let tables = core::cell::RefCell::new(
+        TableBuilder::<Paging4Level, _, _>::new(&memory, FramePool::new(&mut slots), ReclaimNow)
+            .unwrap(),
+    );
+    let va = 0x40_0000;
+    tables
+        .borrow_mut()
+        .map(&map(va, SMALL, KIB4, KIB4))
+        .unwrap();
+    let root = tables.borrow().root();
+    let gup = Gup::new(Walker::<Paging4Level, _>::new(&memory, root), &memmap);
+    let mut faults = 0;
+    let mut hook = |at: VirtAddr, _| {
+        faults += 1;
+        let pa = SMALL + (at.0 - va);
+        tables.borrow_mut().map(&map(at.0, pa, KIB4, KIB4)).is_ok()
+    };
+    let mut out = [Pfn(0); 4];
+    let taken = gup
+        .get_pages_with_fault(
+            &guard(),
+            VirtAddr(va),
+            4 * KIB4,
+            GupFlags::WRITE,
+            &mut out,
+            &mut hook,
+        )
+        .unwrap();
+    assert_eq!(
+        taken,
+        Taken {
+            pages: 4,
+            stop: Stop::Complete
+        }
+    );
+    assert_eq!(faults, 3);
+    assert_eq!(out[3], pfn(SMALL + 3 * KIB4));
+    release(&memmap, &out, Hold::Ref).unwrap();
+}
+
+#[test]
+fn refused_pages_leak_nothing() {
+    let va = 0x4000_0000;
+    with_gup::<Paging4Level>(
+        &[
+            map(va, SMALL, 2 * KIB4, KIB4),
+            map(va + 2 * KIB4, DAX, MIB2 - 2 * KIB4, KIB4),
+        ],
+        |gup, _| {
+            let dax_head = head_meta(gup.memmap(), DAX);
+            dax_head.mark_truncating().unwrap();
+            let mut out = vec![Pfn(0); 8];
+            let taken = gup
+                .get_pages(&guard(), VirtAddr(va), 8 * KIB4, GupFlags::PIN, &mut out)
+                .unwrap();
+            assert_eq!(
+                taken.pages, 2,
+                "the pages before the truncating unit stay taken"
+            );
+            assert_eq!(
+                taken.stop,
+                Stop::Refused {
+                    va: VirtAddr(va + 2 * KIB4),
+                    pfn: pfn(DAX),
+                    kind: GetErrorKind::Truncating
+                }
+            );
+            assert_eq!(dax_head.pins(), 0);
+            release(gup.memmap(), &out[..2], Hold::Pin).unwrap();
+            dax_head.unmark_truncating().unwrap();
+        },
+    );
+}
+
+#[test]
+fn long_term_pins_of_layout_managed_pages_are_refused() {
+    let va = 0x4000_0000;
+    with_gup::<Paging4Level>(&[map(va, DAX, MIB2, MIB2)], |gup, _| {
+        let mut out = vec![Pfn(0); 512];
+        let longterm = GupFlags::PIN | GupFlags::LONGTERM;
+        let taken = gup
+            .get_pages(&guard(), VirtAddr(va), MIB2, longterm, &mut out)
+            .unwrap();
+        assert_eq!(
+            taken,
+            Taken {
+                pages: 0,
+                stop: Stop::LongTermOnLayoutManaged {
+                    va: VirtAddr(va),
+                    pfn: pfn(DAX)
+                }
+            }
+        );
+        assert_eq!(
+            gup.get_pages(&guard(), VirtAddr(va), MIB2, GupFlags::LONGTERM, &mut out),
+            Err(GupError::LongTermWithoutPin)
+        );
+    });
+}
+
+#[test]
+fn bad_ranges_are_typed_errors() {
+    with_gup::<Paging4Level>(&[], |gup, _| {
+        let mut out = [Pfn(0); 4];
+        let g = guard();
+        let f = GupFlags::empty();
+        assert_eq!(
+            gup.get_pages(&g, VirtAddr(0x1000), 0, f, &mut out),
+            Err(GupError::Range(RangeError::Empty))
+        );
+        assert_eq!(
+            gup.get_pages(&g, VirtAddr(!0xfff), 0x2000, f, &mut out),
+            Err(GupError::Range(RangeError::Wraps))
+        );
+        assert!(matches!(
+            gup.get_pages(&g, VirtAddr(0x0000_8000_0000_0000), 0x1000, f, &mut out),
+            Err(GupError::Range(RangeError::NonCanonical { .. }))
+        ));
+        assert!(matches!(
+            gup.get_pages(&g, VirtAddr(0x0000_7fff_ffff_f000), 0x2000, f, &mut out),
+            Err(GupError::Range(RangeError::NonCanonical { .. }))
+        ));
+        assert!(matches!(
+            gup.get_pages(&g, VirtAddr(0x1800), 0x1000, f, &mut out),
+            Err(GupError::Misaligned { .. })
+        ));
+        assert!(matches!(
+            gup.get_pages(&g, VirtAddr(0x1000), 0x1800, f, &mut out),
+            Err(GupError::Misaligned { .. })
+        ));
+    });
+}
+
+#[test]
+fn pfns_outside_the_map_stop_the_walk() {
+    let va = 0x40_0000;
+    let beyond = DATA_BASE + 2 * GIB1;
+    with_gup::<Paging4Level>(
+        &[
+            map(va, SMALL, KIB4, KIB4),
+            map(va + KIB4, beyond, KIB4, KIB4),
+        ],
+        |gup, _| {
+            let mut out = [Pfn(0); 2];
+            let taken = gup
+                .get_pages(&guard(), VirtAddr(va), 2 * KIB4, GupFlags::PIN, &mut out)
+                .unwrap();
+            assert_eq!(
+                taken,
+                Taken {
+                    pages: 1,
+                    stop: Stop::OutsideMap {
+                        va: VirtAddr(va + KIB4),
+                        pfn: pfn(beyond)
+                    }
+                }
+            );
+            release(gup.memmap(), &out[..1], Hold::Pin).unwrap();
+        },
+    );
+}
+
+/// A memory map that runs `hook` the first time it is asked about `trigger`:
+/// between the walk's load of the entry and the re-check.
+struct Interfering<'a, H: Fn()> {
+    inner: &'a HostMemMap<'a>,
+    trigger: Pfn,
+    hook: H,
+    fired: core::cell::Cell<bool>,
+}
+
+// SAFETY: every answer is the inner map's, which keeps the contract.
+unsafe impl<H: Fn()> MemoryMap for Interfering<'_, H> {
+    const PAGE_SHIFT: u32 = 12;
+
+    fn unit(&self, pfn: Pfn) -> Result<pagepin::memmap::Unit<'_>, pagepin::memmap::OutsideMap> {
+        if pfn == self.trigger && !self.fired.replace(true) {
+            (self.hook)();
+        }
+        self.inner.unit(pfn)
+    }
+
+    fn wake(&self, head: Pfn) {
+        self.inner.wake(head)
+    }
+}
+
+/// The re-check: an unmap (leaf cleared) or a table detached with its entries
+/// intact (parent cleared) between the walk's load and the get is caught, and the
+/// get undone.
+#[test]
+fn the_recheck_catches_a_leaf_or_parent_change() {
+    for clear_parent in [false, true] {
+        let data = Data::new();
+        let memmap = data.map();
+        let frames: Vec<HostFrame> = (0..16).map(|_| HostFrame::new()).collect();
+        let memory = HostMemory::new(&frames, PhysAddr(0x10_0000)).unwrap();
+        let mut slots: Vec<PhysAddr> = memory.frame_pas().collect();
+        let mut tables = TableBuilder::<Paging4Level, _, _>::new(
+            &memory,
+            FramePool::new(&mut slots),
+            ReclaimNow,
+        )
+        .unwrap();
+        let va = 0x40_0000;
+        tables.map(&map(va, SMALL, 2 * KIB4, KIB4)).unwrap();
+        let walker = tables.walker();
+        let WalkItem::Leaf(leaf) = walker.translate(VirtAddr(va + KIB4)).unwrap() else {
+            panic!("mapped above");
+        };
+        let victim = if clear_parent {
+            leaf.parent.unwrap().loc
+        } else {
+            leaf.entry.loc
+        };
+        let interfering = Interfering {
+            inner: &memmap,
+            trigger: pfn(SMALL + KIB4),
+            hook: || {
+                memory
+                    .entry(victim.table, victim.index)
+                    .unwrap()
+                    .store(0, pagepin::sync::Ordering::Release)
+            },
+            fired: core::cell::Cell::new(false),
+        };
+        let gup = Gup::new(walker, &interfering);
+        let mut out = [Pfn(0); 2];
+        let taken = gup
+            .get_pages(&guard(), VirtAddr(va), 2 * KIB4, GupFlags::PIN, &mut out)
+            .unwrap();
+        assert_eq!(
+            taken,
+            Taken {
+                pages: 1,
+                stop: Stop::Changed {
+                    va: VirtAddr(va + KIB4)
+                }
+            }
+        );
+        assert!(
+            memmap.unit(pfn(SMALL + KIB4)).unwrap().meta.is_idle(),
+            "undone"
+        );
+        release(&memmap, &out[..1], Hold::Pin).unwrap();
+    }
+}
+
+#[test]
+fn final_release_of_a_truncating_page_wakes_its_slot() {
+    let va = 0x4000_0000;
+    with_gup::<Paging4Level>(&[map(va, DAX, MIB2, MIB2)], |gup, _| {
+        let mut out = vec![Pfn(0); 512];
+        let taken = gup
+            .get_pages(&guard(), VirtAddr(va), MIB2, GupFlags::PIN, &mut out)
+            .unwrap();
+        assert_eq!(taken.pages, 512);
+        let head = head_meta(gup.memmap(), DAX);
+        head.mark_truncating().unwrap();
+        let slot = gup.memmap().waits().slot(pfn(DAX));
+        let ticket = slot.register();
+        release(gup.memmap(), &out[..511], Hold::Pin).unwrap();
+        assert!(!slot.woken_since(&ticket), "not idle yet");
+        release(gup.memmap(), &out[511..], Hold::Pin).unwrap();
+        assert!(slot.woken_since(&ticket), "the final release woke the slot");
+        slot.deregister(ticket);
+        head.unmark_truncating().unwrap();
+    });
+}
+
+#[test]
+fn double_release_is_a_typed_error() {
+    let va = 0x40_0000;
+    with_gup::<Paging4Level>(&[map(va, SMALL, 2 * KIB4, KIB4)], |gup, _| {
+        let mut out = [Pfn(0); 2];
+        let _ = gup
+            .get_pages(&guard(), VirtAddr(va), 2 * KIB4, GupFlags::PIN, &mut out)
+            .unwrap();
+        release(gup.memmap(), &out[..1], Hold::Pin).unwrap();
+        let e = release(gup.memmap(), &out, Hold::Pin).unwrap_err();
+        assert_eq!((e.released, e.pfn), (0, out[0]));
+        release(gup.memmap(), &out[1..], Hold::Pin).unwrap();
+    });
+}
+
+#[test]
+fn the_toy_format_works_too() {
+    use pagepin::table::Toy;
+    with_gup::<Toy>(
+        &[
+            map(0, SMALL, 4 * KIB4, KIB4),
+            map(0x4000, DAX, 4 * KIB4, 4 * KIB4),
+        ],
+        |gup, _| {
+            let mut out = [Pfn(0); 8];
+            op_count::reset();
+            let taken = gup
+                .get_pages(&guard(), VirtAddr(0), 8 * KIB4, GupFlags::PIN, &mut out)
+                .unwrap();
+            assert_eq!(
+                taken,
+                Taken {
+                    pages: 8,
+                    stop: Stop::Complete
+                }
+            );
+            assert_eq!(
+                op_count::get().rmw,
+                5,
+                "four 4 KiB leaves and one 16 KiB leaf"
+            );
+            release(gup.memmap(), &out, Hold::Pin).unwrap();
+        },
+    );
+}
