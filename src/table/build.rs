@@ -99,10 +99,10 @@ impl<F, A: ?Sized, R> core::fmt::Debug for TableBuilder<'_, F, A, R> {
     }
 }
 
-/// The largest table of `F`, in entries.
-fn largest_table<F: PagingFormat>() -> usize {
+/// The largest table of `F` at `first_level` or below, in entries.
+fn largest_table<F: PagingFormat>(first_level: usize) -> usize {
     let geometry = F::GEOMETRY;
-    (0..geometry.depth())
+    (first_level..geometry.depth())
         .filter_map(|level| geometry.entries(level))
         .max()
         .unwrap_or(0)
@@ -111,29 +111,66 @@ fn largest_table<F: PagingFormat>() -> usize {
 impl<'a, F: PagingFormat, A: TableAccess + ?Sized, R: Retire> TableBuilder<'a, F, A, R> {
     /// A builder with an empty root table taken from `pool`.
     ///
+    /// Every frame of the pool must be able to hold the format's largest table,
+    /// the root included; for a format whose root is larger than the tables
+    /// below it (aarch64 stage 2 with concatenated start tables) use
+    /// [`with_root`](Self::with_root).
+    ///
     /// # Errors
     ///
     /// [`MapError::Access`] if a frame of the pool cannot hold a table of `F`
     /// through `access` (unreachable or misaligned), [`MapError::Encode`] if a
     /// frame's address cannot be put in a table entry (beyond the format's
-    /// physical width), and [`MapError::PoolExhausted`] if the pool is empty.
+    /// physical width, or misaligned for its granule), and
+    /// [`MapError::PoolExhausted`] if the pool is empty.
     pub fn new(
         access: &'a A,
         mut pool: FramePool<'a>,
         retire: R,
     ) -> Result<TableBuilder<'a, F, A, R>, MapError> {
-        let last_index = largest_table::<F>().saturating_sub(1);
-        for &frame in pool.free_frames() {
-            access.entry(frame, last_index).map_err(MapError::Access)?;
-            for level in 0..F::GEOMETRY.depth() {
-                if F::GEOMETRY.holds_tables(level) {
-                    F::encode_table(frame, level).map_err(MapError::Encode)?;
-                }
-            }
-        }
+        check_pool::<F, A>(access, &pool, largest_table::<F>(0))?;
         let root = pool
             .take()
             .ok_or(MapError::PoolExhausted { needed: 1, free: 0 })?;
+        Self::with_checked_root(access, root, pool, retire)
+    }
+
+    /// A builder whose root table is the caller's memory at `root`, zero-filled
+    /// here; the tables below it come from `pool`.
+    ///
+    /// This is for a root larger than one pool frame, such as an aarch64 stage-2
+    /// start level of several concatenated tables, which must be contiguous and
+    /// aligned to its whole size (the caller's promise, as for the pool's
+    /// frames). `root` must not be one of the pool's frames; the builder never
+    /// retires it.
+    ///
+    /// # Errors
+    ///
+    /// [`MapError::Access`] if the root's last entry or a frame of the pool (for
+    /// the largest table below the root) is not reachable through `access`, and
+    /// [`MapError::Encode`] if a pool frame's address cannot be put in a table
+    /// entry.
+    pub fn with_root(
+        access: &'a A,
+        root: PhysAddr,
+        pool: FramePool<'a>,
+        retire: R,
+    ) -> Result<TableBuilder<'a, F, A, R>, MapError> {
+        let root_entries = F::GEOMETRY.entries(0).unwrap_or(0);
+        access
+            .entry(root, root_entries.saturating_sub(1))
+            .map_err(MapError::Access)?;
+        check_pool::<F, A>(access, &pool, largest_table::<F>(1))?;
+        Self::with_checked_root(access, root, pool, retire)
+    }
+
+    /// Zero-fills the root and builds the builder.
+    fn with_checked_root(
+        access: &'a A,
+        root: PhysAddr,
+        pool: FramePool<'a>,
+        retire: R,
+    ) -> Result<TableBuilder<'a, F, A, R>, MapError> {
         let builder = TableBuilder {
             access,
             pool,
@@ -468,6 +505,25 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, R: Retire> TableBuilder<'a, F
         }
         Ok(true)
     }
+}
+
+/// Checks that every free frame of `pool` can hold a table of `entries` entries
+/// through `access`, and can be put in a table entry at every level.
+fn check_pool<F: PagingFormat, A: TableAccess + ?Sized>(
+    access: &A,
+    pool: &FramePool<'_>,
+    entries: usize,
+) -> Result<(), MapError> {
+    let last_index = entries.saturating_sub(1);
+    for &frame in pool.free_frames() {
+        access.entry(frame, last_index).map_err(MapError::Access)?;
+        for level in 0..F::GEOMETRY.depth() {
+            if F::GEOMETRY.holds_tables(level) {
+                F::encode_table(frame, level).map_err(MapError::Encode)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The entries at `level` that `range` touches: for each, the first address of

@@ -60,6 +60,14 @@ pub enum DecodeError {
         /// The level of the entry.
         level: usize,
     },
+    /// A field holds a value the architecture reserves (aarch64: descriptor type
+    /// `0b01` at level 3, shareability `0b01`; EPT: write access without read
+    /// access, or memory type 2, 3 or 7, which the processor reports as an EPT
+    /// misconfiguration).
+    ReservedEncoding {
+        /// The offending field, in place (its bits of the raw entry).
+        field: u64,
+    },
 }
 
 impl fmt::Display for DecodeError {
@@ -72,6 +80,9 @@ impl fmt::Display for DecodeError {
             }
             DecodeError::TableNotAllowed { level } => {
                 write!(f, "table entry at the last level ({level})")
+            }
+            DecodeError::ReservedEncoding { field } => {
+                write!(f, "field {field:#x} holds a reserved value")
             }
         }
     }

@@ -63,7 +63,7 @@ pub use error::{
     UnmapError, WalkError, WalkErrorKind,
 };
 pub use format::toy::Toy;
-pub use format::{Geometry, LevelShape, MAX_LEVELS, PagingFormat};
+pub use format::{Geometry, LevelShape, MAX_INDEX_BITS, MAX_LEVELS, PagingFormat};
 pub use pool::{FramePool, ReclaimNow, Retire};
 pub use walk::{HoleItem, LeafItem, Walk, WalkItem, Walker};
 

@@ -10,7 +10,8 @@ use super::error::PoolFull;
 ///
 /// Frames must be aligned and large enough for the format's largest table and
 /// reachable through the builder's table access;
-/// [`TableBuilder::new`](super::TableBuilder::new) checks the last two.
+/// [`TableBuilder::new`](super::TableBuilder::new) and
+/// [`TableBuilder::with_root`](super::TableBuilder::with_root) check the last two.
 #[derive(Debug)]
 pub struct FramePool<'a> {
     slots: &'a mut [PhysAddr],

@@ -364,6 +364,59 @@ fn new_checks_the_pool_frames() {
 }
 
 #[test]
+fn with_root_uses_the_callers_root_and_checks_it() {
+    let frames = frames(3);
+    let memory = HostMemory::new(&frames, BASE).unwrap();
+    let root = memory.frame_pa(0).unwrap();
+    // Relaxed: single-threaded test. Stale contents the builder must clear.
+    frames[0].entries[3].store(0xdead_0000, Ordering::Relaxed);
+    let mut slots: Vec<PhysAddr> = memory.frame_pas().skip(1).collect();
+    let mut tables =
+        TableBuilder::<Toy, _, _>::with_root(&memory, root, FramePool::new(&mut slots), ReclaimNow)
+            .unwrap();
+    assert_eq!(tables.root(), root);
+    assert_eq!(frames[0].entries[3].load(Ordering::Relaxed), 0);
+    assert_eq!(tables.pool().free_count(), 2, "the root is not the pool's");
+    tables
+        .map(&MapRequest::new(
+            VirtAddr(0xc000),
+            PhysAddr(0x8_0000),
+            0x1000,
+            0x1000,
+        ))
+        .unwrap();
+    assert_eq!(tables.pool().free_count(), 1);
+    let unmapped = tables.unmap(VirtAddr(0), 0x1_0000).unwrap();
+    assert_eq!((unmapped.leaves, unmapped.tables), (1, 1));
+    assert_eq!(tables.pool().free_count(), 2, "the root is never retired");
+
+    let mut slots: Vec<PhysAddr> = memory.frame_pas().skip(1).collect();
+    assert_eq!(
+        TableBuilder::<Toy, _, _>::with_root(
+            &memory,
+            PhysAddr(0x20_0000),
+            FramePool::new(&mut slots),
+            ReclaimNow
+        )
+        .unwrap_err(),
+        MapError::Access(AccessError::Unreachable {
+            table: PhysAddr(0x20_0000),
+            index: 3
+        })
+    );
+    let mut outside = [PhysAddr(0x20_0000)];
+    assert!(matches!(
+        TableBuilder::<Toy, _, _>::with_root(
+            &memory,
+            root,
+            FramePool::new(&mut outside),
+            ReclaimNow
+        ),
+        Err(MapError::Access(AccessError::Unreachable { .. }))
+    ));
+}
+
+#[test]
 fn table_entries_restrict_the_leaf_below() {
     // PML4E without R/W and U/S, PDPTE with XD: the 4 KiB leaf below them says
     // R/W, U/S and executable, and is effectively read-only, supervisor, no-exec.

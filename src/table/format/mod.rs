@@ -17,13 +17,19 @@ use super::error::{DecodeError, EncodeError};
 /// and x86_64 with LA57, use 5).
 pub const MAX_LEVELS: usize = 6;
 
+/// The most virtual-address bits one level may index: 17, for an aarch64
+/// stage-2 start level of 16 concatenated 64 KiB tables (2^13 entries each).
+pub const MAX_INDEX_BITS: u32 = 17;
+
 /// One level of a format: how many virtual-address bits it indexes and whether
 /// its entries may be leaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct LevelShape {
     /// Virtual-address bits indexed at this level: a table here holds
     /// `2^index_bits` entries. The root may hold fewer entries than the other
-    /// levels (aarch64 16 KiB granule at 48-bit VAs: 1 bit, 2 entries).
+    /// levels (aarch64 16 KiB granule at 48-bit VAs: 1 bit, 2 entries), or more
+    /// (an aarch64 stage-2 start level of up to 16 concatenated tables: 17 bits
+    /// with 64 KiB granules).
     pub index_bits: u32,
     /// Whether an entry at this level may be a leaf (a page, block or huge page).
     pub holds_leaves: bool,
@@ -69,7 +75,7 @@ impl Geometry {
     /// # Panics
     ///
     /// If there are no levels or more than [`MAX_LEVELS`], if a level indexes
-    /// no bits or more than 16, if the last level cannot hold leaves, or if the
+    /// no bits or more than [`MAX_INDEX_BITS`], if the last level cannot hold leaves, or if the
     /// virtual-address width `page_shift + Σ index_bits` is 64 bits or more (the
     /// walker reasons about entries' spans in `u64`). Used in a `const`, the panic
     /// is a compile error.
@@ -94,7 +100,10 @@ impl Geometry {
         while level > 0 {
             level -= 1;
             let bits = levels[level].index_bits;
-            assert!(bits >= 1 && bits <= 16, "a level indexes 1..=16 bits");
+            assert!(
+                bits >= 1 && bits <= MAX_INDEX_BITS,
+                "a level indexes 1..=MAX_INDEX_BITS bits"
+            );
             g.shift[level] = g.va_bits;
             g.index_bits[level] = bits;
             g.holds_leaves[level] = levels[level].holds_leaves;
@@ -320,6 +329,24 @@ mod tests {
         assert_eq!(X86_LIKE.index(VirtAddr(0xffff_8000_0020_1000), 2), 1);
         assert_eq!(X86_LIKE.index(VirtAddr(0xffff_8000_0020_1000), 3), 1);
         assert_eq!(X86_LIKE.index(VirtAddr(u64::MAX), 9), 0);
+    }
+
+    /// aarch64 stage 2, 64 KiB granule, 46-bit IPA: 16 concatenated start
+    /// tables of 2^13 entries.
+    const CONCATENATED_ROOT: Geometry = Geometry::new(
+        16,
+        &[LevelShape::leaves(MAX_INDEX_BITS), LevelShape::leaves(13)],
+    );
+
+    #[test]
+    fn a_concatenated_start_level_indexes_past_one_table() {
+        assert_eq!(CONCATENATED_ROOT.va_bits(), 46);
+        assert_eq!(CONCATENATED_ROOT.entries(0), Some(1 << 17));
+        assert_eq!(CONCATENATED_ROOT.leaf_size(0), Some(512 << 20));
+        assert_eq!(
+            CONCATENATED_ROOT.index(VirtAddr(0x0000_3fff_ffff_ffff), 0),
+            (1 << 17) - 1
+        );
     }
 
     #[test]
