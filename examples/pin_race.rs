@@ -1,62 +1,107 @@
-//! cargo run --release --example pin_race [-- --threads N --ops N --get-path cas-loop|fetch-add-undo]
+//! cargo run --release --example pin_race [-- --walkers N --ops N --seed N]
 //!
-//! Host threads take and release references and pins, single and batched (512
-//! pages, a 2 MiB leaf), on a shared array of `PageMeta`, while one truncater
-//! thread repeatedly marks a range truncating, waits for it to drain, frees it,
-//! poisons it and allocates it again, bumping each page's generation.
+//! The host stress run of pagepin: walker threads pin and reference random
+//! ranges with GUP-fast over real x86_64 4-level tables, while one writer thread
+//! runs the truncate protocol on them over and over: mark the pages truncating,
+//! unmap (clearing leaves and detaching and retiring empty page tables), drain,
+//! free, poison — and reuse both the data pages (new generation, new owner) and
+//! the page-table pages (retired through an epoch walk guard, poisoned once no
+//! walker can still read them, then zero-filled and reused by the builder).
 //!
-//! Each getter does what GUP-fast does with a page-table entry, with the page's
-//! generation standing in for the entry: read the generation, take the reference,
-//! re-read the generation and undo if it changed. While it holds the reference it
-//! checks the page's contents. At the end every meta must be idle, unmarked and
-//! allocated. The last line printed is
+//! The address space is 16 slots of 2 MiB. A mapped slot is either one 2 MiB leaf
+//! over a layout-managed 2 MiB unit (one RMW per pin) or 64 leaves of 4 KiB over
+//! single-page units. Every data page holds its allocation's generation; every
+//! unit records which slot it is mapped at. A walker checks, for every page it
+//! took, while holding it:
+//!
+//! - the page is allocated: its contents are its generation, not poison
+//!   (no get succeeded on a free page);
+//! - its unit is mapped at the slot the walker pinned it through (invariant 3:
+//!   the reference is on the allocation the entry mapped, not on a reuse);
+//! - the generation does not change until the walker releases it (no page is
+//!   freed while held).
+//!
+//! A stop for malformed tables, a PFN outside the memory map, or missing
+//! permissions is a violation too (nothing the writer does can produce one). At
+//! the end every page must be idle and unmarked. The last line printed is
 //!
 //! `pagepin-summary threads=<n> gets=<n> pins=<n> truncates=<n> violations=<n> ns_per_op=<float>`
 //!
-//! where `threads` counts the getter threads plus the truncater, `gets` and `pins`
-//! are successful references and pins (a batch counts once), and `ns_per_op` is
-//! wall time × getter threads / getter operations (every get attempt and every put).
+//! `threads` counts walkers and the writer; `gets` and `pins` are base pages
+//! referenced and pinned; `truncates` are slots the writer truncated (marked,
+//! unmapped, drained, freed); `ns_per_op` is walker wall time per GUP-fast call
+//! (pin, check and release of up to 600 pages).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
-use pagepin::meta::{
-    CasLoop, FetchAddUndo, FreeError, GetErrorKind, GetPath, Hold, MetaWord, PageMeta,
+use pagepin::arch::x86_64::Paging4Level;
+use pagepin::guard::{Epoch, EpochReader};
+use pagepin::gup::{Gup, GupFlags, Stop, release};
+use pagepin::memmap::{HostMemMap, MemoryMap, Pfn, Region};
+use pagepin::meta::{FreeError, GetErrorKind, Hold, PageMeta};
+use pagepin::table::{
+    FramePool, HostFrame, HostMemory, MapRequest, Perms, PhysAddr, PoolFull, Retire, TableAccess,
+    TableBuilder, VirtAddr, Walker,
 };
 
-const PAGES: usize = 64;
-const TRUNCATE_SPAN: usize = 8;
-const BATCH: u32 = 512;
-/// Page contents between a free and the next allocate.
+const KIB4: u64 = 4 << 10;
+const MIB2: u64 = 2 << 20;
+/// Virtual slots of 2 MiB.
+const SLOTS: usize = 16;
+const SLOT_BASE: u64 = 0x4000_0000;
+/// Pages a 4 KiB-mapped slot maps.
+const SMALL_SLOT_PAGES: u64 = 64;
+/// Data memory: 2 MiB layout-managed units, then single pages.
+const DATA_BASE: u64 = 1 << 30;
+const HUGE_UNITS: u64 = 24;
+const SMALL_BLOCKS: u64 = 24;
+const SMALL_BASE: u64 = DATA_BASE + HUGE_UNITS * MIB2;
+const DATA_PAGES: u64 = HUGE_UNITS * 512 + SMALL_BLOCKS * SMALL_SLOT_PAGES;
+/// Contents of a free page.
 const POISON: u64 = u64::MAX;
+/// What a freed page table is filled with before reuse: a present, writable,
+/// user 4 KiB leaf to the first data page, the most misleading thing a walker
+/// reading a freed table could find.
+const POISON_ENTRY: u64 = DATA_BASE | 0x7;
+const TABLE_FRAMES: usize = 48;
+const MAX_WALKER_PAGES: usize = 600;
+/// Epoch reader slots (walkers).
+const READERS: usize = 8;
 
-struct Page {
-    meta: PageMeta,
-    /// Test instrumentation: bumped by the truncater on every allocate.
-    generation: AtomicU64,
-    /// The page's contents: its generation while allocated, `POISON` while free.
-    data: AtomicU64,
+/// Configuration of one run.
+#[derive(Debug, Clone, Copy)]
+pub struct Config {
+    /// Walker threads.
+    pub walkers: usize,
+    /// Writer operations (each maps an empty slot or truncates a mapped one).
+    pub ops: u64,
+    /// Random seed.
+    pub seed: u64,
 }
 
-struct Shared {
-    pages: Vec<Page>,
-    violations: AtomicU64,
-    stop: AtomicBool,
-}
-
-impl Shared {
-    fn violation(&self, what: &str) {
-        if self.violations.fetch_add(1, Ordering::Relaxed) < 10 {
-            eprintln!("violation: {what}");
-        }
-    }
-}
-
-#[derive(Default)]
-struct GetterStats {
-    gets: u64,
-    pins: u64,
-    ops: u64,
+/// What a run counted.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Summary {
+    /// Walkers plus the writer.
+    pub threads: usize,
+    /// Base pages referenced.
+    pub gets: u64,
+    /// Base pages pinned.
+    pub pins: u64,
+    /// Slots truncated.
+    pub truncates: u64,
+    /// GUP-fast calls that stopped because an entry changed under them.
+    pub changed: u64,
+    /// GUP-fast calls refused by a truncating or free page.
+    pub refused: u64,
+    /// Invariant violations.
+    pub violations: u64,
+    /// Walker wall time per GUP-fast call.
+    pub ns_per_op: f64,
+    /// Page tables the writer's unmaps detached and retired (each later
+    /// poisoned and reused).
+    pub tables_retired: u64,
 }
 
 struct Rng(u64);
@@ -71,182 +116,418 @@ impl Rng {
     }
 }
 
-fn getter<P: GetPath>(shared: &Shared, seed: u64, ops: u64) -> GetterStats {
-    let mut rng = Rng(seed | 1);
-    let mut stats = GetterStats::default();
-    while stats.ops < ops {
-        let r = rng.next();
-        let page = &shared.pages[(r as usize) % PAGES];
-        let hold = if r & (1 << 32) == 0 {
-            Hold::Ref
-        } else {
-            Hold::Pin
-        };
-        let n = if r & (1 << 33) == 0 { 1 } else { BATCH };
-        // The "entry" this getter saw.
-        let seen = page.generation.load(Ordering::Acquire);
-        stats.ops += 1;
-        match page.meta.get_with::<P>(hold, n) {
-            Ok(()) => {}
-            Err(e) => {
-                if !matches!(e.kind, GetErrorKind::Truncating | GetErrorKind::Free) {
-                    shared.violation(&format!("unexpected refusal {e}"));
+/// The data pages and their test instrumentation.
+struct Data {
+    metas: Vec<PageMeta>,
+    /// Per page: its allocation's generation, or `POISON` while free.
+    contents: Vec<AtomicU64>,
+    /// Per unit head: the generation of its current allocation.
+    generation: Vec<AtomicU64>,
+    /// Per unit head: 1 + the slot it is mapped at, 0 when unmapped.
+    owner: Vec<AtomicU64>,
+    violations: AtomicU64,
+}
+
+impl Data {
+    fn new() -> Data {
+        let n = DATA_PAGES as usize;
+        Data {
+            metas: (0..n).map(|_| PageMeta::new_free()).collect(),
+            contents: (0..n).map(|_| AtomicU64::new(POISON)).collect(),
+            generation: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            owner: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            violations: AtomicU64::new(0),
+        }
+    }
+
+    fn index(pfn: Pfn) -> usize {
+        (pfn.0 - (DATA_BASE >> 12)) as usize
+    }
+
+    fn violation(&self, what: std::fmt::Arguments<'_>) {
+        if self.violations.fetch_add(1, Ordering::Relaxed) < 10 {
+            eprintln!("violation: {what}");
+        }
+    }
+
+    fn memmap(&self) -> HostMemMap<'_> {
+        let mut map = HostMemMap::new(Pfn(DATA_BASE >> 12), &self.metas);
+        map.add_region(Region {
+            first: Pfn(DATA_BASE >> 12),
+            pages: HUGE_UNITS * 512,
+            unit_pages: 512,
+            layout_managed: true,
+        })
+        .expect("the region fits the map");
+        map
+    }
+}
+
+/// The builder's retire hook: detached tables wait for the epoch, are then
+/// poisoned (so a walker that still read them would see garbage) and given back.
+struct PoisonRetire<'a> {
+    epoch: &'a Epoch<READERS>,
+    memory: &'a HostMemory<'a>,
+    pending: Vec<(PhysAddr, u64)>,
+    retired: u64,
+}
+
+impl Retire for PoisonRetire<'_> {
+    fn retire(&mut self, table: PhysAddr, pool: &mut FramePool<'_>) -> Result<(), PoolFull> {
+        self.pending.push((table, self.epoch.retire_epoch()));
+        self.retired += 1;
+        if self.pending.len() > TABLE_FRAMES / 2 {
+            self.reclaim(pool)?;
+        }
+        Ok(())
+    }
+
+    fn reclaim(&mut self, pool: &mut FramePool<'_>) -> Result<(), PoolFull> {
+        // With the pool empty the builder is about to fail: wait for the walks
+        // that hold the oldest retirements back (they are one GUP call long).
+        while pool.free_count() == 0
+            && !self.pending.is_empty()
+            && !self.pending.iter().any(|&(_, e)| self.epoch.is_safe(e))
+        {
+            std::thread::yield_now();
+        }
+        let mut i = 0;
+        while i < self.pending.len() {
+            let (table, retired) = self.pending[i];
+            if self.epoch.is_safe(retired) {
+                for index in 0..512 {
+                    let word = self.memory.entry(table, index).expect("a pool frame");
+                    word.store(POISON_ENTRY, Ordering::Relaxed);
                 }
-                // The truncater polls; a due wake needs no action here.
+                pool.give_back(table)?;
+                self.pending.swap_remove(i);
+            } else {
+                i += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy)]
+enum SlotState {
+    Empty,
+    /// One 2 MiB leaf over huge unit `unit`.
+    Huge {
+        unit: u64,
+    },
+    /// 64 leaves of 4 KiB over small block `block`.
+    Small {
+        block: u64,
+    },
+}
+
+fn slot_va(slot: usize) -> u64 {
+    SLOT_BASE + slot as u64 * MIB2
+}
+
+fn walker(
+    gup: &Gup<'_, Paging4Level, HostMemory<'_>, HostMemMap<'_>>,
+    data: &Data,
+    epoch: &Epoch<READERS>,
+    stop: &AtomicBool,
+    seed: u64,
+) -> (u64, u64, u64, u64, u64) {
+    let reader: EpochReader<'_, READERS> = epoch.reader().expect("a reader slot per walker");
+    let mut rng = Rng(seed | 1);
+    let mut out = vec![Pfn(0); MAX_WALKER_PAGES];
+    let (mut gets, mut pins, mut changed, mut refused, mut calls) = (0, 0, 0, 0, 0);
+    while !stop.load(Ordering::Relaxed) {
+        let r = rng.next();
+        let slot = (r % SLOTS as u64) as usize;
+        let page = (r >> 8) % 512;
+        let pages = 1 + (r >> 20) % MAX_WALKER_PAGES as u64;
+        let start = slot_va(slot) + page * KIB4;
+        let len = (pages * KIB4).min(SLOT_BASE + SLOTS as u64 * MIB2 - start);
+        let pin = r & (1 << 40) != 0;
+        let mut flags = GupFlags::WRITE | GupFlags::USER;
+        if pin {
+            flags |= GupFlags::PIN;
+        }
+        let hold = if pin { Hold::Pin } else { Hold::Ref };
+        calls += 1;
+        let taken = match gup.get_pages(&reader, VirtAddr(start), len, flags, &mut out) {
+            Ok(taken) => taken,
+            Err(e) => {
+                data.violation(format_args!("GUP refused a valid range: {e}"));
                 continue;
             }
+        };
+        match taken.stop {
+            Stop::Complete | Stop::Absent { .. } | Stop::OutputFull { .. } => {}
+            Stop::Changed { .. } => changed += 1,
+            Stop::Refused {
+                kind: GetErrorKind::Truncating | GetErrorKind::Free,
+                ..
+            } => refused += 1,
+            other => data.violation(format_args!("unexpected stop: {other}")),
         }
-        // The re-check: the page may have been freed and reused between reading
-        // the generation and the get.
-        if page.generation.load(Ordering::Acquire) != seen {
-            stats.ops += 1;
-            if let Err(e) = page.meta.put(hold, n) {
-                shared.violation(&format!("undo of a re-check failed: {e}"));
+        let held = &out[..taken.pages];
+        let mut generations = Vec::with_capacity(held.len());
+        for (i, &pfn) in held.iter().enumerate() {
+            let va = start + i as u64 * KIB4;
+            let through = ((va - SLOT_BASE) / MIB2) as usize;
+            let head = match gup.memmap().unit(pfn) {
+                Ok(unit) => unit.head,
+                Err(e) => {
+                    data.violation(format_args!("took a page outside the map: {e}"));
+                    continue;
+                }
+            };
+            let generation = data.generation[Data::index(head)].load(Ordering::Relaxed);
+            let contents = data.contents[Data::index(pfn)].load(Ordering::Relaxed);
+            let owner = data.owner[Data::index(head)].load(Ordering::Relaxed);
+            if contents == POISON || contents != generation {
+                data.violation(format_args!(
+                    "{pfn} held with contents {contents:#x}, generation {generation}"
+                ));
             }
-            continue;
+            if owner != through as u64 + 1 {
+                data.violation(format_args!(
+                    "{pfn} taken through slot {through} but mapped at slot {}",
+                    owner as i64 - 1
+                ));
+            }
+            generations.push(generation);
         }
-        match hold {
-            Hold::Ref => stats.gets += 1,
-            Hold::Pin => stats.pins += 1,
+        for (&pfn, &generation) in held.iter().zip(&generations) {
+            let head = gup.memmap().unit(pfn).map(|u| u.head).unwrap_or(pfn);
+            let now = data.generation[Data::index(head)].load(Ordering::Relaxed);
+            if now != generation {
+                data.violation(format_args!("{pfn} reallocated while held"));
+            }
         }
-        let contents = page.data.load(Ordering::Relaxed);
-        if contents != seen {
-            shared.violation(&format!(
-                "held page has contents {contents:#x}, expected generation {seen}"
-            ));
+        if let Err(e) = release(gup.memmap(), held, hold) {
+            data.violation(format_args!("release failed: {e}"));
         }
-        let still = page.generation.load(Ordering::Acquire);
-        if still != seen {
-            shared.violation(&format!(
-                "page reallocated under a holder ({seen} -> {still})"
-            ));
-        }
-        stats.ops += 1;
-        if let Err(e) = page.meta.put(hold, n) {
-            shared.violation(&format!("release failed: {e}"));
+        if pin {
+            pins += held.len() as u64;
+        } else {
+            gets += held.len() as u64;
         }
     }
-    stats
+    (gets, pins, changed, refused, calls)
 }
 
-fn truncater(shared: &Shared, seed: u64) -> u64 {
-    let mut rng = Rng(seed | 1);
-    let mut truncates = 0;
-    while !shared.stop.load(Ordering::Relaxed) {
-        let start = (rng.next() as usize) % (PAGES - TRUNCATE_SPAN + 1);
-        let span = &shared.pages[start..start + TRUNCATE_SPAN];
-        // 1. Stop new references.
-        for page in span {
-            if let Err(e) = page.meta.mark_truncating() {
-                shared.violation(&format!("mark failed: {e}"));
+/// Waits until `meta` is idle, then frees it (a transient speculative increment
+/// can make the free report busy once more).
+fn drain_and_free(meta: &PageMeta, data: &Data) {
+    loop {
+        while !meta.is_idle() {
+            std::thread::yield_now();
+        }
+        match meta.free() {
+            Ok(()) => return,
+            Err(FreeError::Busy { .. }) => continue,
+            Err(e) => {
+                data.violation(format_args!("free failed: {e}"));
+                return;
             }
         }
-        // 2. (No page tables here: the generation re-check plays the unmap.)
-        // 3. Drain and free. A transient speculative increment makes a free report
-        //    busy; waiting again resolves it.
-        for page in span {
-            loop {
-                while !page.meta.is_idle() {
-                    std::hint::spin_loop();
-                    std::thread::yield_now();
-                }
-                match page.meta.free() {
-                    Ok(()) => break,
-                    Err(FreeError::Busy { .. }) => continue,
-                    Err(e) => {
-                        shared.violation(&format!("free failed: {e}"));
-                        break;
-                    }
-                }
-            }
-            page.data.store(POISON, Ordering::Relaxed);
-        }
-        // 4. Reuse: new generation, new contents, then allocate (Release publishes
-        //    both to the next getter's Acquire).
-        for page in span {
-            let generation = page.generation.load(Ordering::Relaxed) + 1;
-            page.data.store(generation, Ordering::Relaxed);
-            page.generation.store(generation, Ordering::Release);
-            if let Err(e) = page.meta.allocate() {
-                shared.violation(&format!("allocate failed: {e}"));
-            }
-        }
-        truncates += 1;
     }
-    truncates
 }
 
-fn run<P: GetPath>(getters: usize, ops: u64) {
-    let shared = Shared {
-        pages: (0..PAGES)
-            .map(|_| Page {
-                meta: PageMeta::new_allocated(),
-                generation: AtomicU64::new(0),
-                data: AtomicU64::new(0),
-            })
-            .collect(),
-        violations: AtomicU64::new(0),
-        stop: AtomicBool::new(false),
+/// Allocates the unit at `head` of `pages` pages for `slot`.
+fn allocate(data: &Data, head: Pfn, pages: u64, slot: usize) {
+    let h = Data::index(head);
+    let generation = data.generation[h].load(Ordering::Relaxed) + 1;
+    data.generation[h].store(generation, Ordering::Relaxed);
+    for i in 0..pages as usize {
+        data.contents[h + i].store(generation, Ordering::Relaxed);
+    }
+    data.owner[h].store(slot as u64 + 1, Ordering::Relaxed);
+    // The allocate is a Release RMW: a walker whose get reads from it sees the
+    // generation, contents and owner written above.
+    if let Err(e) = data.metas[h].allocate() {
+        data.violation(format_args!("allocate failed: {e}"));
+    }
+}
+
+/// Truncates a unit: mark (no new gets), and after the caller unmapped it,
+/// drain, free and poison.
+fn free_unit(data: &Data, head: Pfn, pages: u64) {
+    let h = Data::index(head);
+    drain_and_free(&data.metas[h], data);
+    for i in 0..pages as usize {
+        data.contents[h + i].store(POISON, Ordering::Relaxed);
+    }
+    data.owner[h].store(0, Ordering::Relaxed);
+}
+
+/// Runs the stress with `config`.
+pub fn run(config: Config) -> Summary {
+    let data = Data::new();
+    let memmap = data.memmap();
+    let frames: Vec<HostFrame> = (0..TABLE_FRAMES).map(|_| HostFrame::new()).collect();
+    let memory = HostMemory::new(&frames, PhysAddr(0x10_0000)).expect("aligned base");
+    let mut slots: Vec<PhysAddr> = memory.frame_pas().collect();
+    let epoch = Epoch::<READERS>::new();
+    let retire = PoisonRetire {
+        epoch: &epoch,
+        memory: &memory,
+        pending: Vec::new(),
+        retired: 0,
     };
+    let mut tables =
+        TableBuilder::<Paging4Level, _, _>::new(&memory, FramePool::new(&mut slots), retire)
+            .expect("the pool holds a root");
+    let gup = Gup::new(
+        Walker::<Paging4Level, _>::new(&memory, tables.root()),
+        &memmap,
+    );
+    let stop = AtomicBool::new(false);
     let begin = Instant::now();
-    let (stats, truncates) = std::thread::scope(|s| {
-        let trunc = s.spawn(|| truncater(&shared, 0x9e37_79b9_7f4a_7c15));
-        let handles: Vec<_> = (0..getters)
+    let perms = Perms::READ | Perms::WRITE | Perms::USER;
+    let (walked, truncates) = std::thread::scope(|s| {
+        let walkers: Vec<_> = (0..config.walkers)
             .map(|i| {
-                let shared = &shared;
-                s.spawn(move || getter::<P>(shared, 0x1234_5678 + i as u64, ops))
+                let (gup, data, epoch, stop) = (&gup, &data, &epoch, &stop);
+                let seed = config.seed.wrapping_add(0x9e37_79b9 * (i as u64 + 1));
+                s.spawn(move || walker(gup, data, epoch, stop, seed))
             })
             .collect();
-        let stats: Vec<GetterStats> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-        shared.stop.store(true, Ordering::Relaxed);
-        (stats, trunc.join().unwrap())
+        let mut rng = Rng(config.seed ^ 0x5851_f42d_4c95_7f2d | 1);
+        let mut state = [SlotState::Empty; SLOTS];
+        let mut huge_free: Vec<u64> = (0..HUGE_UNITS).collect();
+        let mut small_free: Vec<u64> = (0..SMALL_BLOCKS).collect();
+        let mut truncates = 0u64;
+        for _ in 0..config.ops {
+            let r = rng.next();
+            let slot = (r % SLOTS as u64) as usize;
+            let va = VirtAddr(slot_va(slot));
+            match state[slot] {
+                SlotState::Empty => {
+                    let pick = (r >> 16) as usize;
+                    if r & (1 << 32) == 0 && !huge_free.is_empty() {
+                        let unit = huge_free.swap_remove(pick % huge_free.len());
+                        let pa = DATA_BASE + unit * MIB2;
+                        allocate(&data, Pfn(pa >> 12), 512, slot);
+                        let req = MapRequest::new(va, PhysAddr(pa), MIB2, MIB2).with_perms(perms);
+                        if let Err(e) = tables.map(&req) {
+                            data.violation(format_args!("map failed: {e}"));
+                        }
+                        state[slot] = SlotState::Huge { unit };
+                    } else if !small_free.is_empty() {
+                        let block = small_free.swap_remove(pick % small_free.len());
+                        let pa = SMALL_BASE + block * SMALL_SLOT_PAGES * KIB4;
+                        for i in 0..SMALL_SLOT_PAGES {
+                            allocate(&data, Pfn((pa >> 12) + i), 1, slot);
+                        }
+                        let len = SMALL_SLOT_PAGES * KIB4;
+                        let req = MapRequest::new(va, PhysAddr(pa), len, KIB4).with_perms(perms);
+                        if let Err(e) = tables.map(&req) {
+                            data.violation(format_args!("map failed: {e}"));
+                        }
+                        state[slot] = SlotState::Small { block };
+                    }
+                }
+                mapped => {
+                    // The truncate protocol: mark, unmap, drain, free.
+                    let (first, units, unit_pages, len) = match mapped {
+                        SlotState::Huge { unit } => (DATA_BASE + unit * MIB2, 1, 512, MIB2),
+                        SlotState::Small { block } => (
+                            SMALL_BASE + block * SMALL_SLOT_PAGES * KIB4,
+                            SMALL_SLOT_PAGES,
+                            1,
+                            SMALL_SLOT_PAGES * KIB4,
+                        ),
+                        SlotState::Empty => unreachable!("matched above"),
+                    };
+                    let heads = (0..units).map(|u| Pfn((first >> 12) + u * unit_pages));
+                    for head in heads.clone() {
+                        if let Err(e) = data.metas[Data::index(head)].mark_truncating() {
+                            data.violation(format_args!("mark failed: {e}"));
+                        }
+                    }
+                    if let Err(e) = tables.unmap(va, len) {
+                        data.violation(format_args!("unmap failed: {e}"));
+                    }
+                    for head in heads {
+                        free_unit(&data, head, unit_pages);
+                    }
+                    match mapped {
+                        SlotState::Huge { unit } => huge_free.push(unit),
+                        SlotState::Small { block } => small_free.push(block),
+                        SlotState::Empty => {}
+                    }
+                    state[slot] = SlotState::Empty;
+                    truncates += 1;
+                }
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        let walked: Vec<_> = walkers
+            .into_iter()
+            .map(|w| w.join().expect("walker thread"))
+            .collect();
+        (walked, truncates)
     });
     let elapsed = begin.elapsed();
-    for (i, page) in shared.pages.iter().enumerate() {
-        let word = page.meta.load();
-        if word != MetaWord::ALLOCATED_IDLE {
-            shared.violation(&format!("page {i} ends as {word:?}"));
+    let tables_retired = tables.retire_hook().retired;
+    // Nothing left behind: every page idle and unmarked.
+    for (i, meta) in data.metas.iter().enumerate() {
+        let w = meta.load();
+        if !w.is_idle() || w.is_truncating() {
+            data.violation(format_args!("page {i} ends as {w:?}"));
         }
     }
-    let gets: u64 = stats.iter().map(|s| s.gets).sum();
-    let pins: u64 = stats.iter().map(|s| s.pins).sum();
-    let total_ops: u64 = stats.iter().map(|s| s.ops).sum();
-    let ns_per_op = elapsed.as_nanos() as f64 * getters as f64 / total_ops as f64;
-    println!("get path: {}", P::NAME);
-    println!(
-        "pagepin-summary threads={} gets={gets} pins={pins} truncates={truncates} violations={} ns_per_op={ns_per_op:.1}",
-        getters + 1,
-        shared.violations.load(Ordering::Relaxed),
-    );
+    let calls: u64 = walked.iter().map(|w| w.4).sum();
+    Summary {
+        threads: config.walkers + 1,
+        gets: walked.iter().map(|w| w.0).sum(),
+        pins: walked.iter().map(|w| w.1).sum(),
+        truncates,
+        changed: walked.iter().map(|w| w.2).sum(),
+        refused: walked.iter().map(|w| w.3).sum(),
+        violations: data.violations.load(Ordering::Relaxed),
+        ns_per_op: elapsed.as_nanos() as f64 * config.walkers as f64 / calls.max(1) as f64,
+        tables_retired,
+    }
 }
 
 fn main() {
-    let mut getters = 3;
-    let mut ops: u64 = 5_000_000;
-    let mut path = String::from("cas-loop");
+    let mut config = Config {
+        walkers: 3,
+        ops: 10_000,
+        seed: 0x1234_5678,
+    };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        let mut value = || args.next().unwrap_or_else(|| usage(&arg));
+        let mut value = || {
+            args.next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or_else(|| usage(&arg))
+        };
         match arg.as_str() {
-            "--threads" => getters = value().parse().unwrap_or_else(|_| usage("--threads")),
-            "--ops" => ops = value().parse().unwrap_or_else(|_| usage("--ops")),
-            "--get-path" => path = value(),
+            "--walkers" => config.walkers = value() as usize,
+            "--ops" => config.ops = value(),
+            "--seed" => config.seed = value(),
             _ => usage(&arg),
         }
     }
-    if getters == 0 {
-        usage("--threads");
+    if config.walkers == 0 || config.walkers > READERS {
+        usage("--walkers");
     }
-    match path.as_str() {
-        "cas-loop" => run::<CasLoop>(getters, ops),
-        "fetch-add-undo" => run::<FetchAddUndo>(getters, ops),
-        _ => usage("--get-path"),
-    }
+    let s = run(config);
+    println!(
+        "walker stops: {} changed under the walk, {} refused by truncating or free pages; \
+         page tables retired, poisoned and reused: {}",
+        s.changed, s.refused, s.tables_retired
+    );
+    println!(
+        "pagepin-summary threads={} gets={} pins={} truncates={} violations={} ns_per_op={:.1}",
+        s.threads, s.gets, s.pins, s.truncates, s.violations, s.ns_per_op
+    );
 }
 
 fn usage(bad: &str) -> ! {
     eprintln!(
-        "pin_race: bad argument {bad:?}\nusage: pin_race [--threads N>0] [--ops N] [--get-path cas-loop|fetch-add-undo]"
+        "pin_race: bad argument {bad:?}\nusage: pin_race [--walkers 1..={READERS}] [--ops N] [--seed N]"
     );
     std::process::exit(2)
 }

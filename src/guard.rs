@@ -300,7 +300,17 @@ impl<const SLOTS: usize, const CAP: usize> Retire for EpochRetire<'_, SLOTS, CAP
         Ok(())
     }
 
+    /// Gives back every retired table no walker can still read. If the pool is
+    /// empty (the builder is about to fail for want of a frame) and something is
+    /// pending, first waits until the oldest walks end: read sections are one
+    /// GUP-fast call long, so this terminates.
     fn reclaim(&mut self, pool: &mut FramePool<'_>) -> Result<(), PoolFull> {
+        while pool.free_count() == 0
+            && !self.pending.is_empty()
+            && !self.pending.iter().any(|&(_, e)| self.epoch.is_safe(e))
+        {
+            spin_wait_hint();
+        }
         let mut i = 0;
         while i < self.pending.len() {
             let (table, retired) = self.pending[i];

@@ -38,6 +38,8 @@ fn model<P: GetPath>(free: fn(&PageMeta) -> bool, allocate: fn(&PageMeta) -> boo
             let page = page.clone();
             thread::spawn(move || {
                 if page.meta.get_with::<P>(Hold::Ref, 1).is_ok() {
+                    // SAFETY: loom checks this read against the allocator's
+                    // write; an unordered pair is the violation under test.
                     let generation = page.data.with(|d| unsafe { *d });
                     assert!(
                         generation == 0 || generation == 1,
@@ -54,6 +56,7 @@ fn model<P: GetPath>(free: fn(&PageMeta) -> bool, allocate: fn(&PageMeta) -> boo
         let mut reused = false;
         if free(&page.meta) {
             // The allocator owns the page: reinitialise it, then hand it out.
+            // SAFETY: as the read above: loom checks the ordering.
             page.data.with_mut(|d| unsafe { *d = 1 });
             assert!(allocate(&page.meta), "allocate failed on a freed page");
             reused = true;

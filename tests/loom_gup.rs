@@ -1,0 +1,323 @@
+//! RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release --target-dir target/loom --test loom_gup
+//!
+//! GUP-fast on the toy 2-level format (4 entries per table) against the writers
+//! it races, two threads each. The tables, the page metas and the data pages'
+//! generations are loom objects, so loom explores every interleaving (bounded
+//! preemptions) and reports unordered accesses itself.
+//!
+//! - (a) `aba`: GUP-fast vs unmap + free + reallocate of the same page. Invariant
+//!   3: a page GUP-fast returns is the allocation the entry it read mapped (its
+//!   generation is still 0). Broken twin: no re-check.
+//! - (b) `table_free`: GUP-fast vs unmap, detach and free of the leaf's table under
+//!   an epoch walk guard. Invariant 6: no walk touches a freed table (a freed
+//!   table is a `loom::cell::UnsafeCell` write; any unordered walk access to it is
+//!   a causality violation). Broken twin: the guard's read section ends before
+//!   the get and the re-check.
+//! - (c) `detach`: GUP-fast vs a table detached *without* clearing its entries
+//!   (the parent entry cleared), then the page freed and reallocated. Only the
+//!   parent re-check catches it. Broken twin: no parent re-check.
+#![cfg(loom)]
+
+use loom::cell::UnsafeCell;
+use loom::sync::Arc;
+use loom::thread;
+use pagepin::guard::{Epoch, TablesNeverFreed, WalkGuard};
+use pagepin::gup::broken::{self, Dropped};
+use pagepin::gup::{Gup, GupFlags, Stop, release};
+use pagepin::memmap::{HostMemMap, Pfn};
+use pagepin::meta::{Hold, PageMeta};
+use pagepin::sync::{AtomicU64, Ordering};
+use pagepin::table::{
+    AccessError, LeafEntry, MemType, PagingFormat, Perms, PhysAddr, TableAccess, Toy, VirtAddr,
+    Walker,
+};
+
+/// Physical address of table `i`.
+const fn table_pa(i: usize) -> PhysAddr {
+    PhysAddr(((i as u64) + 1) << 12)
+}
+
+/// The first data page's PFN (PA 1 MiB).
+const DATA_PFN: u64 = 0x100;
+/// Data pages P and Q.
+const P: Pfn = Pfn(DATA_PFN);
+const Q: Pfn = Pfn(DATA_PFN + 1);
+
+/// One toy table (4 entries) and whether it has been freed.
+struct Table {
+    entries: [AtomicU64; 4],
+    freed: UnsafeCell<bool>,
+}
+
+/// Three toy tables at physical addresses 0x1000, 0x2000, 0x3000.
+struct Tables {
+    tables: [Table; 3],
+}
+
+impl Tables {
+    fn new() -> Tables {
+        Tables {
+            tables: core::array::from_fn(|_| Table {
+                entries: core::array::from_fn(|_| AtomicU64::new(0)),
+                freed: UnsafeCell::new(false),
+            }),
+        }
+    }
+
+    fn table(&self, i: usize) -> &Table {
+        &self.tables[i]
+    }
+
+    fn set(&self, table: usize, index: usize, raw: u64) {
+        // Release: publishes the table this entry may point to (its entries were
+        // written before), as a kernel's page-table writer does.
+        self.tables[table].entries[index].store(raw, Ordering::Release);
+    }
+
+    /// Frees table `i`: from now on nobody may touch it.
+    fn free(&self, i: usize) {
+        // SAFETY: loom checks that this write is ordered with every other access
+        // to the cell; that is the property under test.
+        self.tables[i]
+            .freed
+            .with_mut(|freed| unsafe { *freed = true });
+    }
+}
+
+// SAFETY: (1) `entry` maps each in-range (table, index) to one fixed word of
+// `self.tables`; (2) distinct pairs are distinct words; (3) the words are atomics.
+unsafe impl TableAccess for Tables {
+    fn entry(&self, table: PhysAddr, index: usize) -> Result<&AtomicU64, AccessError> {
+        let unreachable = AccessError::Unreachable { table, index };
+        let i = (table.0 >> 12).checked_sub(1).ok_or(unreachable)? as usize;
+        if table.0 & 0xfff != 0 || i >= self.tables.len() || index >= 4 {
+            return Err(unreachable);
+        }
+        let t = &self.tables[i];
+        // The walk is about to read this table: it must not have been freed. A
+        // read not ordered after a free is itself reported by loom.
+        // SAFETY: loom checks this read against the free's write (the property
+        // under test).
+        let freed = t.freed.with(|freed| unsafe { *freed });
+        assert!(!freed, "violation: walk read a freed table");
+        Ok(&t.entries[index])
+    }
+}
+
+fn table_entry(to: usize) -> u64 {
+    Toy::encode_table(table_pa(to), 0).unwrap()
+}
+
+fn leaf_entry(pfn: Pfn) -> u64 {
+    Toy::encode_leaf(
+        &LeafEntry {
+            pa: PhysAddr(pfn.0 << 12),
+            perms: Perms::READ | Perms::WRITE,
+            mem_type: MemType(0),
+        },
+        1,
+    )
+    .unwrap()
+}
+
+/// The world of one model: tables, two data pages and their generations.
+struct World {
+    tables: Tables,
+    metas: [PageMeta; 2],
+    /// Each data page's generation, bumped by every (re)allocation.
+    generation: [UnsafeCell<u64>; 2],
+}
+
+impl World {
+    /// Root (table 0) entry 0 → table 1; table 1 entry 0 → P. VA 0 maps P.
+    fn new() -> World {
+        let world = World {
+            tables: Tables::new(),
+            metas: [PageMeta::new_allocated(), PageMeta::new_allocated()],
+            generation: [UnsafeCell::new(0), UnsafeCell::new(0)],
+        };
+        world.tables.set(1, 0, leaf_entry(P));
+        world.tables.set(0, 0, table_entry(1));
+        world
+    }
+
+    fn memmap(&self) -> HostMemMap<'_, 1, 1> {
+        HostMemMap::new(Pfn(DATA_PFN), &self.metas)
+    }
+
+    fn meta(&self, pfn: Pfn) -> &PageMeta {
+        &self.metas[(pfn.0 - DATA_PFN) as usize]
+    }
+
+    /// Waits until `pfn` is idle, frees it, bumps its generation (the page's new
+    /// life) and allocates it again — as a reclaiming allocator would.
+    fn free_and_reallocate(&self, pfn: Pfn) {
+        let meta = self.meta(pfn);
+        while meta.free().is_err() {
+            thread::yield_now();
+        }
+        // SAFETY: loom checks the ordering of every access to the cell (the
+        // property under test); the allocator owns the free page here.
+        self.generation[(pfn.0 - DATA_PFN) as usize].with_mut(|g| unsafe { *g += 1 });
+        meta.allocate().unwrap();
+    }
+
+    /// After a successful pin of `pfn`: the page is the generation the entry
+    /// mapped (0), and stays so while pinned.
+    fn check_pinned(&self, pfn: Pfn) {
+        // SAFETY: loom checks this read against the allocator's write (the
+        // property under test).
+        let generation = self.generation[(pfn.0 - DATA_PFN) as usize].with(|g| unsafe { *g });
+        assert_eq!(
+            generation, 0,
+            "invariant violation: pinned {pfn} of generation {generation} through an entry of generation 0"
+        );
+    }
+}
+
+/// Object-safe view of the two guards the models use.
+trait WalkGuardDyn {
+    fn run(
+        &self,
+        gup: &Gup<'_, Toy, Tables, HostMemMap<'_, 1, 1>>,
+        dropped: Option<Dropped>,
+        out: &mut [Pfn],
+    ) -> (usize, Stop);
+}
+
+impl<G: WalkGuard> WalkGuardDyn for G {
+    fn run(
+        &self,
+        gup: &Gup<'_, Toy, Tables, HostMemMap<'_, 1, 1>>,
+        dropped: Option<Dropped>,
+        out: &mut [Pfn],
+    ) -> (usize, Stop) {
+        let taken = match dropped {
+            None => gup.get_pages(self, VirtAddr(0), 0x1000, GupFlags::PIN, out),
+            Some(d) => broken::get_pages(gup, d, self, VirtAddr(0), 0x1000, GupFlags::PIN, out),
+        }
+        .unwrap();
+        (taken.pages, taken.stop)
+    }
+}
+
+/// Pins VA 0 with `guard`, checks the page, releases it.
+fn walker(world: &World, guard: &dyn WalkGuardDyn, dropped: Option<Dropped>) {
+    let memmap = world.memmap();
+    let gup = Gup::new(Walker::<Toy, _>::new(&world.tables, table_pa(0)), &memmap);
+    let mut out = [Pfn(0)];
+    let (pages, _stop) = guard.run(&gup, dropped, &mut out);
+    if pages == 1 {
+        world.check_pinned(out[0]);
+        release(&memmap, &out, Hold::Pin).unwrap();
+    }
+}
+
+fn never_freed() -> TablesNeverFreed {
+    // SAFETY: models (a) and (c) free no table.
+    unsafe { TablesNeverFreed::new() }
+}
+
+/// (a) The writer unmaps VA 0, frees P and reallocates it; then maps VA 0 to Q.
+fn aba(dropped: Option<Dropped>) {
+    loom::model(move || {
+        let world = Arc::new(World::new());
+        let writer = {
+            let world = world.clone();
+            thread::spawn(move || {
+                world.tables.set(1, 0, 0);
+                world.free_and_reallocate(P);
+                world.tables.set(1, 0, leaf_entry(Q));
+            })
+        };
+        walker(&world, &never_freed(), dropped);
+        writer.join().unwrap();
+        assert!(
+            world.metas.iter().all(PageMeta::is_idle),
+            "violation: a pin leaked"
+        );
+    });
+}
+
+/// (c) The writer detaches table 1 by clearing the root entry only (table 1
+/// still says VA 0 → P), frees and reallocates P, and maps a fresh table 2 with
+/// VA 0 → Q.
+fn detach(dropped: Option<Dropped>) {
+    loom::model(move || {
+        let world = Arc::new(World::new());
+        let writer = {
+            let world = world.clone();
+            thread::spawn(move || {
+                world.tables.set(0, 0, 0);
+                world.free_and_reallocate(P);
+                world.tables.set(2, 0, leaf_entry(Q));
+                world.tables.set(0, 0, table_entry(2));
+            })
+        };
+        walker(&world, &never_freed(), dropped);
+        writer.join().unwrap();
+        assert!(
+            world.metas.iter().all(PageMeta::is_idle),
+            "violation: a pin leaked"
+        );
+    });
+}
+
+/// (b) The writer clears the leaf, detaches table 1, retires it in the epoch and
+/// frees it once the epoch says no walker can hold it.
+fn table_free(dropped: Option<Dropped>) {
+    loom::model(move || {
+        let world = Arc::new(World::new());
+        let epoch = Arc::new(Epoch::<1>::new());
+        let writer = {
+            let (world, epoch) = (world.clone(), epoch.clone());
+            thread::spawn(move || {
+                world.tables.set(1, 0, 0);
+                world.tables.set(0, 0, 0);
+                let retired = epoch.retire_epoch();
+                while !epoch.is_safe(retired) {
+                    thread::yield_now();
+                }
+                world.tables.free(1);
+            })
+        };
+        let reader = epoch.reader().unwrap();
+        walker(&world, &reader, dropped);
+        drop(reader);
+        writer.join().unwrap();
+        let _ = world.tables.table(1);
+    });
+}
+
+#[test]
+fn aba_is_caught_by_the_recheck() {
+    aba(None);
+}
+
+#[test]
+#[should_panic(expected = "violation")]
+fn broken_no_recheck_pins_a_reused_page() {
+    aba(Some(Dropped::Recheck));
+}
+
+#[test]
+fn detached_table_is_caught_by_the_parent_recheck() {
+    detach(None);
+}
+
+#[test]
+#[should_panic(expected = "violation")]
+fn broken_no_parent_recheck_pins_through_a_detached_table() {
+    detach(Some(Dropped::ParentRecheck));
+}
+
+#[test]
+fn epoch_guard_keeps_tables_alive() {
+    table_free(None);
+}
+
+#[test]
+#[should_panic(expected = "violation")]
+fn broken_guard_released_before_the_get_reads_a_freed_table() {
+    table_free(Some(Dropped::GuardAcrossGet));
+}
