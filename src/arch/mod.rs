@@ -4,4 +4,5 @@
 //! they compile and are tested on every host; only code that executes an
 //! architecture's instructions is gated by `cfg(target_arch)`.
 
+pub mod aarch64;
 pub mod x86_64;
