@@ -23,4 +23,5 @@ pub mod memmap;
 pub mod meta;
 pub mod sync;
 pub mod table;
+pub mod truncate;
 pub mod wait;

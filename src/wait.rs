@@ -14,12 +14,19 @@
 //! the page busy) while the releaser misses the registration (it sees no waiter),
 //! and the waiter sleeps forever. With both fences, at least one side sees the
 //! other's write: the waiter sees the page idle, or the releaser sees the waiter
-//! and bumps the slot's wake count. [`WaitSlot::register`] and
-//! [`WaitTable::wake`] carry the two fences; the waiting loop is built on them by
-//! the truncate protocol.
+//! and bumps the slot's wake count. [`WaitSlot::register`] and [`WaitSlot::wake`]
+//! carry the two fences; the truncate protocol's drain is the waiting loop.
+//!
+//! # Parking
+//!
+//! How a waiter sleeps is the kernel's: a [`Waiter`] parks until a condition
+//! holds (the slot's wake count moved) or a deadline passes, measured by a
+//! [`Clock`]. Permit semantics come from the wake count itself: a wake that
+//! lands between the registration and the park has already moved the count, so
+//! the park returns at once. [`SpinWaiter`] is the default (it polls).
 
 use crate::memmap::Pfn;
-use crate::sync::{AtomicU64, AtomicUsize, Ordering, fence, op_count};
+use crate::sync::{AtomicU64, AtomicUsize, Ordering, fence, op_count, spin_wait_hint};
 
 /// One hashed wait slot.
 #[derive(Debug)]
@@ -59,6 +66,16 @@ impl WaitSlot {
         WaitTicket { seen }
     }
 
+    /// The broken twin of [`register`](Self::register) for the loom models: no
+    /// waiter-side fence.
+    #[cfg(loom)]
+    #[doc(hidden)]
+    pub fn register_without_fence(&self) -> WaitTicket {
+        self.waiters.fetch_add(1, Ordering::Relaxed);
+        let seen = self.wakes.load(Ordering::Acquire);
+        WaitTicket { seen }
+    }
+
     /// Ends a registration.
     pub fn deregister(&self, ticket: WaitTicket) {
         let WaitTicket { seen: _ } = ticket;
@@ -85,6 +102,26 @@ impl WaitSlot {
     #[inline]
     pub fn waiters(&self) -> usize {
         self.waiters.load(Ordering::Relaxed)
+    }
+
+    /// The releaser's side of the handshake: after a release reported
+    /// [`Wake::Due`](crate::meta::Wake::Due), bumps the wake count if a waiter is
+    /// registered. Returns whether it did (a kernel then wakes its parked
+    /// waiters, e.g. through its scheduler).
+    pub fn wake(&self) -> bool {
+        // SeqCst fence: the releaser's side of the store-buffering handshake
+        // (module docs); pairs with the fence in `register`. Orders the caller's
+        // release (its RMW on the page word) before this check.
+        fence(Ordering::SeqCst);
+        // Relaxed: ordered by the fence above.
+        if self.waiters.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
+        op_count::rmw();
+        // Release: pairs with the Acquire in `woken_since`/`register`, so a waiter
+        // that sees the bump also sees the release before it.
+        self.wakes.fetch_add(1, Ordering::Release);
+        true
     }
 }
 
@@ -129,30 +166,69 @@ impl<const SLOTS: usize> WaitTable<SLOTS> {
         &self.slots[(hash >> 32) as usize & (SLOTS - 1)]
     }
 
-    /// Wakes the waiters of `head`'s slot; called after a release reported
-    /// [`Wake::Due`](crate::meta::Wake::Due). Returns whether a waiter was
-    /// registered (and so the slot's wake count was bumped).
+    /// Wakes the waiters of `head`'s slot ([`WaitSlot::wake`]); called after a
+    /// release reported [`Wake::Due`](crate::meta::Wake::Due). Returns whether a
+    /// waiter was registered.
+    #[inline]
     pub fn wake(&self, head: Pfn) -> bool {
-        let slot = self.slot(head);
-        // SeqCst fence: the releaser's side of the store-buffering handshake
-        // (module docs); pairs with the fence in `WaitSlot::register`. Orders the
-        // caller's release (its RMW on the page word) before this check.
-        fence(Ordering::SeqCst);
-        // Relaxed: ordered by the fence above.
-        if slot.waiters.load(Ordering::Relaxed) == 0 {
-            return false;
-        }
-        op_count::rmw();
-        // Release: pairs with the Acquire in `woken_since`/`register`, so a waiter
-        // that sees the bump also sees the release before it.
-        slot.wakes.fetch_add(1, Ordering::Release);
-        true
+        self.slot(head).wake()
     }
 }
 
 impl<const SLOTS: usize> Default for WaitTable<SLOTS> {
     fn default() -> WaitTable<SLOTS> {
         WaitTable::new()
+    }
+}
+
+/// A monotonic clock for deadlines (`no_std` has none).
+pub trait Clock {
+    /// Nanoseconds since an arbitrary fixed origin; never decreases.
+    fn now_ns(&self) -> u64;
+}
+
+/// How a waiter parked, from [`Waiter::park`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Parked {
+    /// The condition held (possibly before parking).
+    Ready,
+    /// The deadline passed first.
+    TimedOut,
+}
+
+/// Parks the calling thread until a condition holds or a deadline passes.
+///
+/// A kernel implements it with its scheduler (sleep on a queue that its
+/// [`MemoryMap::wake`](crate::memmap::MemoryMap::wake) wakes), or by halting
+/// until an interrupt. The condition is cheap and may be polled at any rate;
+/// spurious returns are allowed (callers re-check).
+pub trait Waiter {
+    /// Parks until `ready()` is true (return [`Parked::Ready`]) or `clock` passes
+    /// `deadline_ns` (return [`Parked::TimedOut`]); `None` waits forever.
+    fn park(&self, ready: &dyn Fn() -> bool, clock: &dyn Clock, deadline_ns: Option<u64>)
+    -> Parked;
+}
+
+/// The default waiter: polls the condition with a spin-loop hint.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SpinWaiter;
+
+impl Waiter for SpinWaiter {
+    fn park(
+        &self,
+        ready: &dyn Fn() -> bool,
+        clock: &dyn Clock,
+        deadline_ns: Option<u64>,
+    ) -> Parked {
+        loop {
+            if ready() {
+                return Parked::Ready;
+            }
+            if deadline_ns.is_some_and(|d| clock.now_ns() >= d) {
+                return Parked::TimedOut;
+            }
+            spin_wait_hint();
+        }
     }
 }
 

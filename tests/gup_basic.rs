@@ -523,6 +523,10 @@ unsafe impl<H: Fn()> MemoryMap for Interfering<'_, H> {
         self.inner.unit(pfn)
     }
 
+    fn wait_slot(&self, head: Pfn) -> &pagepin::wait::WaitSlot {
+        self.inner.wait_slot(head)
+    }
+
     fn wake(&self, head: Pfn) {
         self.inner.wake(head)
     }

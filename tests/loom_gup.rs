@@ -26,99 +26,10 @@ use pagepin::gup::broken::{self, Dropped};
 use pagepin::gup::{Gup, GupFlags, Stop, release};
 use pagepin::memmap::{HostMemMap, Pfn};
 use pagepin::meta::{Hold, PageMeta};
-use pagepin::sync::{AtomicU64, Ordering};
-use pagepin::table::{
-    AccessError, LeafEntry, MemType, PagingFormat, Perms, PhysAddr, TableAccess, Toy, VirtAddr,
-    Walker,
-};
+use pagepin::table::{Toy, VirtAddr, Walker};
 
-/// Physical address of table `i`.
-const fn table_pa(i: usize) -> PhysAddr {
-    PhysAddr(((i as u64) + 1) << 12)
-}
-
-/// The first data page's PFN (PA 1 MiB).
-const DATA_PFN: u64 = 0x100;
-/// Data pages P and Q.
-const P: Pfn = Pfn(DATA_PFN);
-const Q: Pfn = Pfn(DATA_PFN + 1);
-
-/// One toy table (4 entries) and whether it has been freed.
-struct Table {
-    entries: [AtomicU64; 4],
-    freed: UnsafeCell<bool>,
-}
-
-/// Three toy tables at physical addresses 0x1000, 0x2000, 0x3000.
-struct Tables {
-    tables: [Table; 3],
-}
-
-impl Tables {
-    fn new() -> Tables {
-        Tables {
-            tables: core::array::from_fn(|_| Table {
-                entries: core::array::from_fn(|_| AtomicU64::new(0)),
-                freed: UnsafeCell::new(false),
-            }),
-        }
-    }
-
-    fn table(&self, i: usize) -> &Table {
-        &self.tables[i]
-    }
-
-    fn set(&self, table: usize, index: usize, raw: u64) {
-        // Release: publishes the table this entry may point to (its entries were
-        // written before), as a kernel's page-table writer does.
-        self.tables[table].entries[index].store(raw, Ordering::Release);
-    }
-
-    /// Frees table `i`: from now on nobody may touch it.
-    fn free(&self, i: usize) {
-        // SAFETY: loom checks that this write is ordered with every other access
-        // to the cell; that is the property under test.
-        self.tables[i]
-            .freed
-            .with_mut(|freed| unsafe { *freed = true });
-    }
-}
-
-// SAFETY: (1) `entry` maps each in-range (table, index) to one fixed word of
-// `self.tables`; (2) distinct pairs are distinct words; (3) the words are atomics.
-unsafe impl TableAccess for Tables {
-    fn entry(&self, table: PhysAddr, index: usize) -> Result<&AtomicU64, AccessError> {
-        let unreachable = AccessError::Unreachable { table, index };
-        let i = (table.0 >> 12).checked_sub(1).ok_or(unreachable)? as usize;
-        if table.0 & 0xfff != 0 || i >= self.tables.len() || index >= 4 {
-            return Err(unreachable);
-        }
-        let t = &self.tables[i];
-        // The walk is about to read this table: it must not have been freed. A
-        // read not ordered after a free is itself reported by loom.
-        // SAFETY: loom checks this read against the free's write (the property
-        // under test).
-        let freed = t.freed.with(|freed| unsafe { *freed });
-        assert!(!freed, "violation: walk read a freed table");
-        Ok(&t.entries[index])
-    }
-}
-
-fn table_entry(to: usize) -> u64 {
-    Toy::encode_table(table_pa(to), 0).unwrap()
-}
-
-fn leaf_entry(pfn: Pfn) -> u64 {
-    Toy::encode_leaf(
-        &LeafEntry {
-            pa: PhysAddr(pfn.0 << 12),
-            perms: Perms::READ | Perms::WRITE,
-            mem_type: MemType(0),
-        },
-        1,
-    )
-    .unwrap()
-}
+mod loom_common;
+use loom_common::*;
 
 /// The world of one model: tables, two data pages and their generations.
 struct World {

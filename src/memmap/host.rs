@@ -7,7 +7,7 @@ use heapless::Vec;
 
 use super::{MemoryMap, OutsideMap, Pfn, Unit};
 use crate::meta::PageMeta;
-use crate::wait::WaitTable;
+use crate::wait::{WaitSlot, WaitTable};
 
 /// A region of the map with its own allocation-unit size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -115,6 +115,7 @@ impl<'a, const REGIONS: usize, const WAIT_SLOTS: usize> HostMemMap<'a, REGIONS, 
     }
 
     /// The meta of `pfn` itself (not necessarily the counting one).
+    #[inline]
     pub fn meta_of(&self, pfn: Pfn) -> Option<&'a PageMeta> {
         let index = usize::try_from(pfn.0.checked_sub(self.first.0)?).ok()?;
         self.metas.get(index)
@@ -142,8 +143,8 @@ impl<const REGIONS: usize, const WAIT_SLOTS: usize> fmt::Debug
 // its unit size) or is `pfn` alone, and `meta_of` checks the PFN is in the map;
 // (2) every PFN of a unit computes the same head and so the same slice element;
 // regions never change once added (no split or merge is offered); (3) the metas
-// are a borrowed slice that cannot move while `&self` lives; (4) `wake` goes
-// through the map's `WaitTable`, whose fences are those of `crate::wait`.
+// are a borrowed slice that cannot move while `&self` lives; (4) `wake` runs
+// `WaitSlot::wake` on the table's fixed slot for the head, and host waiters poll.
 unsafe impl<const REGIONS: usize, const WAIT_SLOTS: usize> MemoryMap
     for HostMemMap<'_, REGIONS, WAIT_SLOTS>
 {
@@ -152,24 +153,39 @@ unsafe impl<const REGIONS: usize, const WAIT_SLOTS: usize> MemoryMap
     #[inline]
     fn unit(&self, pfn: Pfn) -> Result<Unit<'_>, OutsideMap> {
         let outside = OutsideMap { pfn };
-        self.meta_of(pfn).ok_or(outside)?;
-        let (head, pages, layout_managed) = match self
+        let own = self.meta_of(pfn).ok_or(outside)?;
+        match self
             .regions
             .iter()
-            .find(|r| r.first.0 <= pfn.0 && pfn.0 < r.first.0 + r.pages)
+            .find(|r| pfn.0.wrapping_sub(r.first.0) < r.pages)
         {
-            Some(r) => (pfn.0 & !(r.unit_pages - 1), r.unit_pages, r.layout_managed),
-            None => (pfn.0, 1, false),
-        };
-        let meta = self.meta_of(Pfn(head)).ok_or(outside)?;
-        Ok(Unit {
-            head: Pfn(head),
-            pages,
-            meta,
-            layout_managed,
-        })
+            Some(r) => {
+                let head = pfn.0 & !(r.unit_pages - 1);
+                Ok(Unit {
+                    head: Pfn(head),
+                    pages: r.unit_pages,
+                    meta: self.meta_of(Pfn(head)).ok_or(outside)?,
+                    layout_managed: r.layout_managed,
+                })
+            }
+            // A page outside every region is a unit of its own: its own meta
+            // counts (looked up once).
+            None => Ok(Unit {
+                head: pfn,
+                pages: 1,
+                meta: own,
+                layout_managed: false,
+            }),
+        }
     }
 
+    #[inline]
+    fn wait_slot(&self, head: Pfn) -> &WaitSlot {
+        self.waits.slot(head)
+    }
+
+    /// Bumps the slot; host waiters ([`SpinWaiter`](crate::wait::SpinWaiter))
+    /// poll it, so there is nobody else to wake.
     #[inline]
     fn wake(&self, head: Pfn) {
         self.waits.wake(head);

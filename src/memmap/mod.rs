@@ -18,6 +18,7 @@ pub use host::{HostMemMap, Region, RegionError};
 use core::fmt;
 
 use crate::meta::PageMeta;
+use crate::wait::WaitSlot;
 
 /// A page frame number: a physical address divided by the memory map's base
 /// page size ([`MemoryMap::PAGE_SHIFT`]).
@@ -80,9 +81,9 @@ impl core::error::Error for OutsideMap {}
 ///    merged only while its head is idle and frozen (`FREE`, so no get can
 ///    succeed on it), never under a holder.
 /// 3. A `PageMeta` is never moved or reused for another PFN while `&self` lives.
-/// 4. [`wake`](Self::wake)`(head)` wakes every waiter parked for `head` (through a
-///    [`WaitTable`](crate::wait::WaitTable) or equivalent, keeping the
-///    store-buffering fences of [`crate::wait`]).
+/// 4. [`wake`](Self::wake)`(head)` runs [`WaitSlot::wake`] on
+///    [`wait_slot`](Self::wait_slot)`(head)` and wakes every waiter parked there,
+///    and `wait_slot` returns the same slot for the same head every time.
 ///
 /// GUP-fast hands out PFNs on the strength of these answers, so a wrong answer
 /// is a device writing to memory nobody pinned.
@@ -98,7 +99,14 @@ pub unsafe trait MemoryMap {
     /// a corrupt page-table entry).
     fn unit(&self, pfn: Pfn) -> Result<Unit<'_>, OutsideMap>;
 
+    /// The wait slot where waiters for the unit whose head is `head` register
+    /// (hashed: several heads may share one).
+    fn wait_slot(&self, head: Pfn) -> &WaitSlot;
+
     /// Wakes the waiters of the unit whose head is `head`: called after a release
-    /// reported [`Wake::Due`](crate::meta::Wake::Due).
+    /// reported [`Wake::Due`](crate::meta::Wake::Due). Must call
+    /// [`WaitSlot::wake`] on [`wait_slot`](Self::wait_slot)`(head)` (which keeps
+    /// the handshake's fence) and, if it returns true, wake the kernel's parked
+    /// waiters of that slot.
     fn wake(&self, head: Pfn);
 }

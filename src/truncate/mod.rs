@@ -1,0 +1,657 @@
+//! The truncate protocol (layout break), as a typestate.
+//!
+//! Before a filesystem on direct-access memory frees the blocks of a truncated
+//! or hole-punched file range, it must (1) stop new references, (2) unmap the
+//! pages everywhere, (3) wait until every reference and pin has drained, and
+//! (4) free them. The types make the order the only one that compiles:
+//!
+//! ```text
+//! Truncate::mark(memmap, extents) -> Truncate<Marked>      one RMW per unit: no new gets
+//!   .unmap(&mut unmapper)         -> Truncate<Unmapped>    every address space, TLBs shot down
+//!   .drain(&wait) / .try_drain()  -> Truncate<Drained>     every reference and pin released
+//!   .free()                       -> Freed                 the units go back to the allocator
+//! .cancel() from any state before `free`: clears the marks.
+//! ```
+//!
+//! Unmapping before marking does not compile:
+//!
+//! ```compile_fail
+//! # use pagepin::truncate::*;
+//! # fn f<M: pagepin::memmap::MemoryMap, U: Unmapper>(memmap: &M, unmapper: &mut U) {
+//! let marked = Truncate::mark(memmap, core::iter::empty()).unwrap();
+//! let unmapped = marked.unmap(unmapper).unwrap();
+//! let again = unmapped.unmap(unmapper); // an unmapped set has no `unmap`
+//! # }
+//! ```
+//!
+//! and neither does freeing before draining:
+//!
+//! ```compile_fail
+//! # use pagepin::truncate::*;
+//! # fn f<M: pagepin::memmap::MemoryMap, U: Unmapper>(memmap: &M, unmapper: &mut U) {
+//! let marked = Truncate::mark(memmap, core::iter::empty()).unwrap();
+//! let unmapped = marked.unmap(unmapper).unwrap();
+//! let freed = unmapped.free(); // only a drained set can be freed
+//! # }
+//! ```
+//!
+//! # Why it is safe against GUP-fast
+//!
+//! Marking is an RMW on each unit's metadata word, the same word a get
+//! changes: a get ordered before the mark is seen by the drain, a get ordered
+//! after it is refused. A walker that loaded an entry before the unmap and gets
+//! after the mark is refused; one that got before the mark holds a count the
+//! drain waits for. After `drain` returns, no get can succeed on the set until
+//! its pages are reallocated (DESIGN.md invariant 2): the mark stays until
+//! `free`, which clears it in the same compare-exchange that frees.
+//!
+//! # Batching
+//!
+//! One pass marks every unit (one RMW each); the drain scans the set and parks
+//! only on a unit that is still busy, registering in that unit's wait slot
+//! first and re-checking after (the fenced handshake of [`crate::wait`]), then
+//! resumes the scan where it stopped; nowhere is there a grace period.
+//!
+//! # Overlapping truncates and dropping
+//!
+//! Marks are not shared: marking a unit another truncate has marked fails with
+//! [`MarkSetError`], after this truncate has cleared the marks it made, so one
+//! truncate's cancel never unmarks pages another relies on. Dropping a
+//! `Truncate` before `free` cancels it (the marks are cleared and the pages
+//! become gettable again); it is `#[must_use]` so that doing so by accident is
+//! a warning, and [`Truncate::cancel`] says it explicitly.
+
+mod extent;
+mod lease;
+mod unmap;
+
+pub use extent::{Extent, SetError};
+pub use lease::{Lease, LeaseId, LeaseRegistry, RegistryFull, Revoke};
+pub use unmap::{FileMapping, TableUnmapError, TableUnmapper, TlbShootdown, Unmapper};
+
+use core::fmt;
+use core::marker::PhantomData;
+use core::mem::ManuallyDrop;
+
+use heapless::Vec;
+
+use extent::Units;
+
+use crate::memmap::{MemoryMap, Pfn, Unit};
+use crate::meta::{FreeError, MarkError};
+use crate::sync::{op_count, spin_wait_hint};
+use crate::wait::{Clock, Parked, Waiter};
+
+/// State: every unit of the set is marked truncating.
+#[derive(Debug)]
+pub enum Marked {}
+/// State: marked, and unmapped everywhere.
+#[derive(Debug)]
+pub enum Unmapped {}
+/// State: marked, unmapped, and no unit holds a reference or pin.
+#[derive(Debug)]
+pub enum Drained {}
+
+/// A truncate of the units covering `extents` (an iterator that can be walked
+/// again: `Clone`), in state `S`.
+#[must_use = "dropping a truncate cancels it (its marks are cleared)"]
+pub struct Truncate<'m, M: MemoryMap + ?Sized, I: Iterator<Item = Extent> + Clone, S> {
+    memmap: &'m M,
+    extents: I,
+    units: u64,
+    state: PhantomData<S>,
+}
+
+impl<M: MemoryMap + ?Sized, I: Iterator<Item = Extent> + Clone, S> fmt::Debug
+    for Truncate<'_, M, I, S>
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Truncate")
+            .field("state", &core::any::type_name::<S>())
+            .field("units", &self.units)
+            .finish()
+    }
+}
+
+/// Why marking the set failed; every mark this truncate made has been cleared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MarkSetError {
+    /// The set itself is wrong (empty or wrapping extent, a page outside the
+    /// map, part of a unit).
+    Set(SetError),
+    /// A unit refused the mark: another truncate holds it, or it is free.
+    Unit {
+        /// The unit's head.
+        head: Pfn,
+        /// Why.
+        error: MarkError,
+    },
+}
+
+impl fmt::Display for MarkSetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MarkSetError::Set(e) => write!(f, "{e}"),
+            MarkSetError::Unit { head, error } => write!(f, "unit at {head}: {error}"),
+        }
+    }
+}
+
+impl core::error::Error for MarkSetError {}
+
+/// A unit still holding references or pins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BusyUnit {
+    /// Its head.
+    pub head: Pfn,
+    /// References at the time.
+    pub refs: u32,
+    /// Pins at the time.
+    pub pins: u32,
+}
+
+/// A failed step: the truncate, back in the state it was in, and why.
+pub struct Failed<T, E> {
+    /// The truncate, to retry or cancel.
+    pub truncate: T,
+    /// Why the step failed.
+    pub error: E,
+}
+
+impl<T, E: fmt::Debug> fmt::Debug for Failed<T, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Failed")
+            .field("error", &self.error)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T, E: fmt::Display> fmt::Display for Failed<T, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "truncate step failed: {}", self.error)
+    }
+}
+
+/// What `try_drain` found busy: the first `N` busy units and how many in all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StillBusy<const N: usize> {
+    /// The first busy units, in set order (at most `N`).
+    pub first: Vec<BusyUnit, N>,
+    /// Busy units in all.
+    pub total: u64,
+}
+
+impl<const N: usize> fmt::Display for StillBusy<N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} units still busy", self.total)?;
+        if let Some(b) = self.first.first() {
+            write!(f, ", first {} ({} refs, {} pins)", b.head, b.refs, b.pins)?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a blocking drain gave up.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DrainError {
+    /// The deadline passed with this unit still busy.
+    TimedOut(BusyUnit),
+    /// The deadline passed with this revoked lease still held.
+    LeaseHeld(LeaseId),
+}
+
+impl fmt::Display for DrainError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DrainError::TimedOut(b) => write!(
+                f,
+                "unit at {} still busy at the deadline ({} refs, {} pins)",
+                b.head, b.refs, b.pins
+            ),
+            DrainError::LeaseHeld(id) => write!(f, "{id} still held at the deadline"),
+        }
+    }
+}
+
+impl core::error::Error for DrainError {}
+
+/// How a drain waits: a waiter, a clock and an optional deadline (in the clock's
+/// nanoseconds).
+#[derive(Clone, Copy)]
+pub struct Wait<'w> {
+    /// Parks the draining thread.
+    pub waiter: &'w dyn Waiter,
+    /// Measures the deadline.
+    pub clock: &'w dyn Clock,
+    /// When to give up; `None` waits for ever.
+    pub deadline_ns: Option<u64>,
+}
+
+impl fmt::Debug for Wait<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Wait")
+            .field("deadline_ns", &self.deadline_ns)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What [`Truncate::free`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Freed {
+    /// Units freed.
+    pub units: u64,
+}
+
+/// Why [`Truncate::free`] could not free a unit: somebody else freed it (a bug
+/// outside pagepin). Every other unit was freed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FreeSetError {
+    /// The first unit that could not be freed.
+    pub head: Pfn,
+    /// Why.
+    pub error: FreeError,
+    /// Units freed.
+    pub freed: u64,
+}
+
+impl fmt::Display for FreeSetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "unit at {}: {} ({} units freed)",
+            self.head, self.error, self.freed
+        )
+    }
+}
+
+impl core::error::Error for FreeSetError {}
+
+/// What [`Truncate::cancel`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Cancelled {
+    /// Units unmarked.
+    pub units: u64,
+}
+
+impl<'m, M: MemoryMap + ?Sized, I: Iterator<Item = Extent> + Clone> Truncate<'m, M, I, Marked> {
+    /// Marks every allocation unit covering `extents` truncating, in one pass:
+    /// from now on no reference or pin on them succeeds.
+    ///
+    /// The extents must cover whole units and must not overlap each other.
+    ///
+    /// # Errors
+    ///
+    /// [`MarkSetError`] after clearing every mark this call made: a bad set
+    /// ([`SetError`]), or a unit that is free or marked by another truncate.
+    pub fn mark(memmap: &'m M, extents: I) -> Result<Self, MarkSetError> {
+        let mut marked = 0u64;
+        let mut failure = None;
+        for unit in Units::new(memmap, extents.clone()) {
+            let unit = match unit {
+                Ok(unit) => unit,
+                Err(e) => {
+                    failure = Some(MarkSetError::Set(e));
+                    break;
+                }
+            };
+            if let Err(error) = unit.meta.mark_truncating() {
+                failure = Some(MarkSetError::Unit {
+                    head: unit.head,
+                    error,
+                });
+                break;
+            }
+            marked += 1;
+        }
+        let truncate = Truncate {
+            memmap,
+            extents,
+            units: marked,
+            state: PhantomData,
+        };
+        match failure {
+            None => Ok(truncate),
+            Some(e) => {
+                // Clears exactly the `marked` units marked above.
+                let _ = truncate.cancel();
+                Err(e)
+            }
+        }
+    }
+
+    /// Unmaps every page of the set, in every address space, through `unmapper`.
+    ///
+    /// # Errors
+    ///
+    /// The unmapper's error, with the truncate still `Marked` (some pages may be
+    /// unmapped): retry, or cancel.
+    pub fn unmap<U: Unmapper + ?Sized>(
+        self,
+        unmapper: &mut U,
+    ) -> Result<Truncate<'m, M, I, Unmapped>, Failed<Self, U::Error>> {
+        for extent in self.extents.clone() {
+            if let Err(error) = unmapper.unmap_extent(extent) {
+                return Err(Failed {
+                    truncate: self,
+                    error,
+                });
+            }
+        }
+        Ok(self.into_state())
+    }
+}
+
+impl<'m, M: MemoryMap + ?Sized, I: Iterator<Item = Extent> + Clone> Truncate<'m, M, I, Unmapped> {
+    /// Checks, without waiting, whether every unit is idle (Linux's
+    /// `dax_layout_busy_page`): if so the set is drained.
+    ///
+    /// # Errors
+    ///
+    /// [`StillBusy`] with the first `N` busy units and the total, and the
+    /// truncate back, still `Unmapped`.
+    pub fn try_drain<const N: usize>(
+        self,
+    ) -> Result<Truncate<'m, M, I, Drained>, Failed<Self, StillBusy<N>>> {
+        let mut busy = StillBusy {
+            first: Vec::new(),
+            total: 0,
+        };
+        for unit in self.units().flatten() {
+            let w = unit.meta.load();
+            if !w.is_idle() {
+                busy.total += 1;
+                let _ = busy.first.push(BusyUnit {
+                    head: unit.head,
+                    refs: w.refs(),
+                    pins: w.pins(),
+                });
+            }
+        }
+        if busy.total == 0 {
+            Ok(self.into_state())
+        } else {
+            Err(Failed {
+                truncate: self,
+                error: busy,
+            })
+        }
+    }
+
+    /// Waits until every unit of the set is idle.
+    ///
+    /// Scans the set; on the first busy unit it registers in that unit's wait
+    /// slot, re-checks, and parks until a release on the slot wakes it (or the
+    /// deadline passes), then resumes the scan there. It holds no lock while it
+    /// waits.
+    ///
+    /// # Errors
+    ///
+    /// [`DrainError::TimedOut`] naming a unit still busy at the deadline, with
+    /// the truncate back, still `Unmapped`.
+    pub fn drain(
+        self,
+        wait: &Wait<'_>,
+    ) -> Result<Truncate<'m, M, I, Drained>, Failed<Self, DrainError>> {
+        match self.wait_idle(wait, DrainOrder::RegisterThenCheck) {
+            Ok(()) => Ok(self.into_state()),
+            Err(error) => Err(Failed {
+                truncate: self,
+                error,
+            }),
+        }
+    }
+
+    /// [`drain`](Self::drain), first revoking every lease of `leases` that
+    /// overlaps the set: each revoke callback is called with no registry lock
+    /// held, then the drain waits (to the same deadline) for those leases to be
+    /// dropped, then for the pages.
+    ///
+    /// # Errors
+    ///
+    /// [`DrainError::LeaseHeld`] naming a revoked lease still held at the
+    /// deadline, or [`DrainError::TimedOut`]; the truncate back, still
+    /// `Unmapped`.
+    pub fn drain_with_leases<const L: usize>(
+        self,
+        leases: &LeaseRegistry<'_, L>,
+        wait: &Wait<'_>,
+    ) -> Result<Truncate<'m, M, I, Drained>, Failed<Self, DrainError>> {
+        let revoked =
+            leases.take_overlapping(|lease| self.extents.clone().any(|e| e.overlaps(lease)));
+        for (id, revoke) in &revoked {
+            revoke.revoke(*id);
+        }
+        for (id, _) in &revoked {
+            let gone = || !leases.is_held(*id);
+            if !gone()
+                && wait.waiter.park(&gone, wait.clock, wait.deadline_ns) == Parked::TimedOut
+                && !gone()
+            {
+                return Err(Failed {
+                    truncate: self,
+                    error: DrainError::LeaseHeld(*id),
+                });
+            }
+        }
+        self.drain(wait)
+    }
+
+    /// The drain loop. `order` exists for the loom model's broken twin only.
+    fn wait_idle(&self, wait: &Wait<'_>, order: DrainOrder) -> Result<(), DrainError> {
+        let mut resume = 0u64;
+        loop {
+            let mut busy = None;
+            for (i, unit) in self.units().enumerate().skip(resume as usize) {
+                let Ok(unit) = unit else { continue };
+                if !unit.meta.is_idle() {
+                    busy = Some((i as u64, unit));
+                    break;
+                }
+            }
+            let Some((index, unit)) = busy else {
+                return Ok(());
+            };
+            resume = index;
+            self.park_on(unit, wait, order)?;
+        }
+    }
+
+    /// Waits for one busy unit: register, re-check, park.
+    fn park_on(
+        &self,
+        unit: Unit<'_>,
+        wait: &Wait<'_>,
+        order: DrainOrder,
+    ) -> Result<(), DrainError> {
+        let slot = self.memmap.wait_slot(unit.head);
+        let ticket = match order {
+            DrainOrder::RegisterThenCheck => {
+                // The waiter's side of the handshake: the registration (with its
+                // SeqCst fence) comes before the re-check below.
+                let ticket = slot.register();
+                if unit.meta.is_idle() {
+                    slot.deregister(ticket);
+                    return Ok(());
+                }
+                ticket
+            }
+            #[cfg(loom)]
+            DrainOrder::CheckThenRegister => slot.register(),
+            #[cfg(loom)]
+            DrainOrder::RegisterWithoutFence => {
+                let ticket = slot.register_without_fence();
+                if unit.meta.is_idle() {
+                    slot.deregister(ticket);
+                    return Ok(());
+                }
+                ticket
+            }
+        };
+        op_count::park();
+        let parked = wait
+            .waiter
+            .park(&|| slot.woken_since(&ticket), wait.clock, wait.deadline_ns);
+        slot.deregister(ticket);
+        let w = unit.meta.load();
+        if parked == Parked::TimedOut && !w.is_idle() {
+            return Err(DrainError::TimedOut(BusyUnit {
+                head: unit.head,
+                refs: w.refs(),
+                pins: w.pins(),
+            }));
+        }
+        Ok(())
+    }
+}
+
+/// The order of the drain's handshake. Only the first exists outside loom
+/// builds; the others are the broken twins the loom models show failing.
+#[derive(Clone, Copy)]
+enum DrainOrder {
+    RegisterThenCheck,
+    /// Checks the count (in the scan) and registers after, without re-checking.
+    #[cfg(loom)]
+    CheckThenRegister,
+    /// Registers without the waiter-side fence.
+    #[cfg(loom)]
+    RegisterWithoutFence,
+}
+
+impl<'m, M: MemoryMap + ?Sized, I: Iterator<Item = Extent> + Clone> Truncate<'m, M, I, Drained> {
+    /// Frees every unit: each goes from marked and idle to `FREE` in one
+    /// compare-exchange (which also clears the mark).
+    ///
+    /// # Errors
+    ///
+    /// [`FreeSetError`] if a unit was already free (freed behind the truncate's
+    /// back); every other unit is freed.
+    pub fn free(self) -> Result<Freed, FreeSetError> {
+        let (memmap, extents, _) = self.into_parts();
+        let mut freed = 0;
+        let mut first_error = None;
+        for unit in Units::new(memmap, extents).flatten() {
+            loop {
+                match unit.meta.free() {
+                    Ok(()) => {
+                        freed += 1;
+                        break;
+                    }
+                    // Only a transient speculative increment can be here (the
+                    // mark refuses every real get since the drain): it is undone
+                    // by its own getter at once.
+                    Err(FreeError::Busy { .. }) => spin_wait_hint(),
+                    Err(error) => {
+                        first_error.get_or_insert(FreeSetError {
+                            head: unit.head,
+                            error,
+                            freed: 0,
+                        });
+                        break;
+                    }
+                }
+            }
+        }
+        match first_error {
+            None => Ok(Freed { units: freed }),
+            Some(e) => Err(FreeSetError { freed, ..e }),
+        }
+    }
+}
+
+impl<'m, M: MemoryMap + ?Sized, I: Iterator<Item = Extent> + Clone, S> Truncate<'m, M, I, S> {
+    /// Units in the set (as marked).
+    pub fn units_marked(&self) -> u64 {
+        self.units
+    }
+
+    /// Cancels the truncate: clears every mark it made. After `unmap` the
+    /// entries are not restored; the pages simply become mappable and gettable
+    /// again.
+    pub fn cancel(self) -> Cancelled {
+        let (memmap, extents, units) = self.into_parts();
+        let mut cleared = 0;
+        for unit in Units::new(memmap, extents).take(units as usize).flatten() {
+            if unit.meta.unmark_truncating().is_ok() {
+                cleared += 1;
+            }
+        }
+        Cancelled { units: cleared }
+    }
+
+    fn units(&self) -> impl Iterator<Item = Result<Unit<'m>, SetError>> + use<'m, M, I, S> {
+        Units::new(self.memmap, self.extents.clone()).take(self.units as usize)
+    }
+
+    fn into_parts(self) -> (&'m M, I, u64) {
+        let this = ManuallyDrop::new(self);
+        // SAFETY: `this` is never used or dropped again, so reading `extents` out
+        // of it moves it exactly once; the other fields are `Copy`.
+        let extents = unsafe { core::ptr::read(&this.extents) };
+        (this.memmap, extents, this.units)
+    }
+
+    fn into_state<T>(self) -> Truncate<'m, M, I, T> {
+        let (memmap, extents, units) = self.into_parts();
+        Truncate {
+            memmap,
+            extents,
+            units,
+            state: PhantomData,
+        }
+    }
+}
+
+impl<M: MemoryMap + ?Sized, I: Iterator<Item = Extent> + Clone, S> Drop for Truncate<'_, M, I, S> {
+    fn drop(&mut self) {
+        for unit in Units::new(self.memmap, self.extents.clone())
+            .take(self.units as usize)
+            .flatten()
+        {
+            let _ = unit.meta.unmark_truncating();
+        }
+    }
+}
+
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod broken {
+    //! The drain's broken twins, for the loom models only.
+    use super::*;
+
+    /// Which handshake mistake the drain makes.
+    #[derive(Debug, Clone, Copy)]
+    pub enum Mistake {
+        /// Checks the count, then registers, and parks without re-checking.
+        CheckThenRegister,
+        /// Registers without the waiter-side SeqCst fence.
+        NoWaiterFence,
+    }
+
+    /// [`Truncate::drain`] with `mistake`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Truncate::drain`].
+    #[allow(clippy::type_complexity)]
+    pub fn drain<'m, M: MemoryMap + ?Sized, I: Iterator<Item = Extent> + Clone>(
+        truncate: Truncate<'m, M, I, Unmapped>,
+        wait: &Wait<'_>,
+        mistake: Mistake,
+    ) -> Result<Truncate<'m, M, I, Drained>, Failed<Truncate<'m, M, I, Unmapped>, DrainError>> {
+        let order = match mistake {
+            Mistake::CheckThenRegister => DrainOrder::CheckThenRegister,
+            Mistake::NoWaiterFence => DrainOrder::RegisterWithoutFence,
+        };
+        // A lost wake-up makes loom abort the model from inside the wait; the
+        // truncate must not then run its cancelling `Drop` (loom operations
+        // during that unwind abort the process instead of failing the test).
+        let truncate = ManuallyDrop::new(truncate);
+        let result = truncate.wait_idle(wait, order);
+        let truncate = ManuallyDrop::into_inner(truncate);
+        match result {
+            Ok(()) => Ok(truncate.into_state()),
+            Err(error) => Err(Failed { truncate, error }),
+        }
+    }
+}

@@ -1,0 +1,584 @@
+//! Run: `cargo test --test truncate`
+//!
+//! The truncate protocol: the full sequence against GUP-fast pins held by
+//! another thread, cancel in every state, drop without finishing, overlapping
+//! truncates, try_drain reports, leases revoked in time and too late, a full
+//! registry, sets that cover part of a unit, bad extents, and the exact counts
+//! of RMWs and parks.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use pagepin::arch::x86_64::Paging4Level;
+use pagepin::guard::TablesNeverFreed;
+use pagepin::gup::{Gup, GupFlags, Stop, release};
+use pagepin::memmap::{HostMemMap, MemoryMap, Pfn, Region};
+use pagepin::meta::{GetErrorKind, Hold, MarkError, MetaWord, PageMeta};
+use pagepin::sync::op_count;
+use pagepin::table::{
+    FramePool, HostFrame, HostMemory, MapRequest, Perms, PhysAddr, ReclaimNow, TableBuilder,
+    VaRange, VirtAddr,
+};
+use pagepin::truncate::*;
+use pagepin::wait::{Clock, Parked, SpinWaiter, Waiter};
+
+const KIB4: u64 = 4 << 10;
+const MIB2: u64 = 2 << 20;
+/// PFN of the first data page (PA 1 GiB).
+const BASE: u64 = 0x40000;
+/// 8 units of 2 MiB (layout-managed), then single pages.
+const HUGE: u64 = BASE;
+const SMALL: u64 = BASE + 8 * 512;
+const PAGES: usize = 8 * 512 + 64;
+
+struct Host {
+    metas: Vec<PageMeta>,
+}
+
+impl Host {
+    fn new() -> Host {
+        Host {
+            metas: (0..PAGES).map(|_| PageMeta::new_allocated()).collect(),
+        }
+    }
+
+    fn memmap(&self) -> HostMemMap<'_> {
+        let mut map = HostMemMap::new(Pfn(BASE), &self.metas);
+        map.add_region(Region {
+            first: Pfn(HUGE),
+            pages: 8 * 512,
+            unit_pages: 512,
+            layout_managed: true,
+        })
+        .unwrap();
+        map
+    }
+}
+
+fn huge(unit: u64) -> Extent {
+    Extent::new(Pfn(HUGE + unit * 512), 512)
+}
+
+fn small(first: u64, pages: u64) -> Extent {
+    Extent::new(Pfn(SMALL + first), pages)
+}
+
+/// An unmapper for sets nothing maps.
+struct NothingMapped;
+
+impl Unmapper for NothingMapped {
+    type Error = core::convert::Infallible;
+
+    fn unmap_extent(&mut self, _: Extent) -> Result<(), Self::Error> {
+        Ok(())
+    }
+}
+
+struct StdClock(Instant);
+
+impl Clock for StdClock {
+    fn now_ns(&self) -> u64 {
+        self.0.elapsed().as_nanos() as u64
+    }
+}
+
+fn forever<'w>(clock: &'w StdClock) -> Wait<'w> {
+    Wait {
+        waiter: &SpinWaiter,
+        clock,
+        deadline_ns: None,
+    }
+}
+
+fn within(clock: &StdClock, ms: u64) -> Wait<'_> {
+    Wait {
+        waiter: &SpinWaiter,
+        clock,
+        deadline_ns: Some(clock.now_ns() + ms * 1_000_000),
+    }
+}
+
+fn all_idle_unmarked(memmap: &HostMemMap<'_>, extents: &[Extent]) -> bool {
+    extents.iter().all(|e| {
+        let w = memmap.unit(e.first).unwrap().meta.load();
+        w.is_idle() && !w.is_truncating() && !w.is_free()
+    })
+}
+
+#[test]
+fn the_whole_protocol_against_pins_held_elsewhere() {
+    let host = Host::new();
+    let memmap = host.memmap();
+    let frames: Vec<HostFrame> = (0..16).map(|_| HostFrame::new()).collect();
+    let memory = HostMemory::new(&frames, PhysAddr(0x10_0000)).unwrap();
+    let mut slots: Vec<PhysAddr> = memory.frame_pas().collect();
+    let mut spaces =
+        [
+            TableBuilder::<Paging4Level, _, _>::new(
+                &memory,
+                FramePool::new(&mut slots),
+                ReclaimNow,
+            )
+            .unwrap(),
+        ];
+    let va = 0x4000_0000;
+    let perms = Perms::READ | Perms::WRITE | Perms::USER;
+    spaces[0]
+        .map(&MapRequest::new(VirtAddr(va), PhysAddr(HUGE << 12), 2 * MIB2, MIB2).with_perms(perms))
+        .unwrap();
+    // A device pins both units through GUP-fast.
+    // SAFETY: no table is freed while this test walks.
+    let guard = unsafe { TablesNeverFreed::new() };
+    let mut out = vec![Pfn(0); 1024];
+    let taken = Gup::new(spaces[0].walker(), &memmap)
+        .get_pages(&guard, VirtAddr(va), 2 * MIB2, GupFlags::PIN, &mut out)
+        .unwrap();
+    assert_eq!(taken.pages, 1024);
+
+    struct Flushes(Vec<(usize, VaRange)>);
+    impl TlbShootdown for Flushes {
+        fn flush(&mut self, space: usize, range: VaRange) {
+            self.0.push((space, range));
+        }
+    }
+    let mut unmapper = TableUnmapper::<_, _, _, _, 4>::new(&mut spaces, 12, Flushes(Vec::new()));
+    unmapper
+        .add_mapping(FileMapping {
+            space: 0,
+            va: VirtAddr(va),
+            first: Pfn(HUGE),
+            pages: 1024,
+        })
+        .unwrap();
+    let set = [huge(0), huge(1)];
+    let marked = Truncate::mark(&memmap, set.into_iter()).unwrap();
+    assert_eq!(marked.units_marked(), 2);
+    let unmapped = marked.unmap(&mut unmapper).unwrap();
+    assert_eq!(unmapper.tlb().0.len(), 2, "one flush per mapped extent");
+    let walker = unmapper.spaces()[0].walker();
+    assert!(
+        walker.translate(VirtAddr(va)).unwrap().leaf().is_none(),
+        "unmapped"
+    );
+    // Busy: the pins are still held.
+    let unmapped = match unmapped.try_drain::<4>() {
+        Err(Failed { truncate, error }) => {
+            assert_eq!(error.total, 2);
+            assert_eq!(error.first[0].pins, 512);
+            truncate
+        }
+        Ok(_) => panic!("drained with pins held"),
+    };
+    let clock = StdClock(Instant::now());
+    let drained = std::thread::scope(|s| {
+        let releaser = s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(20));
+            release(&memmap, &out, Hold::Pin).unwrap();
+        });
+        let drained = unmapped.drain(&forever(&clock)).unwrap();
+        releaser.join().unwrap();
+        drained
+    });
+    // Invariant 2: after the drain no get succeeds until the pages are reused.
+    for e in set {
+        let meta = memmap.unit(e.first).unwrap().meta;
+        assert_eq!(
+            meta.get(Hold::Ref, 1).unwrap_err().kind,
+            GetErrorKind::Truncating
+        );
+    }
+    assert_eq!(drained.free(), Ok(Freed { units: 2 }));
+    for e in set {
+        assert_eq!(memmap.unit(e.first).unwrap().meta.load(), MetaWord::FREE);
+    }
+}
+
+#[test]
+fn cancel_in_every_state_clears_the_marks() {
+    let host = Host::new();
+    let memmap = host.memmap();
+    let set = [huge(2), small(0, 4), small(10, 2)];
+    let unmarked = || all_idle_unmarked(&memmap, &set);
+    let marked = Truncate::mark(&memmap, set.into_iter()).unwrap();
+    assert!(!unmarked());
+    assert_eq!(marked.cancel(), Cancelled { units: 7 });
+    assert!(unmarked());
+    let unmapped = Truncate::mark(&memmap, set.into_iter())
+        .unwrap()
+        .unmap(&mut NothingMapped)
+        .unwrap();
+    assert_eq!(unmapped.cancel(), Cancelled { units: 7 });
+    assert!(unmarked());
+    let drained = Truncate::mark(&memmap, set.into_iter())
+        .unwrap()
+        .unmap(&mut NothingMapped)
+        .unwrap()
+        .try_drain::<1>()
+        .unwrap();
+    assert_eq!(drained.cancel(), Cancelled { units: 7 });
+    assert!(unmarked());
+    // After a cancel the pages are gettable again.
+    let meta = memmap.unit(Pfn(SMALL)).unwrap().meta;
+    meta.get(Hold::Pin, 1).unwrap();
+    assert!(!meta.put(Hold::Pin, 1).unwrap().is_due());
+}
+
+#[test]
+fn dropping_without_finishing_cancels() {
+    let host = Host::new();
+    let memmap = host.memmap();
+    let set = [small(0, 8)];
+    {
+        let _marked = Truncate::mark(&memmap, set.into_iter()).unwrap();
+        assert!(memmap.unit(Pfn(SMALL + 3)).unwrap().meta.is_truncating());
+    }
+    assert!(all_idle_unmarked(&memmap, &set));
+    {
+        let _unmapped = Truncate::mark(&memmap, set.into_iter())
+            .unwrap()
+            .unmap(&mut NothingMapped)
+            .unwrap();
+    }
+    assert!(all_idle_unmarked(&memmap, &set));
+}
+
+#[test]
+fn overlapping_truncates_never_share_marks() {
+    let host = Host::new();
+    let memmap = host.memmap();
+    let first = Truncate::mark(&memmap, [small(4, 4)].into_iter()).unwrap();
+    // The second set starts with units of its own, then meets the first's.
+    let err = Truncate::mark(&memmap, [small(0, 8)].into_iter()).unwrap_err();
+    assert_eq!(
+        err,
+        MarkSetError::Unit {
+            head: Pfn(SMALL + 4),
+            error: MarkError::AlreadyTruncating
+        }
+    );
+    // Its own partial marks were rolled back; the first truncate's remain.
+    assert!(all_idle_unmarked(
+        &memmap,
+        &[small(0, 1), small(1, 1), small(2, 1), small(3, 1)]
+    ));
+    for i in 4..8 {
+        assert!(memmap.unit(Pfn(SMALL + i)).unwrap().meta.is_truncating());
+    }
+    assert_eq!(first.cancel(), Cancelled { units: 4 });
+}
+
+#[test]
+fn bad_sets_are_typed_errors_and_leave_nothing_marked() {
+    let host = Host::new();
+    let memmap = host.memmap();
+    let cases = [
+        (
+            vec![small(0, 2), Extent::new(Pfn(SMALL + 5), 0)],
+            MarkSetError::Set(SetError::EmptyExtent {
+                first: Pfn(SMALL + 5),
+            }),
+        ),
+        (
+            vec![small(0, 2), Extent::new(Pfn(u64::MAX - 1), 4)],
+            MarkSetError::Set(SetError::Wraps {
+                extent: Extent::new(Pfn(u64::MAX - 1), 4),
+            }),
+        ),
+        (
+            // Starts inside a 2 MiB unit.
+            vec![small(0, 2), Extent::new(Pfn(HUGE + 1), 511)],
+            MarkSetError::Set(SetError::PartialUnit {
+                pfn: Pfn(HUGE + 1),
+                head: Pfn(HUGE),
+                pages: 512,
+            }),
+        ),
+        (
+            // Ends inside one.
+            vec![small(0, 2), Extent::new(Pfn(HUGE), 513)],
+            MarkSetError::Set(SetError::PartialUnit {
+                pfn: Pfn(HUGE + 512),
+                head: Pfn(HUGE + 512),
+                pages: 512,
+            }),
+        ),
+        (
+            vec![small(0, 2), Extent::new(Pfn(BASE + PAGES as u64), 1)],
+            MarkSetError::Set(SetError::OutsideMap(pagepin::memmap::OutsideMap {
+                pfn: Pfn(BASE + PAGES as u64),
+            })),
+        ),
+    ];
+    for (set, expected) in cases {
+        assert_eq!(
+            Truncate::mark(&memmap, set.iter().copied()).unwrap_err(),
+            expected
+        );
+        assert!(
+            all_idle_unmarked(&memmap, &[small(0, 1), small(1, 1)]),
+            "{expected:?}"
+        );
+    }
+    // A free unit cannot be marked.
+    let meta = memmap.unit(Pfn(SMALL + 20)).unwrap().meta;
+    meta.free().unwrap();
+    assert_eq!(
+        Truncate::mark(&memmap, [small(20, 1)].into_iter()).unwrap_err(),
+        MarkSetError::Unit {
+            head: Pfn(SMALL + 20),
+            error: MarkError::Free
+        }
+    );
+    meta.allocate().unwrap();
+}
+
+#[test]
+fn try_drain_reports_the_first_busy_units_and_the_total() {
+    let host = Host::new();
+    let memmap = host.memmap();
+    for i in [3, 5, 6] {
+        memmap
+            .unit(Pfn(SMALL + i))
+            .unwrap()
+            .meta
+            .get(Hold::Ref, 2)
+            .unwrap();
+    }
+    let unmapped = Truncate::mark(&memmap, [small(0, 8)].into_iter())
+        .unwrap()
+        .unmap(&mut NothingMapped)
+        .unwrap();
+    let Err(Failed { truncate, error }) = unmapped.try_drain::<2>() else {
+        panic!("busy units")
+    };
+    assert_eq!(error.total, 3);
+    let heads: Vec<_> = error.first.iter().map(|b| (b.head, b.refs)).collect();
+    assert_eq!(heads, [(Pfn(SMALL + 3), 2), (Pfn(SMALL + 5), 2)]);
+    for i in [3, 5, 6] {
+        let _ = memmap
+            .unit(Pfn(SMALL + i))
+            .unwrap()
+            .meta
+            .put(Hold::Ref, 2)
+            .unwrap();
+    }
+    let drained = truncate.try_drain::<2>().unwrap();
+    assert_eq!(drained.free(), Ok(Freed { units: 8 }));
+}
+
+#[test]
+fn a_drain_that_times_out_hands_the_truncate_back() {
+    let host = Host::new();
+    let memmap = host.memmap();
+    let meta = memmap.unit(Pfn(HUGE)).unwrap().meta;
+    meta.get(Hold::Pin, 7).unwrap();
+    let clock = StdClock(Instant::now());
+    let unmapped = Truncate::mark(&memmap, [huge(0)].into_iter())
+        .unwrap()
+        .unmap(&mut NothingMapped)
+        .unwrap();
+    let Err(Failed { truncate, error }) = unmapped.drain(&within(&clock, 5)) else {
+        panic!("a pin is held")
+    };
+    assert_eq!(
+        error,
+        DrainError::TimedOut(BusyUnit {
+            head: Pfn(HUGE),
+            refs: 0,
+            pins: 7
+        })
+    );
+    assert!(
+        meta.put(Hold::Pin, 7).unwrap().is_due(),
+        "the final put of a marked unit"
+    );
+    let drained = truncate.drain(&within(&clock, 1000)).unwrap();
+    assert_eq!(drained.free(), Ok(Freed { units: 1 }));
+}
+
+/// A waiter whose first park releases every pin, as a device finishing its DMA
+/// at once would: the drain must park exactly once for the whole set.
+struct ReleaseOnPark<'a> {
+    heads: &'a [Pfn],
+    memmap: &'a HostMemMap<'a>,
+}
+
+impl Waiter for ReleaseOnPark<'_> {
+    fn park(&self, ready: &dyn Fn() -> bool, _: &dyn Clock, _: Option<u64>) -> Parked {
+        for &head in self.heads {
+            let meta = self.memmap.unit(head).unwrap().meta;
+            if meta.put(Hold::Pin, 1).unwrap().is_due() {
+                self.memmap.wake(head);
+            }
+        }
+        assert!(ready(), "the release woke the slot the drain registered in");
+        Parked::Ready
+    }
+}
+
+#[test]
+fn one_pass_to_mark_and_one_park_per_set() {
+    let host = Host::new();
+    let memmap = host.memmap();
+    let busy: Vec<Pfn> = [2u64, 9, 30].iter().map(|i| Pfn(SMALL + i)).collect();
+    for &head in &busy {
+        memmap.unit(head).unwrap().meta.get(Hold::Pin, 1).unwrap();
+    }
+    op_count::reset();
+    let marked = Truncate::mark(&memmap, [small(0, 64), huge(0), huge(1)].into_iter()).unwrap();
+    assert_eq!(op_count::get().rmw, 66, "one RMW per unit, one pass");
+    let unmapped = marked.unmap(&mut NothingMapped).unwrap();
+    let clock = StdClock(Instant::now());
+    let waiter = ReleaseOnPark {
+        heads: &busy,
+        memmap: &memmap,
+    };
+    op_count::reset();
+    let drained = unmapped
+        .drain(&Wait {
+            waiter: &waiter,
+            clock: &clock,
+            deadline_ns: None,
+        })
+        .unwrap();
+    assert_eq!(op_count::get().park, 1, "one park for the whole set");
+    assert_eq!(drained.free(), Ok(Freed { units: 66 }));
+}
+
+struct Holder {
+    revoked: AtomicBool,
+}
+
+impl Revoke for Holder {
+    fn revoke(&self, _lease: LeaseId) {
+        self.revoked.store(true, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_lease_revoked_in_time_lets_the_drain_finish() {
+    let host = Host::new();
+    let memmap = host.memmap();
+    let holder = Holder {
+        revoked: AtomicBool::new(false),
+    };
+    let registry = LeaseRegistry::<4>::new();
+    let meta = memmap.unit(Pfn(HUGE)).unwrap().meta;
+    let clock = StdClock(Instant::now());
+    std::thread::scope(|s| {
+        let lease = registry.grant(huge(0), &holder).unwrap();
+        meta.get(Hold::Pin, 512).unwrap();
+        let device = s.spawn(|| {
+            // The driver: on revocation, stop DMA, unpin, drop the lease.
+            while !holder.revoked.load(Ordering::SeqCst) {
+                std::thread::yield_now();
+            }
+            assert!(lease.is_revoked());
+            if meta.put(Hold::Pin, 512).unwrap().is_due() {
+                memmap.wake(Pfn(HUGE));
+            }
+            drop(lease);
+        });
+        let unmapped = Truncate::mark(&memmap, [huge(0), huge(1)].into_iter())
+            .unwrap()
+            .unmap(&mut NothingMapped)
+            .unwrap();
+        let drained = unmapped
+            .drain_with_leases(&registry, &within(&clock, 10_000))
+            .unwrap();
+        device.join().unwrap();
+        assert_eq!(drained.free(), Ok(Freed { units: 2 }));
+    });
+    assert!(registry.is_empty());
+}
+
+#[test]
+fn a_lease_held_too_long_fails_the_drain_naming_it() {
+    let host = Host::new();
+    let memmap = host.memmap();
+    let holder = Holder {
+        revoked: AtomicBool::new(false),
+    };
+    let registry = LeaseRegistry::<4>::new();
+    let elsewhere = registry.grant(huge(5), &holder).unwrap();
+    let lease = registry.grant(huge(0), &holder).unwrap();
+    let meta = memmap.unit(Pfn(HUGE)).unwrap().meta;
+    meta.get(Hold::Pin, 1).unwrap();
+    let clock = StdClock(Instant::now());
+    let unmapped = Truncate::mark(&memmap, [huge(0)].into_iter())
+        .unwrap()
+        .unmap(&mut NothingMapped)
+        .unwrap();
+    let Err(Failed { truncate, error }) = unmapped.drain_with_leases(&registry, &within(&clock, 5))
+    else {
+        panic!("the lease is held")
+    };
+    assert_eq!(error, DrainError::LeaseHeld(lease.id()));
+    assert!(holder.revoked.load(Ordering::SeqCst));
+    assert!(
+        !elsewhere.is_revoked(),
+        "a lease outside the set is left alone"
+    );
+    // The pinned page was never freed; cancel gives it back to the holder.
+    assert_eq!(truncate.cancel(), Cancelled { units: 1 });
+    assert_eq!(meta.pins(), 1);
+    assert!(!meta.put(Hold::Pin, 1).unwrap().is_due());
+    drop(lease);
+    drop(elsewhere);
+}
+
+#[test]
+fn a_full_registry_is_a_typed_error() {
+    let holder = Holder {
+        revoked: AtomicBool::new(false),
+    };
+    let registry = LeaseRegistry::<2>::new();
+    let a = registry.grant(huge(0), &holder).unwrap();
+    let b = registry.grant(huge(1), &holder).unwrap();
+    assert_eq!(registry.grant(huge(2), &holder).unwrap_err(), RegistryFull);
+    drop(a);
+    let c = registry.grant(huge(2), &holder).unwrap();
+    assert_ne!(b.id(), c.id());
+    assert_eq!(registry.len(), 2);
+}
+
+#[test]
+fn gup_after_the_mark_is_refused() {
+    let host = Host::new();
+    let memmap = host.memmap();
+    let frames: Vec<HostFrame> = (0..8).map(|_| HostFrame::new()).collect();
+    let memory = HostMemory::new(&frames, PhysAddr(0x10_0000)).unwrap();
+    let mut slots: Vec<PhysAddr> = memory.frame_pas().collect();
+    let mut tables =
+        TableBuilder::<Paging4Level, _, _>::new(&memory, FramePool::new(&mut slots), ReclaimNow)
+            .unwrap();
+    tables
+        .map(
+            &MapRequest::new(VirtAddr(0x40_0000), PhysAddr(SMALL << 12), 8 * KIB4, KIB4)
+                .with_perms(Perms::READ | Perms::WRITE),
+        )
+        .unwrap();
+    let marked = Truncate::mark(&memmap, [small(4, 4)].into_iter()).unwrap();
+    // SAFETY: no table is freed while this test walks.
+    let guard = unsafe { TablesNeverFreed::new() };
+    let mut out = [Pfn(0); 8];
+    let taken = Gup::new(tables.walker(), &memmap)
+        .get_pages(
+            &guard,
+            VirtAddr(0x40_0000),
+            8 * KIB4,
+            GupFlags::PIN,
+            &mut out,
+        )
+        .unwrap();
+    assert_eq!(taken.pages, 4);
+    assert!(matches!(
+        taken.stop,
+        Stop::Refused {
+            kind: GetErrorKind::Truncating,
+            ..
+        }
+    ));
+    release(&memmap, &out[..4], Hold::Pin).unwrap();
+    let _ = marked.cancel();
+}
