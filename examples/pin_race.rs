@@ -2,9 +2,10 @@
 //!
 //! The host stress run of pagepin: walker threads pin and reference random
 //! ranges with GUP-fast over real x86_64 4-level tables, while one writer thread
-//! runs the truncate protocol on them over and over: mark the pages truncating,
-//! unmap (clearing leaves and detaching and retiring empty page tables), drain,
-//! free, poison — and reuse both the data pages (new generation, new owner) and
+//! runs the truncate protocol (`pagepin::truncate`'s typestate) on them over and
+//! over: mark the pages truncating, unmap (clearing leaves and detaching and
+//! retiring empty page tables), drain, free, poison — and reuse both the data
+//! pages (new generation, new owner) and
 //! the page-table pages (retired through an epoch walk guard, poisoned once no
 //! walker can still read them, then zero-filled and reused by the builder).
 //!
@@ -39,11 +40,13 @@ use pagepin::arch::x86_64::Paging4Level;
 use pagepin::guard::{Epoch, EpochReader};
 use pagepin::gup::{Gup, GupFlags, Stop, release};
 use pagepin::memmap::{HostMemMap, MemoryMap, Pfn, Region};
-use pagepin::meta::{FreeError, GetErrorKind, Hold, PageMeta};
+use pagepin::meta::{GetErrorKind, Hold, PageMeta};
 use pagepin::table::{
     FramePool, HostFrame, HostMemory, MapRequest, Perms, PhysAddr, PoolFull, Retire, TableAccess,
-    TableBuilder, VirtAddr, Walker,
+    TableBuilder, VaRange, VirtAddr, Walker,
 };
+use pagepin::truncate::{Extent, FileMapping, TableUnmapper, TlbShootdown, Truncate, Wait};
+use pagepin::wait::{Clock, SpinWaiter};
 
 const KIB4: u64 = 4 << 10;
 const MIB2: u64 = 2 << 20;
@@ -314,24 +317,6 @@ fn walker(
     (gets, pins, changed, refused, calls)
 }
 
-/// Waits until `meta` is idle, then frees it (a transient speculative increment
-/// can make the free report busy once more).
-fn drain_and_free(meta: &PageMeta, data: &Data) {
-    loop {
-        while !meta.is_idle() {
-            std::thread::yield_now();
-        }
-        match meta.free() {
-            Ok(()) => return,
-            Err(FreeError::Busy { .. }) => continue,
-            Err(e) => {
-                data.violation(format_args!("free failed: {e}"));
-                return;
-            }
-        }
-    }
-}
-
 /// Allocates the unit at `head` of `pages` pages for `slot`.
 fn allocate(data: &Data, head: Pfn, pages: u64, slot: usize) {
     let h = Data::index(head);
@@ -348,15 +333,20 @@ fn allocate(data: &Data, head: Pfn, pages: u64, slot: usize) {
     }
 }
 
-/// Truncates a unit: mark (no new gets), and after the caller unmapped it,
-/// drain, free and poison.
-fn free_unit(data: &Data, head: Pfn, pages: u64) {
-    let h = Data::index(head);
-    drain_and_free(&data.metas[h], data);
-    for i in 0..pages as usize {
-        data.contents[h + i].store(POISON, Ordering::Relaxed);
+/// Host page tables have no TLB to shoot down (the walkers' epoch guard keeps
+/// retired tables alive instead).
+struct NoTlb;
+
+impl TlbShootdown for NoTlb {
+    fn flush(&mut self, _space: usize, _range: VaRange) {}
+}
+
+struct StdClock(Instant);
+
+impl Clock for StdClock {
+    fn now_ns(&self) -> u64 {
+        self.0.elapsed().as_nanos() as u64
     }
-    data.owner[h].store(0, Ordering::Relaxed);
 }
 
 /// Runs the stress with `config`.
@@ -382,6 +372,7 @@ pub fn run(config: Config) -> Summary {
     );
     let stop = AtomicBool::new(false);
     let begin = Instant::now();
+    let clock = StdClock(begin);
     let perms = Perms::READ | Perms::WRITE | Perms::USER;
     let (walked, truncates) = std::thread::scope(|s| {
         let walkers: Vec<_> = (0..config.walkers)
@@ -427,28 +418,53 @@ pub fn run(config: Config) -> Summary {
                     }
                 }
                 mapped => {
-                    // The truncate protocol: mark, unmap, drain, free.
-                    let (first, units, unit_pages, len) = match mapped {
-                        SlotState::Huge { unit } => (DATA_BASE + unit * MIB2, 1, 512, MIB2),
+                    // The truncate protocol, through its typestate: mark, unmap
+                    // (in the one address space, no TLB on the host), drain, free.
+                    let (first, pages, unit_pages) = match mapped {
+                        SlotState::Huge { unit } => (DATA_BASE + unit * MIB2, 512, 512),
                         SlotState::Small { block } => (
                             SMALL_BASE + block * SMALL_SLOT_PAGES * KIB4,
                             SMALL_SLOT_PAGES,
                             1,
-                            SMALL_SLOT_PAGES * KIB4,
                         ),
                         SlotState::Empty => unreachable!("matched above"),
                     };
-                    let heads = (0..units).map(|u| Pfn((first >> 12) + u * unit_pages));
-                    for head in heads.clone() {
-                        if let Err(e) = data.metas[Data::index(head)].mark_truncating() {
-                            data.violation(format_args!("mark failed: {e}"));
-                        }
+                    let extent = Extent::new(Pfn(first >> 12), pages);
+                    let mut unmapper = TableUnmapper::<_, _, _, _, 1>::new(
+                        core::slice::from_mut(&mut tables),
+                        12,
+                        NoTlb,
+                    );
+                    let mapping = FileMapping {
+                        space: 0,
+                        va,
+                        first: extent.first,
+                        pages,
+                    };
+                    if let Err(e) = unmapper.add_mapping(mapping) {
+                        data.violation(format_args!("unmapper: {e}"));
                     }
-                    if let Err(e) = tables.unmap(va, len) {
-                        data.violation(format_args!("unmap failed: {e}"));
+                    let wait = Wait {
+                        waiter: &SpinWaiter,
+                        clock: &clock,
+                        deadline_ns: None,
+                    };
+                    let freed = Truncate::mark(&memmap, core::iter::once(extent))
+                        .map_err(|e| format!("mark: {e}"))
+                        .and_then(|t| t.unmap(&mut unmapper).map_err(|e| format!("unmap: {e}")))
+                        .and_then(|t| t.drain(&wait).map_err(|e| format!("drain: {e}")))
+                        .and_then(|t| t.free().map_err(|e| format!("free: {e}")));
+                    match freed {
+                        Ok(freed) if freed.units == pages / unit_pages => {}
+                        other => data.violation(format_args!("truncate: {other:?}")),
                     }
-                    for head in heads {
-                        free_unit(&data, head, unit_pages);
+                    // Poison the freed pages; nobody may see this while holding them.
+                    let first = Data::index(extent.first);
+                    for i in 0..pages as usize {
+                        data.contents[first + i].store(POISON, Ordering::Relaxed);
+                    }
+                    for u in (0..pages as usize).step_by(unit_pages as usize) {
+                        data.owner[first + u].store(0, Ordering::Relaxed);
                     }
                     match mapped {
                         SlotState::Huge { unit } => huge_free.push(unit),
@@ -493,7 +509,7 @@ pub fn run(config: Config) -> Summary {
 fn main() {
     let mut config = Config {
         walkers: 3,
-        ops: 10_000,
+        ops: 20_000,
         seed: 0x1234_5678,
     };
     let mut args = std::env::args().skip(1);
