@@ -377,7 +377,9 @@ impl PageMeta {
         }
     }
 
-    /// Marks the page truncating: from now on every get is refused.
+    /// Marks the page truncating: from now on every get is refused. Returns the
+    /// word as marked: if it is idle, the page stays idle (no get can succeed
+    /// any more), so a drain need not look at it again.
     ///
     /// Relaxed suffices: the mark's only job is its place in this word's
     /// modification order relative to each get. A get ordered before it is seen by
@@ -387,31 +389,39 @@ impl PageMeta {
     /// # Errors
     ///
     /// [`MarkError::AlreadyTruncating`] if another truncate marked it (marks are
-    /// not shared: a truncate owns the pages it marked), [`MarkError::Free`] on a
-    /// free page. The word is unchanged.
+    /// not shared: a truncate owns the pages it marked; the word is unchanged),
+    /// [`MarkError::Free`] on a free page (the word is restored).
     #[inline]
-    pub fn mark_truncating(&self) -> Result<(), MarkError> {
-        // Relaxed: a guess, validated by the compare-exchange.
-        let mut cur = MetaWord(self.word.load(Ordering::Relaxed));
-        loop {
-            if cur.is_truncating() {
-                return Err(MarkError::AlreadyTruncating);
-            }
-            if cur.is_free() {
-                return Err(MarkError::Free);
-            }
-            op_count::rmw();
-            // Relaxed (success and failure): see the doc comment.
-            match self.word.compare_exchange(
-                cur.0,
-                cur.0 | MetaFlags::TRUNCATING.bits(),
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return Ok(()),
-                Err(actual) => cur = MetaWord(actual),
-            }
+    pub fn mark_truncating(&self) -> Result<MetaWord, MarkError> {
+        op_count::rmw();
+        // Relaxed: see the doc comment. One RMW, like the `fetch_or` pass it is
+        // measured against; setting a bit that is already set changes nothing.
+        // (x86 has no single instruction for a `fetch_or` whose whole old value
+        // is used; `lock bts` could return the one bit but measured slower.)
+        let old = MetaWord(
+            self.word
+                .fetch_or(MetaFlags::TRUNCATING.bits(), Ordering::Relaxed),
+        );
+        if old.is_truncating() {
+            return Err(MarkError::AlreadyTruncating);
         }
+        if old.is_free() {
+            self.unmark_free();
+            return Err(MarkError::Free);
+        }
+        Ok(MetaWord(old.0 | MetaFlags::TRUNCATING.bits()))
+    }
+
+    /// Takes back a mark set on a free page by [`mark_truncating`]. Until then
+    /// the word was `FREE | TRUNCATING`: gets are refused (free), and
+    /// [`allocate`](Self::allocate) waits, as for any word that is not exactly
+    /// `FREE`.
+    #[cold]
+    fn unmark_free(&self) {
+        op_count::rmw();
+        // Relaxed: restores this call's own bit; publishes nothing.
+        self.word
+            .fetch_and(!MetaFlags::TRUNCATING.bits(), Ordering::Relaxed);
     }
 
     /// Clears the truncating mark (a cancelled truncate): gets succeed again.
@@ -475,6 +485,28 @@ impl PageMeta {
                 Ok(_) => return Ok(()),
                 Err(actual) => cur = MetaWord(actual),
             }
+        }
+    }
+
+    /// Frees a page a drained truncate marked: one compare-exchange from exactly
+    /// `TRUNCATING` (marked, idle) to `FREE`, without a load first; any other
+    /// word falls back to [`free`](Self::free).
+    ///
+    /// # Errors
+    ///
+    /// As [`free`](Self::free).
+    #[inline]
+    pub fn free_marked(&self) -> Result<(), FreeError> {
+        op_count::rmw();
+        // AcqRel, as in `free`; failure Relaxed: `free` reloads.
+        match self.word.compare_exchange(
+            MetaFlags::TRUNCATING.bits(),
+            MetaWord::FREE.0,
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => Ok(()),
+            Err(_) => self.free(),
         }
     }
 

@@ -317,15 +317,20 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, R: Retire> TableBuilder<'a, F
     ///
     /// # Errors
     ///
-    /// [`UnmapError::Range`], [`UnmapError::SplitsLeaf`] and
-    /// [`UnmapError::Walk`] are found before anything is changed;
-    /// [`UnmapError::Retire`] when the retire hook fails (see there).
+    /// [`UnmapError::Range`] and [`UnmapError::SplitsLeaf`] are found before
+    /// anything is changed (only the leaves at the two ends of the range can be
+    /// partly inside it, so only they are looked at first); a malformed or
+    /// unreachable entry met while clearing stops with [`UnmapError::Walk`], the
+    /// leaves before it cleared; [`UnmapError::Retire`] when the retire hook
+    /// fails (see there).
     pub fn unmap(&mut self, va: VirtAddr, len: u64) -> Result<Unmapped, UnmapError> {
         let range = VaRange::new(va, len).map_err(UnmapError::Range)?;
-        let walk = self.walker().walk_range(range).map_err(UnmapError::Range)?;
-        for item in walk {
-            if let WalkItem::Leaf(leaf) = item.map_err(UnmapError::Walk)? {
-                if leaf.va.size() != leaf.size {
+        let walker = self.walker();
+        walker.walk_range(range).map_err(UnmapError::Range)?;
+        for end in [range.start(), range.last()] {
+            if let WalkItem::Leaf(leaf) = walker.translate(end).map_err(UnmapError::Walk)? {
+                let leaf_last = VirtAddr(leaf.leaf_va.0 + (leaf.size - 1));
+                if !range.contains(leaf.leaf_va) || !range.contains(leaf_last) {
                     return Err(UnmapError::SplitsLeaf {
                         leaf_va: leaf.leaf_va,
                         size: leaf.size,
@@ -462,7 +467,10 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, R: Retire> TableBuilder<'a, F
                 }
                 Ok(Entry::Table(next)) if geometry.holds_tables(level) => {
                     self.clear(next.table, level + 1, span, done)?;
-                    if self.is_empty(next.table, level + 1, va)? {
+                    // A table whose whole span was in the range has had every
+                    // entry cleared (or detached) just above: no need to scan it.
+                    let whole = span.size() == 1u64 << geometry.shift_at(level);
+                    if whole || self.is_empty(next.table, level + 1, va)? {
                         // Relaxed: detaching publishes nothing. Keeping walkers
                         // that loaded the old value away from the table's reuse is
                         // the retire hook's grace period, which starts after this

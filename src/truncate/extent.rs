@@ -105,6 +105,7 @@ impl<'m, M: MemoryMap + ?Sized, I: Iterator<Item = Extent>> Units<'m, M, I> {
 impl<'m, M: MemoryMap + ?Sized, I: Iterator<Item = Extent>> Iterator for Units<'m, M, I> {
     type Item = Result<Unit<'m>, SetError>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         let (pfn, end) = loop {
             match self.cursor {

@@ -47,10 +47,13 @@
 //!
 //! # Batching
 //!
-//! One pass marks every unit (one RMW each); the drain scans the set and parks
-//! only on a unit that is still busy, registering in that unit's wait slot
-//! first and re-checking after (the fenced handshake of [`crate::wait`]), then
-//! resumes the scan where it stopped; nowhere is there a grace period.
+//! One pass marks every unit (one RMW each) and notes the first unit that was
+//! busy when marked: a unit idle when marked stays idle (no get succeeds on it
+//! any more), so a set that was idle needs no drain scan at all. The drain scans
+//! from there and parks only on a unit that is still busy, registering in that
+//! unit's wait slot first and re-checking after (the fenced handshake of
+//! [`crate::wait`]), then resumes the scan where it stopped; nowhere is there a
+//! grace period.
 //!
 //! # Overlapping truncates and dropping
 //!
@@ -99,6 +102,9 @@ pub struct Truncate<'m, M: MemoryMap + ?Sized, I: Iterator<Item = Extent> + Clon
     memmap: &'m M,
     extents: I,
     units: u64,
+    /// The index of the first unit that was busy when marked (`units` if none):
+    /// a unit idle when marked stays idle, so drains start here.
+    first_busy: u64,
     state: PhantomData<S>,
 }
 
@@ -286,6 +292,7 @@ impl<'m, M: MemoryMap + ?Sized, I: Iterator<Item = Extent> + Clone> Truncate<'m,
     /// ([`SetError`]), or a unit that is free or marked by another truncate.
     pub fn mark(memmap: &'m M, extents: I) -> Result<Self, MarkSetError> {
         let mut marked = 0u64;
+        let mut first_busy = None;
         let mut failure = None;
         for unit in Units::new(memmap, extents.clone()) {
             let unit = match unit {
@@ -295,12 +302,19 @@ impl<'m, M: MemoryMap + ?Sized, I: Iterator<Item = Extent> + Clone> Truncate<'m,
                     break;
                 }
             };
-            if let Err(error) = unit.meta.mark_truncating() {
-                failure = Some(MarkSetError::Unit {
-                    head: unit.head,
-                    error,
-                });
-                break;
+            match unit.meta.mark_truncating() {
+                Ok(word) => {
+                    if !word.is_idle() && first_busy.is_none() {
+                        first_busy = Some(marked);
+                    }
+                }
+                Err(error) => {
+                    failure = Some(MarkSetError::Unit {
+                        head: unit.head,
+                        error,
+                    });
+                    break;
+                }
             }
             marked += 1;
         }
@@ -308,6 +322,7 @@ impl<'m, M: MemoryMap + ?Sized, I: Iterator<Item = Extent> + Clone> Truncate<'m,
             memmap,
             extents,
             units: marked,
+            first_busy: first_busy.unwrap_or(marked),
             state: PhantomData,
         };
         match failure {
@@ -357,7 +372,7 @@ impl<'m, M: MemoryMap + ?Sized, I: Iterator<Item = Extent> + Clone> Truncate<'m,
             first: Vec::new(),
             total: 0,
         };
-        for unit in self.units().flatten() {
+        for unit in self.units().skip(self.first_busy as usize).flatten() {
             let w = unit.meta.load();
             if !w.is_idle() {
                 busy.total += 1;
@@ -439,7 +454,10 @@ impl<'m, M: MemoryMap + ?Sized, I: Iterator<Item = Extent> + Clone> Truncate<'m,
 
     /// The drain loop. `order` exists for the loom model's broken twin only.
     fn wait_idle(&self, wait: &Wait<'_>, order: DrainOrder) -> Result<(), DrainError> {
-        let mut resume = 0u64;
+        let mut resume = self.first_busy;
+        if resume >= self.units {
+            return Ok(());
+        }
         loop {
             let mut busy = None;
             for (i, unit) in self.units().enumerate().skip(resume as usize) {
@@ -527,12 +545,12 @@ impl<'m, M: MemoryMap + ?Sized, I: Iterator<Item = Extent> + Clone> Truncate<'m,
     /// [`FreeSetError`] if a unit was already free (freed behind the truncate's
     /// back); every other unit is freed.
     pub fn free(self) -> Result<Freed, FreeSetError> {
-        let (memmap, extents, _) = self.into_parts();
+        let (memmap, extents, _, _) = self.into_parts();
         let mut freed = 0;
         let mut first_error = None;
         for unit in Units::new(memmap, extents).flatten() {
             loop {
-                match unit.meta.free() {
+                match unit.meta.free_marked() {
                     Ok(()) => {
                         freed += 1;
                         break;
@@ -569,7 +587,7 @@ impl<'m, M: MemoryMap + ?Sized, I: Iterator<Item = Extent> + Clone, S> Truncate<
     /// entries are not restored; the pages simply become mappable and gettable
     /// again.
     pub fn cancel(self) -> Cancelled {
-        let (memmap, extents, units) = self.into_parts();
+        let (memmap, extents, units, _) = self.into_parts();
         let mut cleared = 0;
         for unit in Units::new(memmap, extents).take(units as usize).flatten() {
             if unit.meta.unmark_truncating().is_ok() {
@@ -583,20 +601,21 @@ impl<'m, M: MemoryMap + ?Sized, I: Iterator<Item = Extent> + Clone, S> Truncate<
         Units::new(self.memmap, self.extents.clone()).take(self.units as usize)
     }
 
-    fn into_parts(self) -> (&'m M, I, u64) {
+    fn into_parts(self) -> (&'m M, I, u64, u64) {
         let this = ManuallyDrop::new(self);
         // SAFETY: `this` is never used or dropped again, so reading `extents` out
         // of it moves it exactly once; the other fields are `Copy`.
         let extents = unsafe { core::ptr::read(&this.extents) };
-        (this.memmap, extents, this.units)
+        (this.memmap, extents, this.units, this.first_busy)
     }
 
     fn into_state<T>(self) -> Truncate<'m, M, I, T> {
-        let (memmap, extents, units) = self.into_parts();
+        let (memmap, extents, units, first_busy) = self.into_parts();
         Truncate {
             memmap,
             extents,
             units,
+            first_busy,
             state: PhantomData,
         }
     }
