@@ -55,9 +55,12 @@ fn bench(c: &mut Criterion) {
         let frames: Vec<HostFrame> = (0..600).map(|_| HostFrame::new()).collect();
         let memory = HostMemory::new(&frames, PhysAddr(0x10_0000)).unwrap();
         let mut slots: Vec<PhysAddr> = memory.frame_pas().collect();
-        let mut tables =
-            TableBuilder::<Paging4Level, _, _>::new(&memory, FramePool::new(&mut slots), ReclaimNow)
-                .unwrap();
+        let mut tables = TableBuilder::<Paging4Level, _, _>::new(
+            &memory,
+            FramePool::new(&mut slots),
+            ReclaimNow,
+        )
+        .unwrap();
         tables
             .map(
                 &MapRequest::new(VirtAddr(VA), PhysAddr(DATA), GIB1, leaf)
@@ -69,10 +72,14 @@ fn bench(c: &mut Criterion) {
         if leaf == KIB4 {
             // The floor runs over the real leaf entries of these tables.
             let ptes: Vec<_> = (0..PAGES as u64)
-                .map(|i| match tables.walker().translate(VirtAddr(VA + i * KIB4)).unwrap() {
-                    WalkItem::Leaf(l) => memory.entry(l.entry.loc.table, l.entry.loc.index).unwrap(),
-                    WalkItem::Hole(_) => unreachable!("mapped above"),
-                })
+                .map(
+                    |i| match tables.walker().translate(VirtAddr(VA + i * KIB4)).unwrap() {
+                        WalkItem::Leaf(l) => {
+                            memory.entry(l.entry.loc.table, l.entry.loc.index).unwrap()
+                        }
+                        WalkItem::Hole(_) => unreachable!("mapped above"),
+                    },
+                )
                 .collect();
             g.bench_function("floor (pte load + fetch_add; fetch_sub)", |b| {
                 b.iter(|| {
@@ -86,11 +93,21 @@ fn bench(c: &mut Criterion) {
                 })
             });
         }
-        let name = if leaf == KIB4 { "gup 4k pin+unpin" } else { "gup 2m pin+unpin" };
+        let name = if leaf == KIB4 {
+            "gup 4k pin+unpin"
+        } else {
+            "gup 2m pin+unpin"
+        };
         g.bench_function(name, |b| {
             b.iter(|| {
                 let taken = gup
-                    .get_pages(&guard, VirtAddr(VA), GIB1, GupFlags::PIN | GupFlags::WRITE, &mut out)
+                    .get_pages(
+                        &guard,
+                        VirtAddr(VA),
+                        GIB1,
+                        GupFlags::PIN | GupFlags::WRITE,
+                        &mut out,
+                    )
                     .unwrap();
                 assert_eq!((taken.pages, taken.stop), (PAGES, Stop::Complete));
                 release(&memmap, &out, Hold::Pin).unwrap();
