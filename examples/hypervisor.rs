@@ -109,7 +109,8 @@ impl Events {
 }
 
 /// Sleeps until the condition holds; re-checks at least every millisecond, as
-/// `Waiter` allows (a dropped lease kicks nobody; see the report in README).
+/// `Waiter` allows: dropping a lease wakes nobody, so the device driver kicks
+/// the events after dropping it, and the re-check is the backstop.
 impl Waiter for Events {
     fn park(
         &self,
