@@ -576,20 +576,134 @@ fn the_recheck_catches_a_leaf_or_parent_change() {
         let taken = gup
             .get_pages(&guard(), VirtAddr(va), 2 * KIB4, GupFlags::PIN, &mut out)
             .unwrap();
-        assert_eq!(
-            taken,
+        // The two leaves of one table are one batch: the parent is re-read once
+        // after both gets, so its change undoes both; a leaf's change undoes that
+        // leaf and the ones after it.
+        let expected = if clear_parent {
+            Taken {
+                pages: 0,
+                stop: Stop::Changed { va: VirtAddr(va) },
+            }
+        } else {
             Taken {
                 pages: 1,
                 stop: Stop::Changed {
-                    va: VirtAddr(va + KIB4)
-                }
+                    va: VirtAddr(va + KIB4),
+                },
             }
-        );
+        };
+        assert_eq!(taken, expected);
         assert!(
             memmap.unit(pfn(SMALL + KIB4)).unwrap().meta.is_idle(),
             "undone"
         );
-        release(&memmap, &out[..1], Hold::Pin).unwrap();
+        release(&memmap, &out[..taken.pages], Hold::Pin).unwrap();
+        assert!(memmap.unit(pfn(SMALL)).unwrap().meta.is_idle(), "no leak");
+    }
+}
+
+/// Long runs of 4 KiB leaves go in batches of 32 across table boundaries: one
+/// RMW per leaf, exact output-full stops inside a batch, and a change in the
+/// middle of a later batch undoes exactly the leaves the batched re-check says
+/// (from the changed leaf on; the whole batch for a changed parent).
+#[test]
+fn batches_across_tables_keep_one_rmw_per_leaf_and_stop_exactly() {
+    const LEAVES: u64 = 1000;
+    let va = 0x40_0000 - 100 * KIB4; // leaves 0..100 in one table, the rest in the next ones
+    with_gup::<Paging4Level>(&[map(va, SMALL, LEAVES * KIB4, KIB4)], |gup, _| {
+        let mut out = vec![Pfn(0); LEAVES as usize];
+        op_count::reset();
+        let taken = gup
+            .get_pages(
+                &guard(),
+                VirtAddr(va),
+                LEAVES * KIB4,
+                GupFlags::PIN,
+                &mut out,
+            )
+            .unwrap();
+        assert_eq!(op_count::get().rmw, LEAVES, "one RMW per 4 KiB leaf");
+        assert_eq!((taken.pages, taken.stop), (LEAVES as usize, Stop::Complete));
+        for (i, p) in out.iter().enumerate() {
+            assert_eq!(*p, pfn(SMALL + i as u64 * KIB4));
+        }
+        release(gup.memmap(), &out, Hold::Pin).unwrap();
+        // The output fills in the middle of a batch.
+        let taken = gup
+            .get_pages(
+                &guard(),
+                VirtAddr(va),
+                LEAVES * KIB4,
+                GupFlags::PIN,
+                &mut out[..77],
+            )
+            .unwrap();
+        assert_eq!(
+            taken,
+            Taken {
+                pages: 77,
+                stop: Stop::OutputFull {
+                    va: VirtAddr(va + 77 * KIB4)
+                }
+            }
+        );
+        release(gup.memmap(), &out[..77], Hold::Pin).unwrap();
+    });
+    for clear_parent in [false, true] {
+        let data = Data::new();
+        let memmap = data.map();
+        let frames: Vec<HostFrame> = (0..16).map(|_| HostFrame::new()).collect();
+        let memory = HostMemory::new(&frames, PhysAddr(0x10_0000)).unwrap();
+        let mut slots: Vec<PhysAddr> = memory.frame_pas().collect();
+        let mut tables = TableBuilder::<Paging4Level, _, _>::new(
+            &memory,
+            FramePool::new(&mut slots),
+            ReclaimNow,
+        )
+        .unwrap();
+        let va = 0x40_0000;
+        tables.map(&map(va, SMALL, 100 * KIB4, KIB4)).unwrap();
+        // Leaf 40: the ninth leaf of the second batch of its table.
+        let WalkItem::Leaf(leaf) = tables.walker().translate(VirtAddr(va + 40 * KIB4)).unwrap()
+        else {
+            panic!("mapped above");
+        };
+        let victim = if clear_parent {
+            leaf.parent.unwrap().loc
+        } else {
+            leaf.entry.loc
+        };
+        let interfering = Interfering {
+            inner: &memmap,
+            trigger: pfn(SMALL + 40 * KIB4),
+            hook: || {
+                memory
+                    .entry(victim.table, victim.index)
+                    .unwrap()
+                    .store(0, pagepin::sync::Ordering::Release)
+            },
+            fired: core::cell::Cell::new(false),
+        };
+        let gup = Gup::new(tables.walker(), &interfering);
+        let mut out = [Pfn(0); 100];
+        let taken = gup
+            .get_pages(&guard(), VirtAddr(va), 100 * KIB4, GupFlags::PIN, &mut out)
+            .unwrap();
+        let stopped_at = if clear_parent { 32 } else { 40 };
+        assert_eq!(
+            taken,
+            Taken {
+                pages: stopped_at,
+                stop: Stop::Changed {
+                    va: VirtAddr(va + stopped_at as u64 * KIB4)
+                }
+            }
+        );
+        for i in 0..100u64 {
+            let pins = memmap.unit(pfn(SMALL + i * KIB4)).unwrap().meta.pins();
+            assert_eq!(pins, u32::from(i < stopped_at as u64), "leaf {i}");
+        }
+        release(&memmap, &out[..taken.pages], Hold::Pin).unwrap();
     }
 }
 

@@ -12,6 +12,15 @@
 //!         no  -> undo the gets, stop (Changed)
 //! ```
 //!
+//! Consecutive leaves of one last-level table (4 KiB pages) go in batches of
+//! up to 32, in three passes: load and check every entry of the batch; make
+//! the gets; then re-read the table entry above once and every leaf entry once.
+//! Each re-read still follows the get it validates, so the argument below holds
+//! leaf by leaf. A changed table entry undoes the whole batch; a changed leaf
+//! undoes it and the batch's later leaves (the earlier ones were re-checked
+//! after their gets and stay taken). The batch's words and raw values live on
+//! the stack (3 × 8 bytes per leaf).
+//!
 //! # Why the re-check is sound without a fence
 //!
 //! A page is freed only after it was unmapped: its leaf (or the entry pointing

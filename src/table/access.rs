@@ -176,6 +176,15 @@ unsafe impl TableAccess for HostMemory<'_> {
         }
         let unreachable = AccessError::Unreachable { table, index };
         let frame = table.0.checked_sub(self.base.0).ok_or(unreachable)? / HOST_FRAME_SIZE;
+        if index < HOST_FRAME_ENTRIES {
+            // The common case: the entry is in the table's first frame.
+            let frame = usize::try_from(frame).map_err(|_| unreachable)?;
+            return self
+                .frames
+                .get(frame)
+                .map(|f| &f.entries[index])
+                .ok_or(unreachable);
+        }
         // A table larger than a frame (a 64 KiB granule) continues into the
         // following frames: split the word position into frame and word again.
         let word = (frame as u128) * HOST_FRAME_ENTRIES as u128 + index as u128;

@@ -24,7 +24,7 @@ use super::addr::{PhysAddr, VaRange, VirtAddr};
 use super::entry::{Entry, EntryLoc, EntrySnapshot, MemType, Perms};
 use super::error::{AccessError, RangeError, WalkError, WalkErrorKind};
 use super::format::{MAX_LEVELS, PagingFormat};
-use crate::sync::Ordering;
+use crate::sync::{AtomicU64, Ordering};
 
 /// Loads the entry at `loc` with the ordering its level needs.
 ///
@@ -58,6 +58,37 @@ pub(crate) fn load_entry<F: PagingFormat, A: TableAccess + ?Sized>(
         // page's metadata (GUP-fast's Acquire get), not by this load.
         Ok(word.load(Ordering::Relaxed))
     }
+}
+
+/// The word of the entry at `loc`, which must be at a level that holds no
+/// tables (the last level), for a caller that loads it more than once (GUP-fast's
+/// runs: the walk's load, then the re-check). Load it with [`load_leaf_word`].
+///
+/// # Errors
+///
+/// As [`load_entry`]; also [`AccessError::Unreachable`] when `loc.level` may
+/// hold table pointers (those must be loaded with Acquire, by `load_entry`).
+#[inline]
+pub(crate) fn leaf_word<F: PagingFormat, A: TableAccess + ?Sized>(
+    access: &A,
+    loc: EntryLoc,
+) -> Result<&AtomicU64, AccessError> {
+    let entries = F::GEOMETRY.entries(loc.level).unwrap_or(0);
+    if loc.index >= entries || F::GEOMETRY.holds_tables(loc.level) {
+        return Err(AccessError::Unreachable {
+            table: loc.table,
+            index: loc.index,
+        });
+    }
+    access.entry(loc.table, loc.index)
+}
+
+/// Loads a word [`leaf_word`] returned: one atomic load.
+#[inline]
+pub(crate) fn load_leaf_word(word: &AtomicU64) -> u64 {
+    // Relaxed: as in `load_entry` at a leaf-only level, no table is read
+    // through the value; the page is ordered by GUP-fast's Acquire get.
+    word.load(Ordering::Relaxed)
 }
 
 /// Checks that `range` is canonical for `F` as a whole.
@@ -272,6 +303,12 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized> Walker<'a, F, A> {
         load_entry::<F, A>(self.access, loc)
     }
 
+    /// The word of a leaf-only entry (see [`leaf_word`]).
+    #[inline]
+    pub(crate) fn leaf_word(&self, loc: EntryLoc) -> Result<&'a AtomicU64, AccessError> {
+        leaf_word::<F, A>(self.access, loc)
+    }
+
     /// Whether the entry still holds exactly the value it had when `snapshot`
     /// was taken: GUP-fast's re-check after taking its page reference.
     ///
@@ -282,6 +319,41 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized> Walker<'a, F, A> {
     pub fn is_unchanged(&self, snapshot: &EntrySnapshot) -> Result<bool, AccessError> {
         Ok(self.reload(snapshot.loc)? == snapshot.raw)
     }
+}
+
+/// A run of whole entries of one leaf-level table (a table whose entries are
+/// never table pointers), from the walk's cursor on, all inside the walked
+/// range: what [`Walk::next_step`] hands GUP-fast so that it can load and take
+/// consecutive leaves of one table in a tight loop. The walk has loaded every
+/// table-pointing entry above it; none of the run's own entries is loaded yet.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LeafRun {
+    /// The table.
+    pub(crate) table: PhysAddr,
+    /// Its level (one that holds no tables).
+    pub(crate) level: usize,
+    /// The index of the entry at the cursor.
+    pub(crate) index: usize,
+    /// Whole entries from `index` on inside the table and the range (at least 1).
+    pub(crate) count: usize,
+    /// The cursor: the first virtual address of entry `index`.
+    pub(crate) va: u64,
+    /// log2 of the span of one entry.
+    pub(crate) shift: u32,
+    /// The grants left by the table entries above.
+    pub(crate) grants: Perms,
+    /// The entry that pointed to the table, as the walk read it (`None` for the
+    /// root).
+    pub(crate) parent: Option<EntrySnapshot>,
+}
+
+/// One step of [`Walk::next_step`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Step {
+    /// An item, as the iterator yields it; the cursor moved past it.
+    Item(WalkItem),
+    /// A run of leaf-level entries at the cursor; the cursor did not move.
+    Run(LeafRun),
 }
 
 /// One table on the current path of a [`Walk`].
@@ -346,6 +418,63 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized> Walk<'a, F, A> {
 
     /// The item at the cursor; moves the cursor past it.
     fn step(&mut self) -> Result<WalkItem, WalkError> {
+        match self.step_or_run(false)? {
+            Step::Item(item) => Ok(item),
+            // Unreachable: without `runs`, `step_or_run` returns items only. Kept
+            // as an error rather than a panic (a walk never panics).
+            Step::Run(run) => Err(WalkError {
+                va: VirtAddr(run.va),
+                kind: WalkErrorKind::FormatContract {
+                    loc: EntryLoc {
+                        table: run.table,
+                        index: run.index,
+                        level: run.level,
+                    },
+                    raw: 0,
+                },
+            }),
+        }
+    }
+
+    /// The next step of the walk: as [`Iterator::next`], but with `runs`, a
+    /// cursor that reaches a table holding only leaves (the last level) at an
+    /// entry boundary, with at least one whole entry left in the range, yields
+    /// [`Step::Run`] instead of loading that entry: the caller loads the run's
+    /// entries itself (one load each) and moves the cursor with
+    /// [`advance`](Self::advance).
+    #[inline]
+    pub(crate) fn next_step(&mut self, runs: bool) -> Option<Result<Step, WalkError>> {
+        if self.finished {
+            return None;
+        }
+        let step = self.step_or_run(runs);
+        if step.is_err() {
+            self.finished = true;
+        }
+        Some(step)
+    }
+
+    /// Moves the cursor past the first `entries` entries of `run` (the last run
+    /// [`next_step`](Self::next_step) returned; `entries <= run.count`).
+    #[inline]
+    pub(crate) fn advance(&mut self, run: &LeafRun, entries: usize) {
+        debug_assert!(entries <= run.count && run.va == self.cursor);
+        let entries = entries.min(run.count) as u64;
+        if entries == 0 {
+            return;
+        }
+        // Cannot overflow: the run's whole entries end at or before `last`.
+        let covered_last = run.va + (entries << run.shift) - 1;
+        if covered_last >= self.last {
+            self.finished = true;
+        } else {
+            self.cursor = covered_last + 1;
+        }
+    }
+
+    /// One step: an item (moving the cursor past it), or, with `runs`, a run
+    /// of leaf-level entries at the cursor (not moving it).
+    fn step_or_run(&mut self, runs: bool) -> Result<Step, WalkError> {
         let geometry = F::GEOMETRY;
         let va = self.cursor;
         // Resume in the deepest remembered table that still covers the cursor.
@@ -355,6 +484,28 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized> Walk<'a, F, A> {
         }
         loop {
             let step = self.path[level];
+            if runs && !geometry.holds_tables(level) {
+                let shift = geometry.shift_at(level);
+                let index = geometry.index(VirtAddr(va), level);
+                let in_table = geometry.entries(level).unwrap_or(0) - index;
+                // Whole entries from the cursor to the end of the range (`last`
+                // is at most 2^63 above the cursor: the range lies in one
+                // canonical window of fewer than 64 bits).
+                let in_range = (self.last - va).saturating_add(1) >> shift;
+                let count = (in_table as u64).min(in_range) as usize;
+                if va & ((1u64 << shift) - 1) == 0 && count != 0 {
+                    return Ok(Step::Run(LeafRun {
+                        table: step.table,
+                        level,
+                        index,
+                        count,
+                        va,
+                        shift,
+                        grants: step.grants,
+                        parent: step.via,
+                    }));
+                }
+            }
             let loc = EntryLoc {
                 table: step.table,
                 index: geometry.index(VirtAddr(va), level),
@@ -417,7 +568,7 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized> Walk<'a, F, A> {
             } else {
                 self.cursor = item_last + 1;
             }
-            return Ok(item);
+            return Ok(Step::Item(item));
         }
     }
 }
