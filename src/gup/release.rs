@@ -61,18 +61,38 @@ pub fn release<M: MemoryMap + ?Sized>(
     pfns: &[Pfn],
     hold: Hold,
 ) -> Result<(), ReleaseError> {
+    // One pass: each step looks up the unit of the next PFN and extends the
+    // group over the PFNs that follow it consecutively inside that unit (at
+    // most `MAX_BATCH`): a unit of one page costs one lookup and one RMW, with
+    // no separate scan for runs.
     let mut i = 0;
     while i < pfns.len() {
         let first = pfns[i];
-        let mut run = 1;
-        while i + run < pfns.len() && pfns[i + run].0 == first.0.wrapping_add(run as u64) {
-            run += 1;
+        let fail = |kind| ReleaseError {
+            released: i,
+            pfn: first,
+            kind,
+        };
+        let unit = memmap
+            .unit(first)
+            .map_err(|e| fail(ReleaseErrorKind::OutsideMap(e)))?;
+        let mut count = 1;
+        if unit.pages != 1 {
+            let rest = &pfns[i..];
+            let in_unit = unit.end().saturating_sub(first.0).max(1);
+            let limit = (rest.len() as u64).min(in_unit).min(MAX_BATCH as u64) as usize;
+            while count < limit && rest[count].0 == first.0.wrapping_add(count as u64) {
+                count += 1;
+            }
         }
-        release_run(memmap, first, run as u64, hold).map_err(|e| ReleaseError {
-            released: i + e.released,
-            ..e
-        })?;
-        i += run;
+        let wake = unit
+            .meta
+            .put(hold, count as u32)
+            .map_err(|e| fail(ReleaseErrorKind::Put(e)))?;
+        if wake.is_due() {
+            memmap.wake(unit.head);
+        }
+        i += count;
     }
     Ok(())
 }
