@@ -143,6 +143,7 @@ unsafe impl<const LEVELS: usize, const MAXPHYADDR: u32> PagingFormat
         va.is_sign_extended(Self::GEOMETRY.va_bits())
     }
 
+    #[inline]
     fn decode(raw: u64, level: usize) -> Result<Entry, DecodeError> {
         if level >= Self::GEOMETRY.depth() {
             return Err(DecodeError::NoSuchLevel { level });
