@@ -37,8 +37,15 @@ pub struct WaitSlot {
     wakes: AtomicU64,
 }
 
+impl Default for WaitSlot {
+    fn default() -> WaitSlot {
+        WaitSlot::new()
+    }
+}
+
 impl WaitSlot {
-    fn new() -> WaitSlot {
+    /// A slot with no waiter and no wake-up yet.
+    pub fn new() -> WaitSlot {
         WaitSlot {
             waiters: AtomicUsize::new(0),
             wakes: AtomicU64::new(0),

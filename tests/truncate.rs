@@ -582,3 +582,112 @@ fn gup_after_the_mark_is_refused() {
     release(&memmap, &out[..4], Hold::Pin).unwrap();
     let _ = marked.cancel();
 }
+
+/// A waiter that really sleeps (a condition variable) and is woken only by the
+/// lease registry's wake hook: a lost wake-up would be a timed-out drain.
+struct Sleeper {
+    woken: std::sync::Mutex<bool>,
+    bell: std::sync::Condvar,
+}
+
+impl Sleeper {
+    fn ring(&self) {
+        *self.woken.lock().unwrap() = true;
+        self.bell.notify_all();
+    }
+}
+
+impl Waiter for Sleeper {
+    fn park(&self, ready: &dyn Fn() -> bool, _: &dyn Clock, _: Option<u64>) -> Parked {
+        let mut woken = self.woken.lock().unwrap();
+        loop {
+            if ready() {
+                return Parked::Ready;
+            }
+            if *woken {
+                *woken = false;
+                continue;
+            }
+            let (guard, timeout) = self
+                .bell
+                .wait_timeout(woken, Duration::from_secs(10))
+                .unwrap();
+            woken = guard;
+            if timeout.timed_out() {
+                return Parked::TimedOut;
+            }
+        }
+    }
+}
+
+#[test]
+fn dropping_a_lease_wakes_a_sleeping_drain() {
+    let host = Host::new();
+    let memmap = host.memmap();
+    let holder = Holder {
+        revoked: AtomicBool::new(false),
+    };
+    let sleeper = Sleeper {
+        woken: std::sync::Mutex::new(false),
+        bell: std::sync::Condvar::new(),
+    };
+    let ring = || sleeper.ring();
+    let registry = LeaseRegistry::<2>::with_wake(&ring);
+    let clock = StdClock(Instant::now());
+    std::thread::scope(|s| {
+        let lease = registry.grant(huge(3), &holder).unwrap();
+        s.spawn(|| {
+            while !holder.revoked.load(Ordering::SeqCst) {
+                std::thread::yield_now();
+            }
+            drop(lease);
+        });
+        let unmapped = Truncate::mark(&memmap, [huge(3)].into_iter())
+            .unwrap()
+            .unmap(&mut NothingMapped)
+            .unwrap();
+        let drained = unmapped
+            .drain_with_leases(
+                &registry,
+                &Wait {
+                    waiter: &sleeper,
+                    clock: &clock,
+                    deadline_ns: None,
+                },
+            )
+            .unwrap();
+        assert_eq!(drained.free(), Ok(Freed { units: 1 }));
+    });
+}
+
+#[test]
+fn failed_steps_are_errors_with_a_source() {
+    let host = Host::new();
+    let memmap = host.memmap();
+    memmap
+        .unit(Pfn(SMALL))
+        .unwrap()
+        .meta
+        .get(Hold::Ref, 1)
+        .unwrap();
+    let unmapped = Truncate::mark(&memmap, [small(0, 1)].into_iter())
+        .unwrap()
+        .unmap(&mut NothingMapped)
+        .unwrap();
+    let failed = unmapped.try_drain::<1>().unwrap_err();
+    let as_error: &dyn std::error::Error = &failed;
+    assert_eq!(
+        as_error.source().unwrap().to_string(),
+        "1 units still busy, first PFN 0x41000 (1 refs, 0 pins)"
+    );
+    let _ = failed.truncate.cancel();
+    assert!(
+        !memmap
+            .unit(Pfn(SMALL))
+            .unwrap()
+            .meta
+            .put(Hold::Ref, 1)
+            .unwrap()
+            .is_due()
+    );
+}

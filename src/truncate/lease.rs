@@ -13,6 +13,11 @@
 //!
 //! Pins under a lease are ordinary pins (`GupFlags::PIN` without `LONGTERM`):
 //! the lease, not the flag, is what makes them long-lived, and revocable.
+//!
+//! Dropping a lease wakes the drain waiting for it: the registry has a
+//! [`WaitSlot`] (the drain registers, then re-checks; the drop removes the lease,
+//! then wakes — the fenced handshake of [`crate::wait`]) and, for kernels whose
+//! waiters really sleep, a wake hook ([`LeaseRegistry::with_wake`]).
 
 use core::fmt;
 
@@ -20,6 +25,7 @@ use heapless::Vec;
 use spin::Mutex;
 
 use super::extent::Extent;
+use crate::wait::WaitSlot;
 
 /// Names a lease in a registry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -68,6 +74,10 @@ struct Inner<'r, const N: usize> {
 /// or look up entries, never while a callback runs or a drain waits.
 pub struct LeaseRegistry<'r, const N: usize> {
     inner: Mutex<Inner<'r, N>>,
+    /// Where a drain waits for revoked leases to be dropped.
+    released: WaitSlot,
+    /// Wakes the kernel's sleeping waiters after a drop bumped `released`.
+    on_release: Option<&'r (dyn Fn() + Sync)>,
 }
 
 impl<const N: usize> fmt::Debug for LeaseRegistry<'_, N> {
@@ -85,14 +95,31 @@ impl<'r, const N: usize> Default for LeaseRegistry<'r, N> {
 }
 
 impl<'r, const N: usize> LeaseRegistry<'r, N> {
-    /// An empty registry.
-    pub const fn new() -> Self {
+    /// An empty registry whose drains poll (or are woken through the slot
+    /// alone, as [`SpinWaiter`](crate::wait::SpinWaiter) is).
+    pub fn new() -> Self {
         LeaseRegistry {
             inner: Mutex::new(Inner {
                 next: 1,
                 leases: Vec::new(),
             }),
+            released: WaitSlot::new(),
+            on_release: None,
         }
+    }
+
+    /// An empty registry that calls `wake` when a lease drop finds a drain
+    /// registered (the kernel wakes its sleeping waiter there).
+    pub fn with_wake(wake: &'r (dyn Fn() + Sync)) -> Self {
+        LeaseRegistry {
+            on_release: Some(wake),
+            ..LeaseRegistry::new()
+        }
+    }
+
+    /// The slot a drain waits in for revoked leases to be dropped.
+    pub(crate) fn released_slot(&self) -> &WaitSlot {
+        &self.released
     }
 
     /// Grants a lease on `extent`; `revoke` is called when a truncate needs the
@@ -157,9 +184,18 @@ impl<'r, const N: usize> LeaseRegistry<'r, N> {
     }
 
     fn release(&self, id: LeaseId) {
-        let mut inner = self.inner.lock();
-        if let Some(i) = inner.leases.iter().position(|e| e.id == id) {
-            inner.leases.swap_remove(i);
+        {
+            let mut inner = self.inner.lock();
+            if let Some(i) = inner.leases.iter().position(|e| e.id == id) {
+                inner.leases.swap_remove(i);
+            }
+        }
+        // The releaser's side of the handshake (its fence is in `wake`), with
+        // the lock released: a drain registered in the slot is woken.
+        if self.released.wake() {
+            if let Some(wake) = self.on_release {
+                wake();
+            }
         }
     }
 

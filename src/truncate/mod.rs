@@ -178,6 +178,12 @@ impl<T, E: fmt::Display> fmt::Display for Failed<T, E> {
     }
 }
 
+impl<T, E: core::error::Error + 'static> core::error::Error for Failed<T, E> {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
 /// What `try_drain` found busy: the first `N` busy units and how many in all.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StillBusy<const N: usize> {
@@ -196,6 +202,8 @@ impl<const N: usize> fmt::Display for StillBusy<N> {
         Ok(())
     }
 }
+
+impl<const N: usize> core::error::Error for StillBusy<N> {}
 
 /// Why a blocking drain gave up.
 #[non_exhaustive]
@@ -437,12 +445,20 @@ impl<'m, M: MemoryMap + ?Sized, I: Iterator<Item = Extent> + Clone> Truncate<'m,
         for (id, revoke) in &revoked {
             revoke.revoke(*id);
         }
+        let slot = leases.released_slot();
         for (id, _) in &revoked {
             let gone = || !leases.is_held(*id);
-            if !gone()
-                && wait.waiter.park(&gone, wait.clock, wait.deadline_ns) == Parked::TimedOut
-                && !gone()
-            {
+            // Register, then re-check: a drop between the two is seen by the
+            // re-check; one after it bumps the slot (`crate::wait`'s handshake).
+            let ticket = slot.register();
+            let timed_out = !gone()
+                && wait.waiter.park(
+                    &|| gone() || slot.woken_since(&ticket),
+                    wait.clock,
+                    wait.deadline_ns,
+                ) == Parked::TimedOut;
+            slot.deregister(ticket);
+            if timed_out && !gone() {
                 return Err(Failed {
                     truncate: self,
                     error: DrainError::LeaseHeld(*id),
