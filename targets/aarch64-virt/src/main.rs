@@ -18,14 +18,17 @@
 //!    pinned page: it holds its allocation's generation (never poison), its
 //!    unit is mapped at the slot it was pinned through, a token the walker
 //!    writes stays until release, and the generation does not change until the
-//!    release.
+//!    release. They also read the first pinned page through its slot address
+//!    (the MMU's view on that CPU): it must be that page or no translation
+//!    (a fault, caught by the vectors: [`arch::probe`]).
 //! 4. CPU 0 runs [`ROUNDS`] operations on random slots: an empty slot gets a
 //!    newly allocated unit (one block over a block-sized unit, or
 //!    [`SMALL_SLOT_PAGES`] pages over single-page units) and is mapped, then
 //!    read back *through the MMU* at its slot address; a mapped slot is
 //!    truncated with the typestate API: `Truncate::mark` → `unmap` (the
 //!    [`SlotUnmapper`]: `TableBuilder::unmap`, then `TLBI VAE1IS` per leaf,
-//!    `DSB ISH`, `ISB`) → `try_drain`/`drain` (a `SpinWaiter` and a clock from
+//!    `DSB ISH`, `ISB`; the slot reads its contents through the MMU before and
+//!    faults after) → `try_drain`/`drain` (a `SpinWaiter` and a clock from
 //!    CNTVCT_EL0/CNTFRQ_EL0) → `free`; the data pages are then poisoned and
 //!    reused, and the page tables the unmap detached are retired, poisoned
 //!    once safe, and reused by later maps.
@@ -63,8 +66,9 @@
 //! `--features broken-no-drain` frees, poisons and reuses a truncated unit
 //! without waiting for its pins when `try_drain` finds it busy;
 //! `--features broken-early-table-reuse` poisons and reuses retired page
-//! tables without waiting for the epoch. `run.sh` boots them repeatedly and
-//! reports how often the checks catch them.
+//! tables without waiting for the epoch; `--features broken-no-tlbi` skips the
+//! TLB invalidation after unmapping. `run.sh 4k --broken FEATURE --runs 20`
+//! boots one repeatedly and reports how often the checks catch it.
 
 #![no_std]
 #![no_main]
