@@ -774,3 +774,70 @@ fn the_toy_format_works_too() {
         },
     );
 }
+
+/// Leaves of several base pages (aarch64, 64 KiB granule, over the 4 KiB map):
+/// a start inside a leaf, whole leaves in runs, a leaf cut by the output, and
+/// one RMW per 4 KiB unit.
+#[test]
+fn multi_page_leaves_in_runs() {
+    use pagepin::arch::aarch64::Stage1G64K48;
+    const KIB64: u64 = 64 << 10;
+    let data = Data::new();
+    let memmap = data.map();
+    // 64 KiB tables: pool frames 64 KiB apart in host memory of 4 KiB frames.
+    let frames: Vec<HostFrame> = (0..16 * 4).map(|_| HostFrame::new()).collect();
+    let memory = HostMemory::new(&frames, PhysAddr(0x100_0000)).unwrap();
+    let mut slots: Vec<PhysAddr> = (0..4).map(|i| PhysAddr(0x100_0000 + i * KIB64)).collect();
+    let mut tables =
+        TableBuilder::<Stage1G64K48, _, _>::new(&memory, FramePool::new(&mut slots), ReclaimNow)
+            .unwrap();
+    let va = 0x4000_0000;
+    tables.map(&map(va, SMALL, 6 * KIB64, KIB64)).unwrap();
+    let gup = Gup::new(tables.walker(), &memmap);
+    let start = va + 3 * KIB4;
+    let mut out = vec![Pfn(0); 60];
+    op_count::reset();
+    let taken = gup
+        .get_pages(
+            &guard(),
+            VirtAddr(start),
+            5 * KIB64,
+            GupFlags::PIN,
+            &mut out,
+        )
+        .unwrap();
+    assert_eq!(op_count::get().rmw, 60, "one RMW per 4 KiB unit");
+    assert_eq!(
+        taken,
+        Taken {
+            pages: 60,
+            stop: Stop::OutputFull {
+                va: VirtAddr(start + 60 * KIB4)
+            }
+        }
+    );
+    for (i, p) in out.iter().enumerate() {
+        assert_eq!(*p, pfn(SMALL + 3 * KIB4 + i as u64 * KIB4));
+    }
+    release(&memmap, &out, Hold::Pin).unwrap();
+    let mut out = vec![Pfn(0); 80];
+    let taken = gup
+        .get_pages(
+            &guard(),
+            VirtAddr(start),
+            5 * KIB64,
+            GupFlags::PIN,
+            &mut out,
+        )
+        .unwrap();
+    assert_eq!((taken.pages, taken.stop), (80, Stop::Complete));
+    for (i, p) in out.iter().enumerate() {
+        assert_eq!(*p, pfn(SMALL + 3 * KIB4 + i as u64 * KIB4));
+    }
+    release(&memmap, &out, Hold::Pin).unwrap();
+    assert!(
+        data.metas
+            .iter()
+            .all(|m| m.load() == MetaWord::ALLOCATED_IDLE)
+    );
+}

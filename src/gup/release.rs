@@ -35,8 +35,12 @@ pub fn release_run<M: MemoryMap + ?Sized>(
         let unit = memmap
             .unit(pfn)
             .map_err(|e| fail(ReleaseErrorKind::OutsideMap(e)))?;
-        let in_unit = unit.end().saturating_sub(pfn.0).max(1);
-        let count = (pages - done).min(in_unit).min(MAX_BATCH as u64) as u32;
+        let count = if unit.pages == 1 {
+            1
+        } else {
+            let in_unit = unit.end().saturating_sub(pfn.0).max(1);
+            (pages - done).min(in_unit).min(MAX_BATCH as u64) as u32
+        };
         let wake = unit
             .meta
             .put(hold, count)
