@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# Builds pagepin's x86_64 PVH test kernel and boots it in QEMU (q35, 4 CPUs).
+#
+#   bash targets/x86_64-pvh/run.sh 4|5
+#       One boot: 4-level paging (-cpu qemu64,+pdpe1gb) or 5-level paging
+#       (-cpu qemu64,+la57,+pdpe1gb), -m 2G. Passes when QEMU exits through
+#       isa-debug-exit with the kernel's success value (status 33) and the last
+#       line on COM1 is the summary with cpus=4 and violations=0; anything else
+#       (another status, a timeout, a missing or not-last summary) fails.
+#
+#   bash targets/x86_64-pvh/run.sh 4|5 --broken FEATURE [--runs N]
+#       Builds with a deliberately broken cargo feature (broken-no-ack) and
+#       boots it N times (default 20); prints how many runs detected it
+#       (violations > 0, an exception, or another failure). Exits 0 whatever
+#       the rate.
+#
+# Environment: ROUNDS (writer rounds, default 1000), SEED (default: from the
+# clock; printed), CPUS (default 4), BOOT_TIMEOUT (seconds per boot, default
+# 150), PAGEPIN_BARE_METAL=rustup|debian (the toolchain, as .ci/run chose it;
+# default: rustup if its x86_64-unknown-none target is installed), QEMU_CACHE
+# (default <repo>/target/qemu-x86_64, ignored by git, reused by later runs).
+#
+# QEMU comes from Debian's packages (`apt-get download` + `dpkg -x`; installing
+# qemu-system-* conflicts with the preinstalled qemu-utils), plus the shared
+# libraries it needs through apt-get install.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+QEMU_CACHE=${QEMU_CACHE:-$REPO/target/qemu-x86_64}
+BOOT_TIMEOUT=${BOOT_TIMEOUT:-150}
+ROUNDS=${ROUNDS:-1000}
+CPUS=${CPUS:-4}
+TARGET=x86_64-unknown-none
+
+usage() {
+    echo "usage: $0 4|5 [--broken FEATURE] [--runs N]" >&2
+    exit 2
+}
+
+[ $# -ge 1 ] || usage
+LEVELS=$1
+shift
+BROKEN=
+RUNS=20
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --broken) BROKEN=${2:?}; shift 2 ;;
+        --runs) RUNS=${2:?}; shift 2 ;;
+        *) usage ;;
+    esac
+done
+case "$LEVELS" in
+    4) CPU_MODEL=qemu64,+pdpe1gb ;;
+    5) CPU_MODEL=qemu64,+la57,+pdpe1gb ;;
+    *) usage ;;
+esac
+
+if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
+export DEBIAN_FRONTEND=noninteractive
+
+# --- QEMU ---------------------------------------------------------------------
+QEMU=$QEMU_CACHE/root/usr/bin/qemu-system-x86_64
+export QEMU_MODULE_DIR=$QEMU_CACHE/root/usr/lib/x86_64-linux-gnu/qemu
+qemu_ok() { [ -x "$QEMU" ] && "$QEMU" --version >/dev/null 2>&1; }
+if ! qemu_ok; then
+    echo "run.sh: fetching QEMU from Debian's packages into $QEMU_CACHE"
+    t0=$(date +%s)
+    $SUDO apt-get update -qq
+    rm -rf "$QEMU_CACHE"
+    mkdir -p "$QEMU_CACHE/debs"
+    (cd "$QEMU_CACHE/debs" && apt-get download qemu-system-x86 qemu-system-data qemu-system-common seabios)
+    # Extract aside and move into place: an interrupted run leaves no half tree.
+    for deb in "$QEMU_CACHE"/debs/*.deb; do
+        dpkg -x "$deb" "$QEMU_CACHE/root.tmp"
+    done
+    mv "$QEMU_CACHE/root.tmp" "$QEMU_CACHE/root"
+    $SUDO apt-get install -y -qq libfdt1 libcapstone4 libpmem1 librdmacm1 libibverbs1 \
+        libslirp0 libvdeplug2 >/dev/null
+    qemu_ok || { echo "run.sh: QEMU does not run from $QEMU_CACHE"; exit 1; }
+    echo "run.sh: QEMU ready in $(($(date +%s) - t0)) s"
+fi
+"$QEMU" --version | head -n 1
+
+# --- kernel -------------------------------------------------------------------
+FEATURE_ARGS=()
+[ -n "$BROKEN" ] && FEATURE_ARGS=(--features "$BROKEN")
+TOOLCHAIN=${PAGEPIN_BARE_METAL:-}
+if [ "$TOOLCHAIN" != rustup ] && [ "$TOOLCHAIN" != debian ]; then
+    if rustup target list --installed 2>/dev/null | grep -qx "$TARGET"; then
+        TOOLCHAIN=rustup
+    else
+        TOOLCHAIN=debian
+    fi
+fi
+echo "run.sh: building the kernel ($TOOLCHAIN toolchain${BROKEN:+, feature $BROKEN})"
+cd "$HERE"
+if [ "$TOOLCHAIN" = rustup ]; then
+    cargo build --release --target "$TARGET" "${FEATURE_ARGS[@]}"
+    KERNEL=$HERE/target/$TARGET/release/pagepin-x86-pvh
+else
+    # Debian's toolchain (as .ci/run installs it): core from source, and the
+    # distribution's lld when there is no rust-lld.
+    if ! PATH="/usr/bin:$PATH" command -v rust-lld >/dev/null; then
+        CARGO_TARGET_X86_64_UNKNOWN_NONE_LINKER=$(command -v ld.lld-22 || command -v ld.lld)
+        export CARGO_TARGET_X86_64_UNKNOWN_NONE_LINKER
+    fi
+    PATH="/usr/bin:$PATH" RUSTC_BOOTSTRAP=1 cargo build --release -Zbuild-std=core \
+        -Zbuild-std-features=compiler-builtins-mem --target "$TARGET" \
+        --target-dir target/debian "${FEATURE_ARGS[@]}"
+    KERNEL=$HERE/target/debian/$TARGET/release/pagepin-x86-pvh
+fi
+
+# --- boot ---------------------------------------------------------------------
+# One boot; returns 0 for a clean pass, 1 for anything else. Its log is in $LOG.
+LOG=$HERE/target/boot-$LEVELS${BROKEN:+-$BROKEN}.log
+boot() {
+    local seed=$1 status summary t0
+    echo "run.sh: boot, $LEVELS-level paging, -cpu $CPU_MODEL -smp $CPUS, rounds=$ROUNDS seed=$seed"
+    t0=$(date +%s)
+    set +e
+    timeout "$BOOT_TIMEOUT" "$QEMU" \
+        -L "$QEMU_CACHE/root/usr/share/qemu" -L "$QEMU_CACHE/root/usr/share/seabios" \
+        -machine q35 -cpu "$CPU_MODEL" -smp "$CPUS" -m 2G \
+        -display none -serial stdio -monitor none -nic none -no-reboot \
+        -device isa-debug-exit,iobase=0xf4,iosize=0x04 \
+        -kernel "$KERNEL" -append "rounds=$ROUNDS seed=$seed cpus=$CPUS" \
+        </dev/null | tr -d '\r' >"$LOG"
+    status=${PIPESTATUS[0]}
+    set -e
+    summary=$(grep -v '^$' "$LOG" | tail -n 1)
+    echo "run.sh: QEMU exit status $status after $(($(date +%s) - t0)) s"
+    case "$status" in
+        33) ;;
+        124) echo "run.sh: TIMEOUT after $BOOT_TIMEOUT s"; return 1 ;;
+        *) echo "run.sh: FAILED: QEMU exit status $status (33 is success)"; return 1 ;;
+    esac
+    case "$summary" in
+        "pagepin-qemu arch=x86_64 cpus=$CPUS granule=4k levels=$LEVELS rounds=$ROUNDS "*" violations=0") ;;
+        *) echo "run.sh: FAILED: the last line is not a clean summary: $summary"; return 1 ;;
+    esac
+}
+
+if [ -z "$BROKEN" ]; then
+    SEED=${SEED:-$(($(date +%s) % 100000))}
+    if boot "$SEED"; then
+        cat "$LOG"
+        echo "run.sh: $LEVELS-level boot passed"
+    else
+        cat "$LOG"
+        exit 1
+    fi
+else
+    detected=0
+    for run in $(seq 1 "$RUNS"); do
+        seed=$(( ${SEED:-$(date +%s)} + run ))
+        if boot "$seed"; then
+            echo "run.sh: run $run: NOT detected: $(tail -n 1 "$LOG")"
+        else
+            detected=$((detected + 1))
+            echo "run.sh: run $run: detected: $(grep -m 1 -E 'violation|EXCEPTION|PANIC' "$LOG" || true)"
+            echo "run.sh:     $(grep -v '^$' "$LOG" | tail -n 1)"
+        fi
+    done
+    echo "run.sh: $BROKEN ($LEVELS-level): detected in $detected of $RUNS runs"
+fi

@@ -1,0 +1,331 @@
+//! pagepin's x86_64 test kernel (QEMU, PVH direct boot, 4 CPUs, 4- or 5-level
+//! paging): GUP-fast pins through the live MMU tables while another CPU
+//! truncates. See `race` for what runs and what is checked, `boot` for how it
+//! gets to 64-bit Rust, `tables` for pagepin's traits as this kernel
+//! implements them.
+//!
+//! The kernel command line (`-append`) takes `rounds=N seed=N cpus=N`. The last
+//! line on COM1 is
+//!
+//! `pagepin-qemu arch=x86_64 cpus=<n> granule=4k levels=<4|5> rounds=<n> pins=<n> truncates=<n> violations=<n>`
+//!
+//! and the kernel exits through isa-debug-exit with `serial::EXIT_SUCCESS` only
+//! if there was no violation.
+
+#![no_std]
+#![no_main]
+
+mod apic;
+mod boot;
+mod cpu;
+mod idt;
+mod race;
+mod serial;
+mod shootdown;
+mod tables;
+
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use pagepin::arch::x86_64::{Paging4Level, Paging5Level};
+use pagepin::table::{
+    FramePool, MapRequest, MemType, PagingFormat, Perms, PhysAddr, TableBuilder, VirtAddr,
+};
+
+use shootdown::MAX_CPUS;
+use tables::{FRAMES, IdentityTables, IpiRetire};
+
+/// What the command line asks for.
+#[derive(Debug, Clone, Copy)]
+struct Config {
+    rounds: u64,
+    seed: u64,
+    cpus: usize,
+}
+
+impl Config {
+    const DEFAULT: Config = Config {
+        rounds: 1000,
+        seed: 0x1234_5678,
+        cpus: 4,
+    };
+
+    /// Parses `key=value` words of the PVH command line (start info offset 24:
+    /// `cmdline_paddr`, a NUL-terminated string).
+    fn parse(start_info: u64) -> Config {
+        let mut config = Config::DEFAULT;
+        if start_info == 0 {
+            return config;
+        }
+        // SAFETY: QEMU's PVH loader passes the start info's physical address in
+        // ebx; it lies in low RAM, identity-mapped by the boot tables, and is
+        // read before anything is written below 1 MiB.
+        let (magic, cmdline) = unsafe {
+            let info = start_info as *const u8;
+            (
+                info.cast::<u32>().read_volatile(),
+                info.add(24).cast::<u64>().read_unaligned(),
+            )
+        };
+        if magic != 0x336e_c578 || cmdline == 0 || cmdline >= 1 << 30 {
+            return config;
+        }
+        let mut line = [0u8; 256];
+        let mut len = 0;
+        while len < line.len() {
+            // SAFETY: the command line is a NUL-terminated string in low RAM
+            // (checked below 1 GiB, identity-mapped); reading stops at the NUL.
+            let b = unsafe { ((cmdline + len as u64) as *const u8).read_volatile() };
+            if b == 0 {
+                break;
+            }
+            line[len] = b;
+            len += 1;
+        }
+        let text = core::str::from_utf8(&line[..len]).unwrap_or("");
+        for word in text.split_ascii_whitespace() {
+            let Some((key, value)) = word.split_once('=') else {
+                continue;
+            };
+            let Ok(value) = value.parse::<u64>() else {
+                continue;
+            };
+            match key {
+                "rounds" => config.rounds = value,
+                "seed" => config.seed = value,
+                "cpus" => config.cpus = (value as usize).clamp(1, MAX_CPUS),
+                _ => {}
+            }
+        }
+        config
+    }
+}
+
+/// Paging levels in force (4 or 5), for the APs.
+static LEVELS: AtomicUsize = AtomicUsize::new(4);
+/// The kernel tables' root, for the APs.
+static ROOT: AtomicU64 = AtomicU64::new(0);
+static SEED: AtomicU64 = AtomicU64::new(0);
+/// APs that reached 64-bit Rust and are ready for IPIs.
+static CHECKED_IN: AtomicUsize = AtomicUsize::new(0);
+/// CPU 0 has mapped the file: walkers may start.
+static GO: AtomicBool = AtomicBool::new(false);
+
+/// AP stacks (64 KiB each): only their addresses are taken, the APs' `rsp`
+/// uses them.
+#[repr(C, align(16))]
+struct Stack([u8; 64 << 10]);
+static mut AP_STACKS: [Stack; MAX_CPUS] = [const { Stack([0; 64 << 10]) }; MAX_CPUS];
+
+/// The BSP's entry from `boot`.
+#[unsafe(no_mangle)]
+extern "C" fn kmain_bsp(start_info: u32, la57: u32) -> ! {
+    let start_tsc = cpu::rdtsc();
+    let config = Config::parse(u64::from(start_info));
+    let levels = if la57 != 0 { 5 } else { 4 };
+    println!(
+        "pagepin x86_64 PVH kernel: {levels}-level paging, rounds={} seed={} cpus={}",
+        config.rounds, config.seed, config.cpus
+    );
+    idt::init();
+    idt::load();
+    let kernel_end = &raw const boot::__kernel_end as u64;
+    assert!(
+        kernel_end <= race::DATA_BASE,
+        "kernel image overlaps the data pages"
+    );
+    race::init();
+    if levels == 5 {
+        run::<Paging5Level>(config, levels, start_tsc)
+    } else {
+        run::<Paging4Level>(config, levels, start_tsc)
+    }
+}
+
+fn run<F: PagingFormat>(config: Config, levels: usize, start_tsc: u64) -> ! {
+    let mut slots = [PhysAddr(0); FRAMES];
+    for (slot, pa) in slots.iter_mut().zip(tables::frame_pas()) {
+        *slot = pa;
+    }
+    let mut tables = match TableBuilder::<F, _, _>::new(
+        &IdentityTables::BUILDER,
+        FramePool::new(&mut slots),
+        IpiRetire::new(),
+    ) {
+        Ok(tables) => tables,
+        Err(e) => panic!("table builder: {e}"),
+    };
+    // The kernel's identity map: RAM 0..2 GiB in 2 MiB leaves (kernel, stacks,
+    // tables, trampoline, data pages), and the xAPIC page uncached (PCD|PWT:
+    // PAT entry 3, UC).
+    let kernel = Perms::READ | Perms::WRITE | Perms::EXEC | Perms::ACCESSED | Perms::DIRTY;
+    let identity = [
+        MapRequest::new(VirtAddr(0), PhysAddr(0), race::RAM_END, 2 << 20).with_perms(kernel),
+        MapRequest::new(
+            VirtAddr(apic::APIC_BASE),
+            PhysAddr(apic::APIC_BASE),
+            4096,
+            4096,
+        )
+        .with_perms(Perms::READ | Perms::WRITE | Perms::ACCESSED | Perms::DIRTY)
+        .with_mem_type(MemType(3)),
+    ];
+    for req in &identity {
+        if let Err(e) = tables.map(req) {
+            panic!("identity map: {e}");
+        }
+    }
+    let root = tables.root();
+    // SAFETY: the new tables identity-map 0..2 GiB, which holds everything the
+    // kernel uses now (image, stacks, the tables themselves, the start info) at
+    // the addresses the boot tables gave them, plus the xAPIC page (not used
+    // before this point); the paging mode matches CR4.LA57 (`F` was chosen from
+    // the same CPUID bit the entry path used).
+    unsafe { cpu::write_cr3(root.0) };
+    apic::enable();
+    // Relaxed: published to the APs by the SIPI, after these stores.
+    LEVELS.store(levels, Ordering::Relaxed);
+    ROOT.store(root.0, Ordering::Relaxed);
+    SEED.store(config.seed, Ordering::Relaxed);
+    let cpus = start_aps(config.cpus, levels, root);
+    shootdown::set_online(cpus);
+    println!("{cpus} CPUs online; file at {:#x}", race::file_va(levels));
+    // Release: the walkers' Acquire load of GO sees the memory map and tables.
+    GO.store(true, Ordering::Release);
+    let writer = race::writer(
+        &mut tables,
+        race::file_va(levels),
+        config.rounds,
+        config.seed,
+    );
+    race::wait_finished(cpus - 1);
+    race::check_idle();
+    let mut pins = 0;
+    for cpu in 1..cpus {
+        let c = race::counts(cpu);
+        println!(
+            "CPU {cpu}: {} GUP calls, {} pages pinned ({} through the 1 GiB leaf), {} changed under the walk, {} refused (truncating/free)",
+            c.calls, c.pins, c.giant_pins, c.changed, c.refused
+        );
+        pins += c.pins;
+    }
+    let retire = tables.retire_hook();
+    println!(
+        "CPU 0: {} truncates ({} of the 1 GiB slot), {} shootdowns ({} IPIs handled), {} page tables retired, {} poisoned and reused",
+        writer.truncates,
+        writer.giant_truncates,
+        writer.shootdowns,
+        shootdown::handled(),
+        retire.retired,
+        retire.reused
+    );
+    println!("TSC ticks since entry: {}", cpu::rdtsc() - start_tsc);
+    let violations = race::violations();
+    println!(
+        "pagepin-qemu arch=x86_64 cpus={cpus} granule=4k levels={levels} rounds={} pins={pins} truncates={} violations={violations}",
+        config.rounds, writer.truncates
+    );
+    serial::exit(if violations == 0 && cpus == config.cpus {
+        serial::EXIT_SUCCESS
+    } else {
+        serial::EXIT_FAILURE
+    })
+}
+
+/// Starts CPUs 1..`cpus` with INIT-SIPI-SIPI; returns how many CPUs run
+/// (CPU 0 included).
+fn start_aps(cpus: usize, levels: usize, root: PhysAddr) -> usize {
+    let start = &raw const boot::ap_tramp_start;
+    let len = &raw const boot::ap_tramp_end as usize - start as usize;
+    let tramp = boot::TRAMPOLINE as *mut u8;
+    // SAFETY: the trampoline page (0x8000) is identity-mapped RAM that no Rust
+    // object occupies (the image starts at 1 MiB), nobody runs there yet, and
+    // the code is smaller than a page; copying bytes from the image is fine.
+    unsafe { core::ptr::copy_nonoverlapping(start, tramp, len.min(4096)) };
+    let put = |sym: *const u8, value: u64, bytes: usize| {
+        let at = boot::in_trampoline(sym) as *mut u8;
+        // SAFETY: `at` is inside the trampoline copy (a label of it), and the
+        // fields are 4 or 8 bytes wide as written in `boot`; no AP reads them
+        // before the SIPI that follows.
+        unsafe {
+            match bytes {
+                4 => at.cast::<u32>().write_volatile(value as u32),
+                _ => at.cast::<u64>().write_volatile(value),
+            }
+        }
+    };
+    put(&raw const boot::tramp_la57, u64::from(levels == 5), 4);
+    put(&raw const boot::tramp_cr3, root.0, 4);
+    put(
+        &raw const boot::tramp_entry,
+        ap_entry as *const () as u64,
+        8,
+    );
+    let mut online = 1;
+    for id in 1..cpus {
+        let stacks = &raw mut AP_STACKS;
+        // The stack top, minus 8: `ap_entry` is entered by a jump, and the ABI
+        // wants rsp + 8 16-aligned at a function's first instruction.
+        let top = stacks as u64 + (id as u64 + 1) * core::mem::size_of::<Stack>() as u64 - 8;
+        put(&raw const boot::tramp_stack, top, 8);
+        // Acquire: pairs with the AP's Release check-in.
+        let before = CHECKED_IN.load(Ordering::Acquire);
+        apic::init_sipi(id as u32, (boot::TRAMPOLINE >> 12) as u8);
+        let mut up = false;
+        for attempt in 0..2 {
+            for _ in 0..2_000_000 {
+                // Acquire: as above.
+                if CHECKED_IN.load(Ordering::Acquire) > before {
+                    up = true;
+                    break;
+                }
+                core::hint::spin_loop();
+            }
+            if up {
+                break;
+            }
+            if attempt == 0 {
+                apic::sipi(id as u32, (boot::TRAMPOLINE >> 12) as u8);
+            }
+        }
+        if !up {
+            println!("CPU {id} did not start");
+            break;
+        }
+        online += 1;
+    }
+    online
+}
+
+/// Where an AP arrives from the trampoline (64-bit, on its own stack, on the
+/// kernel's tables).
+extern "C" fn ap_entry() -> ! {
+    idt::load();
+    apic::enable();
+    let cpu = apic::id();
+    cpu::sti();
+    // Release: CPU 0 (Acquire) counts this CPU as ready for IPIs.
+    CHECKED_IN.fetch_add(1, Ordering::Release);
+    // Acquire: pairs with CPU 0's Release store of GO.
+    while !GO.load(Ordering::Acquire) {
+        core::hint::spin_loop();
+    }
+    // Relaxed: written before the SIPI and GO.
+    let root = PhysAddr(ROOT.load(Ordering::Relaxed));
+    let levels = LEVELS.load(Ordering::Relaxed);
+    let seed = SEED.load(Ordering::Relaxed);
+    let file_va = race::file_va(levels);
+    if levels == 5 {
+        race::walker::<Paging5Level>(cpu, root, file_va, seed);
+    } else {
+        race::walker::<Paging4Level>(cpu, root, file_va, seed);
+    }
+    loop {
+        cpu::hlt();
+    }
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    serial::print_unlocked(format_args!("\nPANIC on CPU {}: {info}\n", apic::id()));
+    serial::exit(serial::EXIT_FAILURE)
+}

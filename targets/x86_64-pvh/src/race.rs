@@ -1,0 +1,582 @@
+//! The race, on the live MMU tables: CPUs 1.. pin random ranges of a mapped
+//! "file" with GUP-fast and write through the pinned pages' physical
+//! addresses; CPU 0 maps the file's slots and truncates them with the typestate
+//! protocol, freeing, poisoning and reusing data pages and page-table pages.
+//! The structure of `examples/pin_race.rs`, on bare metal.
+//!
+//! # Memory
+//!
+//! Physical (all RAM, identity-mapped; `-m 2G`):
+//!
+//! | range | what |
+//! |---|---|
+//! | `DATA_BASE ..` 48 MiB | 24 layout-managed units of 2 MiB |
+//! | then 6 MiB | 24 blocks of 64 single-page units |
+//! | `GIANT_BASE` (1 GiB) .. 2 GiB | one layout-managed unit of 1 GiB |
+//!
+//! Virtual (the file, in the kernel's own tables at `file_va`, a PML4 slot of
+//! its own with 4 levels and a PML5 slot of its own with 5): 16 slots of 2 MiB,
+//! each empty, or one 2 MiB leaf over a 2 MiB unit, or 64 leaves of 4 KiB over
+//! single-page units; and at `file_va + 1 GiB` one slot that is empty or a
+//! 1 GiB leaf over the 1 GiB unit.
+//!
+//! # Checks (per pinned page, while pinned)
+//!
+//! Every data page holds its allocation's generation in its first word
+//! (`POISON` while free); the walker checks that word against the unit's
+//! current generation, checks that the unit is mapped at the slot it was pinned
+//! through, writes its own word of the page (word `1 + cpu`) and reads it back,
+//! and checks again before releasing that the generation has not changed. A
+//! stop for malformed tables, a PFN outside the memory map or missing
+//! permissions is a violation too. At the end every page must be idle and
+//! unmarked.
+
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use pagepin::gup::{Gup, GupFlags, Stop, release};
+use pagepin::memmap::{HostMemMap, MemoryMap, Pfn, Region};
+use pagepin::meta::{GetErrorKind, Hold, PageMeta};
+use pagepin::table::{MapRequest, PagingFormat, Perms, PhysAddr, TableBuilder, VirtAddr, Walker};
+use pagepin::truncate::{Extent, FileMapping, TableUnmapper, Truncate, Wait};
+use pagepin::wait::{Clock, SpinWaiter};
+
+use crate::shootdown::MAX_CPUS;
+use crate::tables::{IdentityTables, IpiRetire, IpiShootdown, IrqOffWalk};
+use crate::{cpu, println};
+
+const KIB4: u64 = 4 << 10;
+const MIB2: u64 = 2 << 20;
+const GIB1: u64 = 1 << 30;
+
+/// The first data page.
+pub const DATA_BASE: u64 = 0x3c00_0000;
+const HUGE_UNITS: u64 = 24;
+const SMALL_BLOCKS: u64 = 24;
+const SMALL_SLOT_PAGES: u64 = 64;
+const SMALL_BASE: u64 = DATA_BASE + HUGE_UNITS * MIB2;
+const SMALL_END: u64 = SMALL_BASE + SMALL_BLOCKS * SMALL_SLOT_PAGES * KIB4;
+/// The 1 GiB unit.
+const GIANT_BASE: u64 = GIB1;
+const GIANT_PAGES: u64 = GIB1 / KIB4;
+/// The end of the memory map (and of RAM with `-m 2G`).
+pub const RAM_END: u64 = 2 * GIB1;
+static_assertions::const_assert!(SMALL_END <= GIANT_BASE);
+
+/// Slots of 2 MiB; slot `GIANT_SLOT` is the 1 GiB one.
+const SLOTS: usize = 16;
+const GIANT_SLOT: usize = SLOTS;
+/// The writer picks the 1 GiB slot in one round of this many.
+const GIANT_ODDS: u64 = 40;
+
+/// Metas for every page from `DATA_BASE` to `RAM_END`.
+const METAS_LEN: usize = ((RAM_END - DATA_BASE) / KIB4) as usize;
+/// Allocation units with instrumentation: 2 MiB units, single pages, the 1 GiB unit.
+const UNITS: usize = (HUGE_UNITS + SMALL_BLOCKS * SMALL_SLOT_PAGES + 1) as usize;
+const GIANT_UNIT: usize = UNITS - 1;
+
+/// The first word of a free page.
+const POISON: u64 = 0xdead_dead_dead_dead;
+/// The most pages one GUP call takes.
+const MAX_WALKER_PAGES: usize = 600;
+
+/// The page metadata: all-zero (allocated, idle) in `.bss`; [`init`] frees
+/// them all.
+static METAS: [PageMeta; METAS_LEN] = [const { PageMeta::new_allocated() }; METAS_LEN];
+static MEMMAP: spin::Once<HostMemMap<'static>> = spin::Once::new();
+
+/// Per unit: the generation of its current allocation.
+static GENERATION: [AtomicU64; UNITS] = [const { AtomicU64::new(0) }; UNITS];
+/// Per unit: 1 + the slot it is mapped at, 0 when not mapped.
+static OWNER: [AtomicU64; UNITS] = [const { AtomicU64::new(0) }; UNITS];
+
+static VIOLATIONS: AtomicU64 = AtomicU64::new(0);
+/// Set by CPU 0 when its rounds are done.
+static STOP: AtomicBool = AtomicBool::new(false);
+/// Walkers that have finished and published their counts.
+static FINISHED: AtomicUsize = AtomicUsize::new(0);
+
+/// What a walker counted.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WalkerCounts {
+    /// GUP-fast calls.
+    pub calls: u64,
+    /// Base pages pinned.
+    pub pins: u64,
+    /// Base pages pinned through the 1 GiB leaf.
+    pub giant_pins: u64,
+    /// Calls stopped by an entry that changed under the walk.
+    pub changed: u64,
+    /// Calls refused by a truncating or free page.
+    pub refused: u64,
+}
+
+static COUNTS: [spin::Mutex<WalkerCounts>; MAX_CPUS] = [const {
+    spin::Mutex::new(WalkerCounts {
+        calls: 0,
+        pins: 0,
+        giant_pins: 0,
+        changed: 0,
+        refused: 0,
+    })
+}; MAX_CPUS];
+
+/// What the truncating CPU counted.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WriterCounts {
+    /// Slots truncated (marked, unmapped, drained, freed).
+    pub truncates: u64,
+    /// Of them, 1 GiB slots.
+    pub giant_truncates: u64,
+    /// Shootdowns (each acknowledged by every other CPU).
+    pub shootdowns: u64,
+}
+
+/// Records a violation (the first ten are printed).
+pub fn violation(args: core::fmt::Arguments<'_>) {
+    // Relaxed: a count, read after every CPU finished.
+    if VIOLATIONS.fetch_add(1, Ordering::Relaxed) < 10 {
+        println!("violation on CPU {}: {args}", crate::apic::id());
+    }
+}
+
+/// Violations so far.
+pub fn violations() -> u64 {
+    // Relaxed: read after the walkers' FINISHED Release, by CPU 0.
+    VIOLATIONS.load(Ordering::Relaxed)
+}
+
+/// Frees every page and builds the memory map (CPU 0, before any walker).
+pub fn init() {
+    for meta in &METAS {
+        if let Err(e) = meta.free() {
+            violation(format_args!("initial free failed: {e}"));
+        }
+    }
+    let mut map = HostMemMap::new(Pfn(DATA_BASE / KIB4), &METAS);
+    for region in [
+        Region {
+            first: Pfn(DATA_BASE / KIB4),
+            pages: HUGE_UNITS * 512,
+            unit_pages: 512,
+            layout_managed: true,
+        },
+        Region {
+            first: Pfn(GIANT_BASE / KIB4),
+            pages: GIANT_PAGES,
+            unit_pages: GIANT_PAGES,
+            layout_managed: true,
+        },
+    ] {
+        if let Err(e) = map.add_region(region) {
+            violation(format_args!("memory map: {e}"));
+        }
+    }
+    MEMMAP.call_once(|| map);
+}
+
+fn memmap() -> &'static HostMemMap<'static> {
+    MEMMAP.get().expect("race::init runs first")
+}
+
+/// Word `word` (of 512) of data page `pfn`, through the identity map.
+fn page_word(pfn: Pfn, word: usize) -> &'static AtomicU64 {
+    let pa = pfn.0 * KIB4;
+    assert!(
+        (DATA_BASE..RAM_END).contains(&pa) && word < 512,
+        "{pfn} is not a data page"
+    );
+    let va = pa + 8 * word as u64;
+    // SAFETY: `va` is 8-aligned and inside the data pages, which the kernel's
+    // tables identity-map (VA == PA, 0..2 GiB) and which are RAM that no Rust
+    // object occupies (the kernel image ends below `DATA_BASE`, checked at
+    // boot); every access to them in this kernel is through these atomics.
+    unsafe { &*(va as *const AtomicU64) }
+}
+
+/// The instrumentation index of the unit whose head is `head`.
+fn unit_index(head: Pfn) -> Option<usize> {
+    let pa = head.0 * KIB4;
+    if (DATA_BASE..SMALL_BASE).contains(&pa) && pa.is_multiple_of(MIB2) {
+        Some(((pa - DATA_BASE) / MIB2) as usize)
+    } else if (SMALL_BASE..SMALL_END).contains(&pa) {
+        Some((HUGE_UNITS + (pa - SMALL_BASE) / KIB4) as usize)
+    } else if pa == GIANT_BASE {
+        Some(GIANT_UNIT)
+    } else {
+        None
+    }
+}
+
+/// The file's first virtual address: its own PML4 slot (4-level) or PML5 slot
+/// (5-level, above the 48-bit space).
+pub fn file_va(levels: usize) -> u64 {
+    if levels == 5 { 1 << 48 } else { 1 << 39 }
+}
+
+fn slot_va(file_va: u64, slot: usize) -> u64 {
+    if slot == GIANT_SLOT {
+        file_va + GIB1
+    } else {
+        file_va + slot as u64 * MIB2
+    }
+}
+
+/// The slot `va` lies in.
+fn slot_of(file_va: u64, va: u64) -> usize {
+    if va >= file_va + GIB1 {
+        GIANT_SLOT
+    } else {
+        ((va - file_va) / MIB2) as usize
+    }
+}
+
+/// xorshift64*.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next number.
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+/// The walker of CPU `cpu` (1..): pins, checks, writes and releases until CPU 0
+/// says stop; then publishes its counts.
+pub fn walker<F: PagingFormat>(cpu: usize, root: PhysAddr, file_va: u64, seed: u64) {
+    let gup = Gup::new(Walker::<F, _>::new(&IdentityTables::WALKER, root), memmap());
+    // SAFETY: the only table freer is CPU 0's builder, whose retire hook
+    // (`IpiRetire`) reuses a detached table only after a shootdown started after
+    // the detachment was acknowledged by every online CPU, this one included.
+    // (The `broken-no-ack` build breaks this promise on purpose.)
+    let guard = unsafe { IrqOffWalk::new() };
+    let mut rng = Rng(seed.wrapping_add(0x9e37_79b9 * cpu as u64) | 1);
+    let mut out = [Pfn(0); MAX_WALKER_PAGES];
+    let mut generations = [0u64; MAX_WALKER_PAGES];
+    let mut counts = WalkerCounts::default();
+    // Relaxed: only a flag; the counts are published by FINISHED's Release.
+    while !STOP.load(Ordering::Relaxed) {
+        let r = rng.next();
+        let pages = 1 + (r >> 20) % MAX_WALKER_PAGES as u64;
+        let (start, end) = if r.is_multiple_of(8) {
+            let start = slot_va(file_va, GIANT_SLOT) + ((r >> 8) % GIANT_PAGES) * KIB4;
+            (start, slot_va(file_va, GIANT_SLOT) + GIB1)
+        } else {
+            let slot = (r % SLOTS as u64) as usize;
+            let start = slot_va(file_va, slot) + ((r >> 8) % 512) * KIB4;
+            (start, slot_va(file_va, SLOTS - 1) + MIB2)
+        };
+        let len = (pages * KIB4).min(end - start);
+        counts.calls += 1;
+        let taken = match gup.get_pages(
+            &guard,
+            VirtAddr(start),
+            len,
+            GupFlags::PIN | GupFlags::WRITE,
+            &mut out,
+        ) {
+            Ok(taken) => taken,
+            Err(e) => {
+                violation(format_args!("GUP refused a valid range: {e}"));
+                continue;
+            }
+        };
+        match taken.stop {
+            Stop::Complete | Stop::Absent { .. } | Stop::OutputFull { .. } => {}
+            Stop::Changed { .. } => counts.changed += 1,
+            Stop::Refused {
+                kind: GetErrorKind::Truncating | GetErrorKind::Free,
+                ..
+            } => counts.refused += 1,
+            other => violation(format_args!("unexpected stop at {start:#x}: {other}")),
+        }
+        let held = &out[..taken.pages];
+        let stamp = counts.calls;
+        for (i, &pfn) in held.iter().enumerate() {
+            let va = start + i as u64 * KIB4;
+            let through = slot_of(file_va, va);
+            let Some(ui) = memmap().unit(pfn).ok().and_then(|u| unit_index(u.head)) else {
+                violation(format_args!("took {pfn} (at {va:#x}), not a data unit"));
+                generations[i] = u64::MAX;
+                continue;
+            };
+            // Relaxed: the instrumentation was written before the unit's
+            // allocate, a Release RMW that the get (Acquire) read from.
+            let generation = GENERATION[ui].load(Ordering::Relaxed);
+            let owner = OWNER[ui].load(Ordering::Relaxed);
+            let contents = page_word(pfn, 0).load(Ordering::Relaxed);
+            generations[i] = generation;
+            if contents == POISON || contents != generation {
+                violation(format_args!(
+                    "{pfn} pinned at {va:#x} holds {contents:#x}, generation {generation}"
+                ));
+            }
+            if owner != through as u64 + 1 {
+                violation(format_args!(
+                    "{pfn} pinned through slot {through} but mapped at slot {}",
+                    owner as i64 - 1
+                ));
+            }
+            // The write a device would make into the pinned page (this CPU's
+            // own word of it), read back.
+            let mine = page_word(pfn, 1 + cpu);
+            // Relaxed: only this CPU writes this word.
+            mine.store(stamp, Ordering::Relaxed);
+            if mine.load(Ordering::Relaxed) != stamp {
+                violation(format_args!("{pfn}: write through its PA did not stick"));
+            }
+            if through == GIANT_SLOT {
+                counts.giant_pins += 1;
+            }
+        }
+        // Still the same allocation, up to the release.
+        for (&pfn, &generation) in held.iter().zip(&generations) {
+            let Some(ui) = memmap().unit(pfn).ok().and_then(|u| unit_index(u.head)) else {
+                continue;
+            };
+            // Relaxed: as above; a change would be a reuse under the pin.
+            let now = GENERATION[ui].load(Ordering::Relaxed);
+            let contents = page_word(pfn, 0).load(Ordering::Relaxed);
+            if now != generation || contents != generation {
+                violation(format_args!(
+                    "{pfn} reallocated or poisoned while pinned: generation {generation} -> {now}, contents {contents:#x}"
+                ));
+            }
+        }
+        if let Err(e) = release(memmap(), held, Hold::Pin) {
+            violation(format_args!("release failed: {e}"));
+        }
+        counts.pins += held.len() as u64;
+    }
+    *COUNTS[cpu].lock() = counts;
+    // Release: CPU 0's Acquire load of FINISHED sees the counts (also under
+    // their lock) and every access this walker made.
+    FINISHED.fetch_add(1, Ordering::Release);
+}
+
+/// The counts of walker `cpu` (after [`wait_finished`]).
+pub fn counts(cpu: usize) -> WalkerCounts {
+    *COUNTS[cpu].lock()
+}
+
+/// Stops the walkers and waits until `walkers` of them have finished.
+pub fn wait_finished(walkers: usize) {
+    // Relaxed: a flag; nothing is published through it.
+    STOP.store(true, Ordering::Relaxed);
+    // Acquire: pairs with each walker's Release increment.
+    while FINISHED.load(Ordering::Acquire) < walkers {
+        core::hint::spin_loop();
+    }
+}
+
+/// Nanoseconds from the TSC, taking one tick as one nanosecond (uncalibrated:
+/// the drain waits without a deadline, the clock only has to move forward).
+struct TscClock;
+
+impl Clock for TscClock {
+    fn now_ns(&self) -> u64 {
+        cpu::rdtsc()
+    }
+}
+
+#[derive(Clone, Copy)]
+enum SlotState {
+    Empty,
+    /// A 2 MiB leaf over 2 MiB unit `unit`.
+    Huge {
+        unit: u64,
+    },
+    /// 64 leaves of 4 KiB over block `block` of single pages.
+    Small {
+        block: u64,
+    },
+    /// The 1 GiB leaf over the 1 GiB unit.
+    Giant,
+}
+
+/// Allocates the unit at `head` (`pages` pages) for `slot`: new generation in
+/// every page, owner, then the meta's Release allocate.
+fn allocate(head: Pfn, pages: u64, slot: usize) {
+    let Some(ui) = unit_index(head) else {
+        violation(format_args!("allocate: {head} is no unit"));
+        return;
+    };
+    // Relaxed: only this CPU writes the instrumentation; walkers read it after
+    // the allocate below (Release), through their get (Acquire).
+    let generation = GENERATION[ui].load(Ordering::Relaxed) + 1;
+    GENERATION[ui].store(generation, Ordering::Relaxed);
+    for i in 0..pages {
+        page_word(Pfn(head.0 + i), 0).store(generation, Ordering::Relaxed);
+    }
+    OWNER[ui].store(slot as u64 + 1, Ordering::Relaxed);
+    let meta = memmap().unit(head).map(|u| u.meta);
+    match meta.map(PageMeta::allocate) {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => violation(format_args!("allocate {head}: {e}")),
+        Err(e) => violation(format_args!("allocate: {e}")),
+    }
+}
+
+/// Poisons the `pages` pages from `first` and clears their units' owners (after
+/// they were freed).
+fn poison(first: Pfn, pages: u64, unit_pages: u64) {
+    for i in 0..pages {
+        // Relaxed: nobody may hold these pages; a walker that still reads them
+        // is what the checks catch.
+        page_word(Pfn(first.0 + i), 0).store(POISON, Ordering::Relaxed);
+    }
+    for u in (0..pages).step_by(unit_pages as usize) {
+        if let Some(ui) = unit_index(Pfn(first.0 + u)) {
+            OWNER[ui].store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+/// CPU 0's side: `rounds` operations, each mapping an empty slot or truncating
+/// a mapped one, on `tables` (the live tables every CPU runs on).
+pub fn writer<F: PagingFormat>(
+    tables: &mut TableBuilder<'_, F, IdentityTables, IpiRetire>,
+    file_va: u64,
+    rounds: u64,
+    seed: u64,
+) -> WriterCounts {
+    let perms = Perms::READ | Perms::WRITE | Perms::USER | Perms::ACCESSED | Perms::DIRTY;
+    let mut rng = Rng(seed ^ 0x5851_f42d_4c95_7f2d | 1);
+    let mut state = [SlotState::Empty; SLOTS + 1];
+    let mut huge_free = heapless::Vec::<u64, { HUGE_UNITS as usize }>::new();
+    let mut small_free = heapless::Vec::<u64, { SMALL_BLOCKS as usize }>::new();
+    for unit in 0..HUGE_UNITS {
+        let _ = huge_free.push(unit);
+    }
+    for block in 0..SMALL_BLOCKS {
+        let _ = small_free.push(block);
+    }
+    let mut counts = WriterCounts::default();
+    let clock = TscClock;
+    for _ in 0..rounds {
+        let r = rng.next();
+        // The 1 GiB slot in one round of `GIANT_ODDS`: mapping it writes the
+        // generation into 262144 pages, and poisoning it as many.
+        let slot = if r.is_multiple_of(GIANT_ODDS) {
+            GIANT_SLOT
+        } else {
+            ((r / GIANT_ODDS) % SLOTS as u64) as usize
+        };
+        let va = VirtAddr(slot_va(file_va, slot));
+        let pick = (r >> 16) as usize;
+        let map = |tables: &mut TableBuilder<'_, F, IdentityTables, IpiRetire>, pa, len, leaf| {
+            let req = MapRequest::new(va, PhysAddr(pa), len, leaf).with_perms(perms);
+            if let Err(e) = tables.map(&req) {
+                violation(format_args!("map {va} failed: {e}"));
+            }
+        };
+        match state[slot] {
+            SlotState::Empty if slot == GIANT_SLOT => {
+                allocate(Pfn(GIANT_BASE / KIB4), GIANT_PAGES, slot);
+                map(tables, GIANT_BASE, GIB1, GIB1);
+                state[slot] = SlotState::Giant;
+            }
+            SlotState::Empty => {
+                if r & (1 << 32) == 0 && !huge_free.is_empty() {
+                    let unit = huge_free.swap_remove(pick % huge_free.len());
+                    let pa = DATA_BASE + unit * MIB2;
+                    allocate(Pfn(pa / KIB4), 512, slot);
+                    map(tables, pa, MIB2, MIB2);
+                    state[slot] = SlotState::Huge { unit };
+                } else if !small_free.is_empty() {
+                    let block = small_free.swap_remove(pick % small_free.len());
+                    let pa = SMALL_BASE + block * SMALL_SLOT_PAGES * KIB4;
+                    for i in 0..SMALL_SLOT_PAGES {
+                        allocate(Pfn(pa / KIB4 + i), 1, slot);
+                    }
+                    map(tables, pa, SMALL_SLOT_PAGES * KIB4, KIB4);
+                    state[slot] = SlotState::Small { block };
+                }
+            }
+            mapped => {
+                let (first, pages, unit_pages) = match mapped {
+                    SlotState::Huge { unit } => (DATA_BASE + unit * MIB2, 512, 512),
+                    SlotState::Small { block } => (
+                        SMALL_BASE + block * SMALL_SLOT_PAGES * KIB4,
+                        SMALL_SLOT_PAGES,
+                        1,
+                    ),
+                    SlotState::Giant => (GIANT_BASE, GIANT_PAGES, GIANT_PAGES),
+                    SlotState::Empty => unreachable!("matched above"),
+                };
+                let extent = Extent::new(Pfn(first / KIB4), pages);
+                let mut unmapper = TableUnmapper::<_, _, _, _, 1>::new(
+                    core::slice::from_mut(tables),
+                    12,
+                    IpiShootdown::default(),
+                );
+                let mapping = FileMapping {
+                    space: 0,
+                    va,
+                    first: extent.first,
+                    pages,
+                };
+                if let Err(e) = unmapper.add_mapping(mapping) {
+                    violation(format_args!("unmapper: {e}"));
+                }
+                let wait = Wait {
+                    waiter: &SpinWaiter,
+                    clock: &clock,
+                    deadline_ns: None,
+                };
+                // The protocol: mark (no new pins), unmap (clear the leaves
+                // through the builder, detach empty tables, invlpg + IPI
+                // shootdown acknowledged by every CPU), drain (every pin
+                // released), free.
+                let freed = Truncate::mark(memmap(), core::iter::once(extent))
+                    .map_err(|e| violation(format_args!("mark: {e}")))
+                    .and_then(|t| {
+                        t.unmap(&mut unmapper)
+                            .map_err(|e| violation(format_args!("unmap: {e:?}")))
+                    })
+                    .and_then(|t| {
+                        t.drain(&wait)
+                            .map_err(|e| violation(format_args!("drain: {e}")))
+                    })
+                    .and_then(|t| t.free().map_err(|e| violation(format_args!("free: {e}"))));
+                match freed {
+                    Ok(freed) if freed.units == pages / unit_pages => {}
+                    Ok(freed) => violation(format_args!("freed {} units", freed.units)),
+                    Err(()) => {}
+                }
+                counts.shootdowns += unmapper.tlb().flushes;
+                poison(extent.first, pages, unit_pages);
+                match mapped {
+                    SlotState::Huge { unit } => {
+                        let _ = huge_free.push(unit);
+                    }
+                    SlotState::Small { block } => {
+                        let _ = small_free.push(block);
+                    }
+                    SlotState::Giant => counts.giant_truncates += 1,
+                    SlotState::Empty => {}
+                }
+                state[slot] = SlotState::Empty;
+                counts.truncates += 1;
+                // Detached tables whose shootdown is done: poisoned and back in
+                // the pool, to be zero-filled and reused by the next map.
+                if let Err(e) = tables.reclaim() {
+                    violation(format_args!("reclaim: {e}"));
+                }
+            }
+        }
+    }
+    counts
+}
+
+/// After the walkers finished: every page idle and unmarked.
+pub fn check_idle() {
+    for (i, meta) in METAS.iter().enumerate() {
+        let w = meta.load();
+        if !w.is_idle() || w.is_truncating() {
+            violation(format_args!("page {i} ends as {w:?}"));
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! The kernel's side of pagepin's table traits: table access over the
+//! identity map, a static frame pool, the retire hook that waits for the
+//! shootdown acknowledgements, the TLB hook, and the interrupts-off walk guard.
+
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use pagepin::guard::WalkGuard;
+use pagepin::table::{AccessError, FramePool, PhysAddr, PoolFull, Retire, TableAccess, VaRange};
+use pagepin::truncate::TlbShootdown;
+
+use crate::{cpu, shootdown};
+
+/// Page-table frames: every table the kernel builds (the identity map and the
+/// file region) is one of these.
+pub const FRAMES: usize = 96;
+
+/// One 4 KiB page-table frame.
+#[repr(C, align(4096))]
+pub struct Frame([AtomicU64; 512]);
+
+/// The frames, in `.bss`. The kernel is linked at its load address and runs
+/// identity-mapped, so a frame's virtual address is its physical address.
+static TABLE_FRAMES: [Frame; FRAMES] =
+    [const { Frame([const { AtomicU64::new(0) }; 512]) }; FRAMES];
+
+/// What a reused table is filled with before it goes back to the pool: a
+/// present, writable, user entry to the first data page. As a PTE it maps a
+/// page that belongs to someone else; as a table pointer it points into data,
+/// which [`IdentityTables`] refuses. A walker that still read a freed table
+/// would be caught either way.
+pub const POISON_ENTRY: u64 = crate::race::DATA_BASE | 0x7;
+
+/// The physical addresses of all frames.
+pub fn frame_pas() -> impl Iterator<Item = PhysAddr> {
+    let base = TABLE_FRAMES.as_ptr() as u64;
+    (0..FRAMES as u64).map(move |i| PhysAddr(base + i * 4096))
+}
+
+/// Page tables reached through the identity map: the entry `index` of the table
+/// at physical address `table` is the 8-byte word at virtual address `table +
+/// 8 * index`. Only tables inside the kernel's frame pool are reachable, so a
+/// malformed entry (or the poison above) can never make a walk read other memory.
+///
+/// Two roles, for one piece of test instrumentation: DESIGN.md's invariant 6
+/// ("a walk never reads a page-table page after it was freed"). The retire hook
+/// marks a frame freed when it gives it back to the pool; the builder's access
+/// ([`IdentityTables::BUILDER`]) clears the mark when it touches the frame again
+/// (its zero-fill, before the Release store that publishes the table); a
+/// walker's access ([`IdentityTables::WALKER`]) that reaches a frame while it is
+/// marked counts a violation (and reads the word anyway, as the MMU would).
+#[derive(Debug, Clone, Copy)]
+pub struct IdentityTables {
+    walker: bool,
+}
+
+impl IdentityTables {
+    /// The builder's access (and the retire hook's).
+    pub const BUILDER: IdentityTables = IdentityTables { walker: false };
+    /// The walkers' access.
+    pub const WALKER: IdentityTables = IdentityTables { walker: true };
+}
+
+/// Per frame: given back to the pool after retirement, not reused yet.
+static FREED: [AtomicBool; FRAMES] = [const { AtomicBool::new(false) }; FRAMES];
+
+// SAFETY: (1) `entry` turns `(table, index)` into the address `table + 8 *
+// index` and nothing else, so the same arguments give the same word, the one
+// the MMU reads at that physical address (VA == PA in every table this kernel
+// loads in CR3: the boot tables and the builder's identity map of 0..2 GiB both
+// map the frames at their physical addresses); (2) distinct (table, index) pairs
+// with `index < 512` in 4 KiB-aligned tables are distinct words; (3) the range
+// check admits only words of `TABLE_FRAMES`, a `'static` array of `AtomicU64`
+// that nothing accesses non-atomically (the MMU's own accesses are atomic
+// 8-byte reads and locked A/D updates).
+unsafe impl TableAccess for IdentityTables {
+    #[inline]
+    fn entry(&self, table: PhysAddr, index: usize) -> Result<&AtomicU64, AccessError> {
+        if !table.0.is_multiple_of(4096) {
+            return Err(AccessError::Misaligned { table });
+        }
+        let base = TABLE_FRAMES.as_ptr() as u64;
+        let unreachable = AccessError::Unreachable { table, index };
+        let offset = table.0.checked_sub(base).ok_or(unreachable)?;
+        if offset >= FRAMES as u64 * 4096 || index >= 512 {
+            return Err(unreachable);
+        }
+        let frame = (offset / 4096) as usize;
+        // Relaxed: instrumentation. For the builder, a frame is marked only
+        // between its give-back and its next use, both on CPU 0. For a walker,
+        // a frame it reaches through a published entry was unmarked before that
+        // entry's Release store (the walk's Acquire load orders it), so in a
+        // correct kernel a walker never sees the mark.
+        if FREED[frame].load(Ordering::Relaxed) {
+            if self.walker {
+                crate::race::violation(format_args!(
+                    "a walk read page-table frame {table} after it was freed"
+                ));
+            } else {
+                FREED[frame].store(false, Ordering::Relaxed);
+            }
+        }
+        let va = table.0 + 8 * index as u64;
+        // SAFETY: `va` lies inside `TABLE_FRAMES` (checked above), 8-aligned,
+        // identity-mapped (VA == PA, see the impl's SAFETY), and the word there
+        // is an `AtomicU64` of a `'static` array.
+        Ok(unsafe { &*(va as *const AtomicU64) })
+    }
+}
+
+/// Fills `table` with [`POISON_ENTRY`] and marks it freed.
+fn poison(table: PhysAddr) {
+    for index in 0..512 {
+        if let Ok(word) = IdentityTables::BUILDER.entry(table, index) {
+            // Relaxed: the table is detached; a walker that still reads it (a
+            // bug this kernel exists to catch) reads garbage either way.
+            word.store(POISON_ENTRY, Ordering::Relaxed);
+        }
+    }
+    if let Some(frame) = frame_pas().position(|pa| pa == table) {
+        // Relaxed: instrumentation (see `IdentityTables`).
+        FREED[frame].store(true, Ordering::Relaxed);
+    }
+}
+
+/// The retire hook: a detached table is poisoned and given back only once a
+/// shootdown that started after its detachment has completed (every CPU
+/// acknowledged the IPI, so no walk that could have loaded the old entry is
+/// still running).
+pub struct IpiRetire {
+    /// Detached tables and the shootdown generation that frees them.
+    pending: heapless::Vec<(PhysAddr, u64), FRAMES>,
+    /// Tables retired so far.
+    pub retired: u64,
+    /// Tables poisoned and given back.
+    pub reused: u64,
+}
+
+impl IpiRetire {
+    /// No table pending.
+    pub const fn new() -> IpiRetire {
+        IpiRetire {
+            pending: heapless::Vec::new(),
+            retired: 0,
+            reused: 0,
+        }
+    }
+
+    fn give_back(&mut self, table: PhysAddr, pool: &mut FramePool<'_>) -> Result<(), PoolFull> {
+        poison(table);
+        self.reused += 1;
+        pool.give_back(table)
+    }
+}
+
+impl Retire for IpiRetire {
+    fn retire(&mut self, table: PhysAddr, pool: &mut FramePool<'_>) -> Result<(), PoolFull> {
+        self.retired += 1;
+        if cfg!(feature = "broken-no-ack") {
+            // BROKEN (on purpose): reused before any CPU acknowledged anything.
+            return self.give_back(table, pool);
+        }
+        // The builder calls this after clearing the entry that pointed to
+        // `table`; the unmapper's shootdown (generation `next()`) starts after.
+        let frees_at = shootdown::next();
+        self.pending
+            .push((table, frees_at))
+            .map_err(|(frame, _)| PoolFull { frame })
+    }
+
+    fn reclaim(&mut self, pool: &mut FramePool<'_>) -> Result<(), PoolFull> {
+        let done = shootdown::completed();
+        let mut i = 0;
+        while i < self.pending.len() {
+            let (table, frees_at) = self.pending[i];
+            if frees_at <= done {
+                self.give_back(table, pool)?;
+                self.pending.swap_remove(i);
+            } else {
+                i += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The TLB hook of the truncate's unmapper: `invlpg` here plus an acknowledged
+/// IPI round (see [`shootdown`]).
+#[derive(Debug, Default)]
+pub struct IpiShootdown {
+    /// Shootdowns made.
+    pub flushes: u64,
+}
+
+impl TlbShootdown for IpiShootdown {
+    fn flush(&mut self, _space: usize, range: VaRange) {
+        self.flushes += 1;
+        shootdown::flush(range);
+    }
+}
+
+/// The walk guard of this kernel: interrupts off on the walking CPU for the
+/// whole GUP-fast call (Linux x86's GUP-fast guard).
+#[derive(Debug)]
+pub struct IrqOffWalk {
+    _private: (),
+}
+
+impl IrqOffWalk {
+    /// # Safety
+    ///
+    /// The caller promises that every page-table page the guarded walks can
+    /// reach is reused only after a shootdown IPI that was sent after the
+    /// table was detached has been acknowledged by every CPU that walks with
+    /// this guard (as [`IpiRetire`] does). On x86 an IPI is an interrupt, so a
+    /// CPU with interrupts off cannot acknowledge it before its walk ends; that
+    /// wait is the whole protection. (On aarch64 a broadcast TLBI interrupts
+    /// nobody: this guard would protect nothing there.)
+    pub const unsafe fn new() -> IrqOffWalk {
+        IrqOffWalk { _private: () }
+    }
+}
+
+/// An interrupts-off section; interrupts come back on (if they were on) when it
+/// is dropped.
+#[must_use = "the section ends when the guard is dropped"]
+pub struct IrqOff {
+    restore: bool,
+}
+
+impl Drop for IrqOff {
+    fn drop(&mut self) {
+        if self.restore {
+            cpu::sti();
+        }
+    }
+}
+
+// SAFETY: while an `IrqOff` lives this CPU has interrupts off (`cli` is also a
+// compiler barrier, so the walk's loads stay inside the section) and cannot
+// acknowledge a shootdown IPI. By the constructor's promise, a table detached
+// at any moment is reused only after a shootdown *sent after the detachment*
+// was acknowledged by this CPU, i.e. after the section that may have loaded the
+// old entry has ended: the acknowledgement is a Release store made after the
+// section, the reuser's wait an Acquire load of it, so every load of the walk
+// happens before the reuse. A section that begins after this CPU acknowledged
+// starts after the handler's Acquire load of the shootdown generation, which
+// the initiator bumped (Release) after the detaching store: its walk sees the
+// table detached and cannot reach it.
+unsafe impl WalkGuard for IrqOffWalk {
+    type Guard<'g> = IrqOff;
+
+    fn enter(&self) -> IrqOff {
+        let restore = cpu::interrupts_enabled();
+        cpu::cli();
+        IrqOff { restore }
+    }
+}
