@@ -37,6 +37,11 @@ use crate::sync::AtomicU64;
 /// The builder writes page tables through these references and the MMU and
 /// GUP-fast act on what they contain, so a word in the wrong place is memory
 /// unsafety outside this crate.
+///
+/// The word is `crate::sync`'s `AtomicU64`: under `cfg(loom)` that is loom's
+/// model type, larger than 8 bytes, so an implementation that reinterprets raw
+/// table memory as atomics is only valid in normal builds; loom models
+/// implement the trait over their own loom atomics (as `tests/loom_common`).
 pub unsafe trait TableAccess {
     /// The word of entry `index` in the table at `table`.
     ///
