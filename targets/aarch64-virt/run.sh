@@ -18,13 +18,13 @@
 # reused from there. The kernel is built with the rustup target
 # aarch64-unknown-none, or else with Debian's toolchain and -Zbuild-std=core
 # (as .ci/run does; PAGEPIN_BARE_METAL=rustup|debian forces one).
-# BOOT_TIMEOUT (seconds, default 150) bounds each boot.
+# BOOT_TIMEOUT (seconds, default 240) bounds each boot.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 QEMU_CACHE=${QEMU_CACHE:-$REPO/target/qemu-aarch64}
-BOOT_TIMEOUT=${BOOT_TIMEOUT:-150}
+BOOT_TIMEOUT=${BOOT_TIMEOUT:-240}
 TARGET=aarch64-unknown-none
 
 usage() {

@@ -1,7 +1,7 @@
 //! The kernel's side of pagepin's traits: table access over the identity map,
 //! the memory map of the data pages, and the epoch-deferred table retirement.
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use pagepin::guard::Epoch;
 use pagepin::memmap::{MemoryMap, OutsideMap, Pfn, Unit};
@@ -71,10 +71,41 @@ unsafe impl TableAccess for IdentityTables {
         let base = TABLES.as_ptr() as u64;
         let unreachable = AccessError::Unreachable { table, index };
         let frame = table.0.checked_sub(base).ok_or(unreachable)? / PAGE;
-        TABLES
+        let word = TABLES
             .get(frame as usize)
             .and_then(|f| f.0.get(index))
-            .ok_or(unreachable)
+            .ok_or(unreachable)?;
+        check_not_freed(frame as usize, table);
+        Ok(word)
+    }
+}
+
+/// Per table frame: set while the frame is free (poisoned, in the pool).
+/// Test instrumentation for DESIGN.md invariant 6, "a walk never reads a
+/// page-table page after it was freed".
+static FRAME_FREE: [AtomicBool; TABLE_FRAMES] = [const { AtomicBool::new(false) }; TABLE_FRAMES];
+
+/// A walking CPU (1-3) must never reach a free table frame; CPU 0, the only
+/// writer, reaches one when the builder takes it from the pool and zero-fills
+/// it, which makes it live again.
+///
+/// No false alarm in a correct kernel: a frame is marked free only after the
+/// epoch showed every walk that could have loaded a pointer to it has ended
+/// (their reads happen before the mark), and it is marked live by CPU 0's
+/// zero-fill before the Release store that publishes it again (a walk that
+/// Acquire-loads that pointer sees the frame live).
+fn check_not_freed(frame: usize, table: PhysAddr) {
+    // Relaxed (both): ordered as the doc comment says, by the epoch and by the
+    // table pointer's Release/Acquire; the flag publishes nothing itself.
+    if FRAME_FREE[frame].load(Ordering::Relaxed) {
+        if crate::arch::cpu_index() == 0 {
+            FRAME_FREE[frame].store(false, Ordering::Relaxed);
+        } else {
+            crate::violation(format_args!(
+                "a walk reached the page table at {:#x} after it was freed",
+                table.0
+            ));
+        }
     }
 }
 
@@ -203,6 +234,9 @@ impl Retire for KernelRetire<'_> {
                     // Release store before any walk can reach it.
                     word.store(poison, Ordering::Relaxed);
                 }
+                let frame = ((table.0 - TABLES.as_ptr() as u64) / PAGE) as usize;
+                // Relaxed: see `check_not_freed`.
+                FRAME_FREE[frame].store(true, Ordering::Relaxed);
                 pool.give_back(table)?;
                 self.reused += 1;
                 self.len -= 1;
