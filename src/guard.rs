@@ -243,8 +243,17 @@ unsafe impl<const SLOTS: usize> WalkGuard for EpochReader<'_, SLOTS> {
         if depth == 0 {
             // Acquire: pairs with the AcqRel `fetch_add` of `retire_epoch`.
             let epoch = self.global.load(Ordering::Acquire);
-            // Relaxed: ordered before the walk's loads by the fence below.
-            self.slot.store(epoch, Ordering::Relaxed);
+            // Release, not Relaxed: pairs with the Acquire scan of
+            // `Epoch::is_safe`. A scan that reads this value (an epoch newer than
+            // a retirement) calls the slot safe without having seen the store
+            // that ended this reader's *previous* read section; the Release makes
+            // that section's loads happen before the reclaimer's reuse anyway
+            // (C++20 release sequences no longer include later plain stores of
+            // the same thread). Found by `tests/loom_schemes.rs`, scheme (1),
+            // at `LOOM_MAX_PREEMPTIONS=3`: a walker that reads a page, ends its
+            // section and enters the next one. Ordered before the walk's loads
+            // by the fence below.
+            self.slot.store(epoch, Ordering::Release);
             // SeqCst fence: the reader's side of the store-buffering pair with
             // the fence in `Epoch::retire_epoch` (see there).
             fence(Ordering::SeqCst);
