@@ -202,7 +202,8 @@ unsafe impl TableAccess for HostMemory<'_> {
     }
 }
 
-#[cfg(test)]
+// Host frames are loom atomics under `cfg(loom)`, usable only inside a model.
+#[cfg(all(test, not(loom)))]
 mod tests {
     extern crate std;
     use super::*;
