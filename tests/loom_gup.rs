@@ -200,6 +200,39 @@ fn table_free(dropped: Option<Dropped>) {
     });
 }
 
+/// (b') Two GUP-fast calls in a row with one reader: the scan that frees the
+/// table may read the *second* read section's epoch; it must still be ordered
+/// after the first section's table reads (`EpochReader::enter` publishes the
+/// new epoch with Release; with Relaxed, as it once was, this model fails with
+/// a causality violation on the freed table). Needs three preemptions to reach;
+/// bounded here so CI runs it whatever `LOOM_MAX_PREEMPTIONS` says.
+#[test]
+fn epoch_guard_orders_the_previous_read_section() {
+    let mut model = loom::model::Builder::new();
+    model.preemption_bound = Some(3);
+    model.check(|| {
+        let world = Arc::new(World::new());
+        let epoch = Arc::new(Epoch::<1>::new());
+        let writer = {
+            let (world, epoch) = (world.clone(), epoch.clone());
+            thread::spawn(move || {
+                world.tables.set(1, 0, 0);
+                world.tables.set(0, 0, 0);
+                let retired = epoch.retire_epoch();
+                while !epoch.is_safe(retired) {
+                    thread::yield_now();
+                }
+                world.tables.free(1);
+            })
+        };
+        let reader = epoch.reader().unwrap();
+        walker(&world, &reader, None);
+        walker(&world, &reader, None);
+        drop(reader);
+        writer.join().unwrap();
+    });
+}
+
 #[test]
 fn aba_is_caught_by_the_recheck() {
     aba(None);
