@@ -4,7 +4,10 @@
 //! gets to 64-bit Rust, `tables` for pagepin's traits as this kernel
 //! implements them.
 //!
-//! The kernel command line (`-append`) takes `rounds=N seed=N cpus=N`. The last
+//! The kernel command line (`-append`) takes `rounds=N seed=N cpus=N`, and
+//! `fault=1` to check the exception path (a read of the unmapped file region
+//! right after the switch to the kernel's tables: the boot must end with the
+//! page fault reported and a failure status). The last
 //! line on COM1 is
 //!
 //! `pagepin-qemu arch=x86_64 cpus=<n> granule=4k levels=<4|5> rounds=<n> pins=<n> truncates=<n> violations=<n>`
@@ -40,6 +43,7 @@ struct Config {
     rounds: u64,
     seed: u64,
     cpus: usize,
+    fault: bool,
 }
 
 impl Config {
@@ -47,6 +51,7 @@ impl Config {
         rounds: 1000,
         seed: 0x1234_5678,
         cpus: 4,
+        fault: false,
     };
 
     /// Parses `key=value` words of the PVH command line (start info offset 24:
@@ -93,6 +98,7 @@ impl Config {
                 "rounds" => config.rounds = value,
                 "seed" => config.seed = value,
                 "cpus" => config.cpus = (value as usize).clamp(1, MAX_CPUS),
+                "fault" => config.fault = value != 0,
                 _ => {}
             }
         }
@@ -181,6 +187,14 @@ fn run<F: PagingFormat>(config: Config, levels: usize, start_tsc: u64) -> ! {
     // before this point); the paging mode matches CR4.LA57 (`F` was chosen from
     // the same CPUID bit the entry path used).
     unsafe { cpu::write_cr3(root.0) };
+    if config.fault {
+        let unmapped = race::file_va(levels) as *const u64;
+        // SAFETY: the address is aligned and nothing is mapped there yet, so the
+        // read faults before it yields a value, and the page-fault handler ends
+        // the machine: no Rust code ever sees memory through this pointer.
+        let value = unsafe { unmapped.read_volatile() };
+        println!("read {value:#x} from the unmapped file region: the fault did not happen");
+    }
     apic::enable();
     // Relaxed: published to the APs by the SIPI, after these stores.
     LEVELS.store(levels, Ordering::Relaxed);

@@ -429,6 +429,7 @@ fn poison(first: Pfn, pages: u64, unit_pages: u64) {
     }
     for u in (0..pages).step_by(unit_pages as usize) {
         if let Some(ui) = unit_index(Pfn(first.0 + u)) {
+            // Relaxed: as in `allocate`, only this CPU writes it.
             OWNER[ui].store(0, Ordering::Relaxed);
         }
     }
