@@ -235,6 +235,10 @@ fn run<F: PagingFormat>(config: Config, levels: usize, start_tsc: u64) -> ! {
     println!("TSC ticks since entry: {}", cpu::rdtsc() - start_tsc);
     let violations = race::violations();
     println!(
+        "violations: {violations}, of which {} walker reads of freed page-table frames",
+        tables::freed_reads()
+    );
+    println!(
         "pagepin-qemu arch=x86_64 cpus={cpus} granule=4k levels={levels} rounds={} pins={pins} truncates={} violations={violations}",
         config.rounds, writer.truncates
     );

@@ -62,6 +62,14 @@ impl IdentityTables {
 
 /// Per frame: given back to the pool after retirement, not reused yet.
 static FREED: [AtomicBool; FRAMES] = [const { AtomicBool::new(false) }; FRAMES];
+/// Entry reads of walkers in frames marked freed (each also a violation).
+static FREED_READS: AtomicU64 = AtomicU64::new(0);
+
+/// How many entry reads of walkers hit a freed page-table frame.
+pub fn freed_reads() -> u64 {
+    // Relaxed: a count, read by CPU 0 after the walkers finished.
+    FREED_READS.load(Ordering::Relaxed)
+}
 
 // SAFETY: (1) `entry` turns `(table, index)` into the address `table + 8 *
 // index` and nothing else, so the same arguments give the same word, the one
@@ -92,6 +100,8 @@ unsafe impl TableAccess for IdentityTables {
         // correct kernel a walker never sees the mark.
         if FREED[frame].load(Ordering::Relaxed) {
             if self.walker {
+                // Relaxed: a count.
+                FREED_READS.fetch_add(1, Ordering::Relaxed);
                 crate::race::violation(format_args!(
                     "a walk read page-table frame {table} after it was freed"
                 ));
