@@ -158,7 +158,7 @@ else
         else
             detected=$((detected + 1))
             echo "run.sh: run $run: detected: $(grep -m 1 -E 'violation|EXCEPTION|PANIC' "$LOG" || true)"
-            echo "run.sh:     $(grep -v '^$' "$LOG" | tail -n 1)"
+            echo "run.sh:     $(grep -m 1 '^violations: ' "$LOG" || grep -v '^$' "$LOG" | tail -n 1)"
         fi
     done
     echo "run.sh: $BROKEN ($LEVELS-level): detected in $detected of $RUNS runs"

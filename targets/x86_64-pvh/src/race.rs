@@ -254,7 +254,8 @@ pub fn walker<F: PagingFormat>(cpu: usize, root: PhysAddr, file_va: u64, seed: u
     let guard = unsafe { IrqOffWalk::new() };
     let mut rng = Rng(seed.wrapping_add(0x9e37_79b9 * cpu as u64) | 1);
     let mut out = [Pfn(0); MAX_WALKER_PAGES];
-    let mut generations = [0u64; MAX_WALKER_PAGES];
+    // Per page held: its unit's instrumentation index and generation when checked.
+    let mut seen: [Option<(usize, u64)>; MAX_WALKER_PAGES] = [None; MAX_WALKER_PAGES];
     let mut counts = WalkerCounts::default();
     // Relaxed: only a flag; the counts are published by FINISHED's Release.
     while !STOP.load(Ordering::Relaxed) {
@@ -299,7 +300,7 @@ pub fn walker<F: PagingFormat>(cpu: usize, root: PhysAddr, file_va: u64, seed: u
             let through = slot_of(file_va, va);
             let Some(ui) = memmap().unit(pfn).ok().and_then(|u| unit_index(u.head)) else {
                 violation(format_args!("took {pfn} (at {va:#x}), not a data unit"));
-                generations[i] = u64::MAX;
+                seen[i] = None;
                 continue;
             };
             // Relaxed: the instrumentation was written before the unit's
@@ -307,7 +308,7 @@ pub fn walker<F: PagingFormat>(cpu: usize, root: PhysAddr, file_va: u64, seed: u
             let generation = GENERATION[ui].load(Ordering::Relaxed);
             let owner = OWNER[ui].load(Ordering::Relaxed);
             let contents = page_word(pfn, 0).load(Ordering::Relaxed);
-            generations[i] = generation;
+            seen[i] = Some((ui, generation));
             if contents == POISON || contents != generation {
                 violation(format_args!(
                     "{pfn} pinned at {va:#x} holds {contents:#x}, generation {generation}"
@@ -332,8 +333,8 @@ pub fn walker<F: PagingFormat>(cpu: usize, root: PhysAddr, file_va: u64, seed: u
             }
         }
         // Still the same allocation, up to the release.
-        for (&pfn, &generation) in held.iter().zip(&generations) {
-            let Some(ui) = memmap().unit(pfn).ok().and_then(|u| unit_index(u.head)) else {
+        for (&pfn, &seen) in held.iter().zip(&seen) {
+            let Some((ui, generation)) = seen else {
                 continue;
             };
             // Relaxed: as above; a change would be a reuse under the pin.
