@@ -9,7 +9,8 @@
 #       (another status, a timeout, a missing or not-last summary) fails.
 #
 #   bash targets/x86_64-pvh/run.sh 4|5 --broken FEATURE [--runs N]
-#       Builds with a deliberately broken cargo feature (broken-no-ack) and
+#       Builds with a deliberately broken cargo feature (broken-no-ack), or
+#       pagepin's GUP-fast without its re-check (broken-no-recheck), and
 #       boots it N times (default 20); prints how many runs detected it
 #       (violations > 0, an exception, or another failure). Exits 0 whatever
 #       the rate.
@@ -83,7 +84,14 @@ fi
 
 # --- kernel -------------------------------------------------------------------
 FEATURE_ARGS=()
-[ -n "$BROKEN" ] && FEATURE_ARGS=(--features "$BROKEN")
+if [ "$BROKEN" = broken-no-recheck ]; then
+    # Not a kernel feature: pagepin's GUP-fast without its re-check, by a cfg
+    # that only this environment variable sets (it replaces .cargo/config's
+    # target rustflags, so those are repeated here).
+    export CARGO_TARGET_X86_64_UNKNOWN_NONE_RUSTFLAGS="-C relocation-model=static --cfg pagepin_broken_no_recheck"
+elif [ -n "$BROKEN" ]; then
+    FEATURE_ARGS=(--features "$BROKEN")
+fi
 TOOLCHAIN=${PAGEPIN_BARE_METAL:-}
 if [ "$TOOLCHAIN" != rustup ] && [ "$TOOLCHAIN" != debian ]; then
     if rustup target list --installed 2>/dev/null | grep -qx "$TARGET"; then
