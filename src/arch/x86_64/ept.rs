@@ -47,9 +47,10 @@
 //! Guest-physical addresses are the walk's "virtual" addresses: canonical means
 //! below 2^48 (4-level) or 2^57 (5-level).
 
+use super::shape;
 use crate::table::{
-    DecodeError, EncodeError, Entry, Geometry, LeafEntry, LevelShape, MemType, PagingFormat, Perms,
-    PhysAddr, TableEntry, VirtAddr,
+    DecodeError, EncodeError, Entry, Geometry, LeafEntry, MemType, PagingFormat, Perms, PhysAddr,
+    TableEntry, VirtAddr,
 };
 
 /// EPT with `LEVELS` levels (4, or 5 with a 5-level EPTP) on a processor whose
@@ -84,37 +85,16 @@ const fn mem_type_reserved(mem_type: u8) -> bool {
     matches!(mem_type, 2 | 3 | 7)
 }
 
-const FOUR_LEVEL: Geometry = Geometry::new(
-    12,
-    &[
-        LevelShape::tables(9),
-        LevelShape::leaves(9),
-        LevelShape::leaves(9),
-        LevelShape::leaves(9),
-    ],
-);
-
-const FIVE_LEVEL: Geometry = Geometry::new(
-    12,
-    &[
-        LevelShape::tables(9),
-        LevelShape::tables(9),
-        LevelShape::leaves(9),
-        LevelShape::leaves(9),
-        LevelShape::leaves(9),
-    ],
-);
-
 impl<const LEVELS: usize, const MAXPHYADDR: u32> Ept<LEVELS, MAXPHYADDR> {
     /// Address bits 12..MAXPHYADDR.
-    const ADDR: u64 = ((1 << MAXPHYADDR) - 1) & !0xfff;
+    const ADDR: u64 = shape::addr_mask(MAXPHYADDR);
     /// Address-field bits at and above MAXPHYADDR (up to bit 51).
-    const ABOVE_MAXPHYADDR: u64 = ((1 << 52) - 1) & !((1 << MAXPHYADDR) - 1);
+    const ABOVE_MAXPHYADDR: u64 = shape::above_maxphyaddr(MAXPHYADDR);
 
-    /// The SDM's number of the paging structure at `level` (1 = EPT PT).
+    /// The SDM's number of the paging structure at `level`.
     #[inline]
     const fn sdm_level(level: usize) -> usize {
-        LEVELS - level
+        shape::sdm_level(LEVELS, level)
     }
 
     /// The access rights of a present entry.
@@ -153,14 +133,7 @@ unsafe impl<const LEVELS: usize, const MAXPHYADDR: u32> PagingFormat for Ept<LEV
         "x86_64 EPT 4-level"
     };
 
-    const GEOMETRY: Geometry = {
-        assert!(LEVELS == 4 || LEVELS == 5, "EPT has 4 or 5 levels");
-        assert!(
-            MAXPHYADDR >= 32 && MAXPHYADDR <= 52,
-            "MAXPHYADDR is 32..=52"
-        );
-        if LEVELS == 5 { FIVE_LEVEL } else { FOUR_LEVEL }
-    };
+    const GEOMETRY: Geometry = shape::geometry(LEVELS, MAXPHYADDR);
 
     #[inline]
     fn is_canonical(gpa: VirtAddr) -> bool {

@@ -3,6 +3,7 @@
 
 mod ept;
 mod paging;
+mod shape;
 
 pub use ept::{Ept, Ept4Level, Ept5Level};
 pub use paging::{Paging4Level, Paging5Level, X86Paging};

@@ -27,9 +27,10 @@
 //! maximum, by default). A present entry is readable; R/W, U/S and XD of table
 //! entries restrict everything below them, which the walker applies.
 
+use super::shape;
 use crate::table::{
-    DecodeError, EncodeError, Entry, Geometry, LeafEntry, LevelShape, MemType, PagingFormat, Perms,
-    PhysAddr, TableEntry, VirtAddr,
+    DecodeError, EncodeError, Entry, Geometry, LeafEntry, MemType, PagingFormat, Perms, PhysAddr,
+    TableEntry, VirtAddr,
 };
 
 /// x86_64 paging with `LEVELS` levels (4, or 5 with CR4.LA57) on a processor
@@ -65,37 +66,16 @@ const XD: u64 = 1 << 63;
 const STATUS_BITS: [(u64, Perms); 3] =
     [(A, Perms::ACCESSED), (D, Perms::DIRTY), (G, Perms::GLOBAL)];
 
-const FOUR_LEVEL: Geometry = Geometry::new(
-    12,
-    &[
-        LevelShape::tables(9),
-        LevelShape::leaves(9),
-        LevelShape::leaves(9),
-        LevelShape::leaves(9),
-    ],
-);
-
-const FIVE_LEVEL: Geometry = Geometry::new(
-    12,
-    &[
-        LevelShape::tables(9),
-        LevelShape::tables(9),
-        LevelShape::leaves(9),
-        LevelShape::leaves(9),
-        LevelShape::leaves(9),
-    ],
-);
-
 impl<const LEVELS: usize, const MAXPHYADDR: u32> X86Paging<LEVELS, MAXPHYADDR> {
     /// Address bits 12..MAXPHYADDR.
-    const ADDR: u64 = ((1 << MAXPHYADDR) - 1) & !0xfff;
+    const ADDR: u64 = shape::addr_mask(MAXPHYADDR);
     /// Address-field bits at and above MAXPHYADDR (up to bit 51).
-    const ABOVE_MAXPHYADDR: u64 = ((1 << 52) - 1) & !((1 << MAXPHYADDR) - 1);
+    const ABOVE_MAXPHYADDR: u64 = shape::above_maxphyaddr(MAXPHYADDR);
 
-    /// The SDM's number of the paging structure at `level` (1 = PT, 4 = PML4).
+    /// The SDM's number of the paging structure at `level`.
     #[inline]
     const fn sdm_level(level: usize) -> usize {
-        LEVELS - level
+        shape::sdm_level(LEVELS, level)
     }
 
     /// The grants of a present entry (leaf or table).
@@ -126,17 +106,7 @@ unsafe impl<const LEVELS: usize, const MAXPHYADDR: u32> PagingFormat
         "x86_64 4-level"
     };
 
-    const GEOMETRY: Geometry = {
-        assert!(
-            LEVELS == 4 || LEVELS == 5,
-            "x86_64 paging has 4 or 5 levels"
-        );
-        assert!(
-            MAXPHYADDR >= 32 && MAXPHYADDR <= 52,
-            "MAXPHYADDR is 32..=52"
-        );
-        if LEVELS == 5 { FIVE_LEVEL } else { FOUR_LEVEL }
-    };
+    const GEOMETRY: Geometry = shape::geometry(LEVELS, MAXPHYADDR);
 
     #[inline]
     fn is_canonical(va: VirtAddr) -> bool {
