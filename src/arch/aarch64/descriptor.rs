@@ -17,7 +17,7 @@
 //! own ([`super::stage1`], [`super::stage2`]).
 
 use super::granule::{OA_FIELD, arm_level, bits_per_level, holds_blocks};
-use crate::table::{DecodeError, PhysAddr};
+use crate::table::{DecodeError, EncodeError, Geometry, PhysAddr};
 
 /// Bit 0: the descriptor is valid.
 pub(super) const VALID: u64 = 1 << 0;
@@ -108,6 +108,60 @@ fn check_res0(set_res0: u64) -> Result<(), DecodeError> {
 #[inline]
 pub(super) const fn encodable(pa: PhysAddr, align_shift: u32) -> bool {
     pa.0 & !(OA_FIELD & !bit_range(align_shift - 1, 0)) == 0
+}
+
+/// The table descriptor at `level` that points to `table`, in a walk of
+/// `geometry` over `2^granule_shift`-byte tables (stage 1 and stage 2 alike).
+///
+/// # Errors
+///
+/// [`EncodeError::NoSuchLevel`] at a level that holds no tables,
+/// [`EncodeError::UnencodableAddress`] for an address the field cannot hold.
+pub(super) fn encode_table(
+    geometry: &Geometry,
+    granule_shift: u32,
+    table: PhysAddr,
+    level: usize,
+) -> Result<u64, EncodeError> {
+    if !geometry.holds_tables(level) {
+        return Err(EncodeError::NoSuchLevel { level });
+    }
+    if !encodable(table, granule_shift) {
+        return Err(EncodeError::UnencodableAddress { pa: table });
+    }
+    Ok(table.0 | TABLE_OR_PAGE | VALID)
+}
+
+/// What every leaf descriptor at `level` of a `depth`-level walk of
+/// `geometry` starts from: the output address `pa` (checked against the
+/// level's block or page size), `VALID`, and the page type at Arm level 3.
+/// Stage 1 and stage 2 add their attributes to it.
+///
+/// # Errors
+///
+/// [`EncodeError::NoSuchLevel`], [`EncodeError::LeafNotAllowed`] and
+/// [`EncodeError::UnencodableAddress`].
+pub(super) fn leaf_base(
+    geometry: &Geometry,
+    depth: usize,
+    pa: PhysAddr,
+    level: usize,
+) -> Result<u64, EncodeError> {
+    if level >= depth {
+        return Err(EncodeError::NoSuchLevel { level });
+    }
+    let size = geometry
+        .leaf_size(level)
+        .ok_or(EncodeError::LeafNotAllowed { level })?;
+    if !encodable(pa, size.trailing_zeros()) {
+        return Err(EncodeError::UnencodableAddress { pa });
+    }
+    let page = if arm_level(depth, level) == 3 {
+        TABLE_OR_PAGE
+    } else {
+        0
+    };
+    Ok(pa.0 | VALID | page)
 }
 
 #[cfg(test)]

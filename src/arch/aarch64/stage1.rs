@@ -43,7 +43,7 @@
 //! is not canonical. Output addresses have 48 bits (no FEAT_LPA/FEAT_LPA2;
 //! 52-bit VAs and level −1 are not supported).
 
-use super::descriptor::{self, CONTIGUOUS, Shape, TABLE_OR_PAGE, VALID};
+use super::descriptor::{self, CONTIGUOUS, Shape};
 use super::granule::{arm_level, assert_granule, bits_per_level, contiguous_entries, depth_for};
 use super::mem_type::SH_RESERVED;
 use crate::table::{
@@ -237,25 +237,11 @@ unsafe impl<const GRANULE_SHIFT: u32, const VA_BITS: u32, const TTBR1: bool> Pag
     }
 
     fn encode_table(table: PhysAddr, level: usize) -> Result<u64, EncodeError> {
-        if !Self::GEOMETRY.holds_tables(level) {
-            return Err(EncodeError::NoSuchLevel { level });
-        }
-        if !descriptor::encodable(table, GRANULE_SHIFT) {
-            return Err(EncodeError::UnencodableAddress { pa: table });
-        }
-        Ok(table.0 | TABLE_OR_PAGE | VALID)
+        descriptor::encode_table(&Self::GEOMETRY, GRANULE_SHIFT, table, level)
     }
 
     fn encode_leaf(leaf: &LeafEntry, level: usize) -> Result<u64, EncodeError> {
-        if level >= Self::DEPTH {
-            return Err(EncodeError::NoSuchLevel { level });
-        }
-        let size = Self::GEOMETRY
-            .leaf_size(level)
-            .ok_or(EncodeError::LeafNotAllowed { level })?;
-        if !descriptor::encodable(leaf.pa, size.trailing_zeros()) {
-            return Err(EncodeError::UnencodableAddress { pa: leaf.pa });
-        }
+        let base = descriptor::leaf_base(&Self::GEOMETRY, Self::DEPTH, leaf.pa, level)?;
         let perms = leaf.perms;
         let dirty = perms.contains(Perms::DIRTY);
         let write = perms.contains(Perms::WRITE);
@@ -271,8 +257,7 @@ unsafe impl<const GRANULE_SHIFT: u32, const VA_BITS: u32, const TTBR1: bool> Pag
         let flag = |cond: bool, bit: u64| if cond { bit } else { 0 };
         let user = perms.contains(Perms::USER);
         let no_exec = !perms.contains(Perms::EXEC);
-        let mut raw = leaf.pa.0 | VALID;
-        raw |= flag(arm_level(Self::DEPTH, level) == 3, TABLE_OR_PAGE);
+        let mut raw = base;
         raw |= u64::from(leaf.mem_type.0 & 0b111) << 2 | u64::from(sh) << 8;
         raw |= flag(user, AP_EL0);
         raw |= flag(!write, AP_RDONLY);

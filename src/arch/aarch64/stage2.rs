@@ -37,7 +37,7 @@
 //! several tables is one contiguous block aligned to its size: build it with
 //! [`TableBuilder::with_root`](crate::table::TableBuilder::with_root).
 
-use super::descriptor::{self, CONTIGUOUS, Shape, TABLE_OR_PAGE, VALID};
+use super::descriptor::{self, CONTIGUOUS, Shape};
 use super::granule::{arm_level, assert_granule, bits_per_level, contiguous_entries, depth_for};
 use super::mem_type::SH_RESERVED;
 use crate::table::{
@@ -216,25 +216,11 @@ unsafe impl<const GRANULE_SHIFT: u32, const IPA_BITS: u32> PagingFormat
     }
 
     fn encode_table(table: PhysAddr, level: usize) -> Result<u64, EncodeError> {
-        if !Self::GEOMETRY.holds_tables(level) {
-            return Err(EncodeError::NoSuchLevel { level });
-        }
-        if !descriptor::encodable(table, GRANULE_SHIFT) {
-            return Err(EncodeError::UnencodableAddress { pa: table });
-        }
-        Ok(table.0 | TABLE_OR_PAGE | VALID)
+        descriptor::encode_table(&Self::GEOMETRY, GRANULE_SHIFT, table, level)
     }
 
     fn encode_leaf(leaf: &LeafEntry, level: usize) -> Result<u64, EncodeError> {
-        if level >= Self::DEPTH {
-            return Err(EncodeError::NoSuchLevel { level });
-        }
-        let size = Self::GEOMETRY
-            .leaf_size(level)
-            .ok_or(EncodeError::LeafNotAllowed { level })?;
-        if !descriptor::encodable(leaf.pa, size.trailing_zeros()) {
-            return Err(EncodeError::UnencodableAddress { pa: leaf.pa });
-        }
+        let base = descriptor::leaf_base(&Self::GEOMETRY, Self::DEPTH, leaf.pa, level)?;
         let perms = leaf.perms;
         let dirty = perms.contains(Perms::DIRTY);
         let write = perms.contains(Perms::WRITE);
@@ -249,8 +235,7 @@ unsafe impl<const GRANULE_SHIFT: u32, const IPA_BITS: u32> PagingFormat
             });
         }
         let flag = |cond: bool, bit: u64| if cond { bit } else { 0 };
-        let mut raw = leaf.pa.0 | VALID;
-        raw |= flag(arm_level(Self::DEPTH, level) == 3, TABLE_OR_PAGE);
+        let mut raw = base;
         raw |= u64::from(mem_attr) << 2 | u64::from(sh) << 8;
         raw |= flag(perms.contains(Perms::READ), S2AP_READ);
         raw |= flag(write, S2AP_WRITE);

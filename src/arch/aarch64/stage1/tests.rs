@@ -5,6 +5,7 @@
 //! SH.
 
 use super::*;
+use crate::arch::aarch64::descriptor::{TABLE_OR_PAGE, VALID};
 use crate::arch::aarch64::{GRANULE_4K, Shareability, stage1_mem_type};
 
 type G4K48 = Stage1G4K48;

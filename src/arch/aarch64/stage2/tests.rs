@@ -6,6 +6,7 @@
 //! "Concatenating translation tables at the initial level of lookup".
 
 use super::*;
+use crate::arch::aarch64::descriptor::{TABLE_OR_PAGE, VALID};
 use crate::arch::aarch64::{Shareability, stage2_mem_type};
 
 type G4K40 = Stage2G4K40;
