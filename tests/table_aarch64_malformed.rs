@@ -8,9 +8,12 @@
 
 use pagepin::arch::aarch64::*;
 use pagepin::arch::x86_64::{Ept4Level, Ept5Level};
-use pagepin::sync::{AtomicU64, Ordering};
+use pagepin::sync::Ordering;
 use pagepin::table::*;
 use proptest::prelude::*;
+
+mod malformed_common;
+use malformed_common::Rng;
 
 const CASES: u32 = if cfg!(miri) { 2 } else { 128 };
 /// 128 KiB of tables: two 64 KiB tables, eight 16 KiB ones.
@@ -19,41 +22,7 @@ const BASE: PhysAddr = PhysAddr(0x100_0000);
 /// Items taken from one walk: garbage can describe billions of leaves.
 const MAX_ITEMS: usize = 1024;
 
-/// A table access that checks, independently of `HostMemory`, that every word
-/// it hands out lies inside the frames, and counts the loads.
-struct Checked<'a> {
-    memory: HostMemory<'a>,
-    frames: &'a [HostFrame],
-    reads: core::cell::Cell<usize>,
-}
-
-// SAFETY: delegates to `HostMemory`, whose contract it inherits unchanged.
-unsafe impl TableAccess for Checked<'_> {
-    fn entry(&self, table: PhysAddr, index: usize) -> Result<&AtomicU64, AccessError> {
-        self.reads.set(self.reads.get() + 1);
-        let word = self.memory.entry(table, index)?;
-        let start = self.frames.as_ptr() as usize;
-        let end = start + core::mem::size_of_val(self.frames);
-        let at = word as *const AtomicU64 as usize;
-        assert!(
-            start <= at && at + 8 <= end,
-            "word outside the table memory"
-        );
-        Ok(word)
-    }
-}
-
-/// Deterministic filler (xorshift64*), seeded by proptest.
-struct Rng(u64);
-
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
     /// Empty, garbage, or a valid-looking descriptor (any type bits, random
     /// attributes) pointing into, next to or far from the table memory, at
     /// 4 KiB alignment (so often misaligned for larger granules).
@@ -70,55 +39,19 @@ impl Rng {
     }
 }
 
+/// The shared garbage walk, with half the start addresses moved inside the
+/// format's window (its canonical range, or the one below it for TTBR1).
 fn walk_garbage<F: PagingFormat>(frames: &[HostFrame], vas: &[(u64, u64)]) {
-    let checked = Checked {
-        memory: HostMemory::new(frames, BASE).unwrap(),
-        frames,
-        reads: core::cell::Cell::new(0),
-    };
-    let depth = F::GEOMETRY.depth();
-    let walker = Walker::<F, _>::new(&checked, BASE);
     let window = 1u64 << F::GEOMETRY.va_bits();
-    for &(start, len) in vas {
-        // Half the addresses inside the canonical range.
+    let vas = vas.iter().map(|&(start, len)| {
         let start = if start & 1 == 0 {
             start % window
         } else {
             start
         };
-        checked.reads.set(0);
-        match walker.translate(VirtAddr(start)) {
-            Ok(item) => assert!(item.va().contains(VirtAddr(start))),
-            Err(e) => {
-                assert_eq!(e.va, VirtAddr(start));
-                assert!(!e.to_string().is_empty());
-            }
-        }
-        assert!(checked.reads.get() <= depth, "one load per level at most");
-        let Ok(walk) = walker.walk(VirtAddr(start), len) else {
-            continue;
-        };
-        checked.reads.set(0);
-        let mut items = 0;
-        let mut next = start;
-        for item in walk.take(MAX_ITEMS) {
-            items += 1;
-            match item {
-                Ok(item) => {
-                    assert_eq!(item.va().start().0, next, "items tile the range");
-                    next = item.va().last().0.wrapping_add(1);
-                }
-                Err(e) => {
-                    assert_eq!(e.va, VirtAddr(next), "the error names the cursor");
-                    break;
-                }
-            }
-        }
-        assert!(
-            checked.reads.get() <= items * depth,
-            "bounded loads per item"
-        );
-    }
+        (start, len)
+    });
+    malformed_common::walk_garbage::<F>(frames, BASE, MAX_ITEMS, vas);
 }
 
 proptest! {

@@ -7,9 +7,12 @@
 //! be, and tables the access cannot reach.
 
 use pagepin::arch::x86_64::{Paging4Level, Paging5Level};
-use pagepin::sync::{AtomicU64, Ordering};
+use pagepin::sync::Ordering;
 use pagepin::table::*;
 use proptest::prelude::*;
+
+mod malformed_common;
+use malformed_common::Rng;
 
 const CASES: u32 = if cfg!(miri) { 4 } else { 256 };
 const FRAMES: usize = 6;
@@ -18,41 +21,7 @@ const BASE: PhysAddr = PhysAddr(0x10_0000);
 /// billions of leaves; the walk must make progress, not finish.
 const MAX_ITEMS: usize = 2048;
 
-/// A table access that checks, independently of `HostMemory`, that every word
-/// it hands out lies inside the frames, and counts the loads a walk asks for.
-struct Checked<'a> {
-    memory: HostMemory<'a>,
-    frames: &'a [HostFrame],
-    reads: core::cell::Cell<usize>,
-}
-
-// SAFETY: delegates to `HostMemory`, whose contract it inherits unchanged.
-unsafe impl TableAccess for Checked<'_> {
-    fn entry(&self, table: PhysAddr, index: usize) -> Result<&AtomicU64, AccessError> {
-        self.reads.set(self.reads.get() + 1);
-        let word = self.memory.entry(table, index)?;
-        let start = self.frames.as_ptr() as usize;
-        let end = start + core::mem::size_of_val(self.frames);
-        let at = word as *const AtomicU64 as usize;
-        assert!(
-            start <= at && at + 8 <= end,
-            "word outside the table memory"
-        );
-        Ok(word)
-    }
-}
-
-/// Deterministic filler (xorshift64*), seeded by proptest.
-struct Rng(u64);
-
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
     /// A word that is sometimes empty, sometimes garbage, often a present entry
     /// pointing into, next to or far from the table memory.
     fn entry(&mut self) -> u64 {
@@ -71,48 +40,7 @@ impl Rng {
 }
 
 fn walk_garbage<F: PagingFormat>(frames: &[HostFrame], vas: &[(u64, u64)]) {
-    let checked = Checked {
-        memory: HostMemory::new(frames, BASE).unwrap(),
-        frames,
-        reads: core::cell::Cell::new(0),
-    };
-    let depth = F::GEOMETRY.depth();
-    let walker = Walker::<F, _>::new(&checked, BASE);
-    for &(start, len) in vas {
-        checked.reads.set(0);
-        match walker.translate(VirtAddr(start)) {
-            Ok(item) => assert!(item.va().contains(VirtAddr(start))),
-            Err(e) => {
-                assert_eq!(e.va, VirtAddr(start));
-                let _ = e.to_string();
-            }
-        }
-        assert!(checked.reads.get() <= depth, "one load per level at most");
-        let Ok(walk) = walker.walk(VirtAddr(start), len) else {
-            continue;
-        };
-        checked.reads.set(0);
-        let mut items = 0;
-        let mut next = start;
-        let mut walk = walk.take(MAX_ITEMS);
-        for item in walk.by_ref() {
-            items += 1;
-            match item {
-                Ok(item) => {
-                    assert_eq!(item.va().start().0, next, "items tile the range");
-                    next = item.va().last().0.wrapping_add(1);
-                }
-                Err(e) => {
-                    assert_eq!(e.va, VirtAddr(next), "the error names the cursor");
-                    break;
-                }
-            }
-        }
-        assert!(
-            checked.reads.get() <= items * depth,
-            "bounded loads per item"
-        );
-    }
+    malformed_common::walk_garbage::<F>(frames, BASE, MAX_ITEMS, vas.iter().copied());
 }
 
 proptest! {
