@@ -18,9 +18,9 @@ use pagepin::meta::{Hold, PageMeta};
 use pagepin::sync::{AtomicU64, Ordering};
 use pagepin::table::{
     FramePool, HostFrame, HostMemory, MapRequest, Perms, PhysAddr, ReclaimNow, TableBuilder,
-    VaRange, VirtAddr,
+    VirtAddr,
 };
-use pagepin::truncate::{Extent, FileMapping, TableUnmapper, TlbShootdown, Truncate, Wait};
+use pagepin::truncate::{Extent, FileMapping, HostTlb, TableUnmapper, Truncate, Wait};
 use pagepin::wait::{Clock, SpinWaiter};
 
 const KIB4: u64 = 4 << 10;
@@ -28,12 +28,6 @@ const GIB1: u64 = 1 << 30;
 const PAGES: usize = (GIB1 / KIB4) as usize;
 const DATA: u64 = GIB1;
 const VA: u64 = 0x80_0000_0000;
-
-struct NoTlb;
-
-impl TlbShootdown for NoTlb {
-    fn flush(&mut self, _: usize, _: VaRange) {}
-}
 
 struct StdClock(Instant);
 
@@ -100,7 +94,7 @@ fn bench(c: &mut Criterion) {
         if pinned {
             pinned_meta.get(Hold::Pin, 1).unwrap();
         }
-        let mut unmapper = TableUnmapper::<_, _, _, _, 1>::new(&mut spaces, 12, NoTlb);
+        let mut unmapper = TableUnmapper::<_, _, _, _, 1>::new(&mut spaces, 12, HostTlb);
         unmapper
             .add_mapping(FileMapping {
                 space: 0,

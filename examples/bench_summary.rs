@@ -30,9 +30,9 @@ use pagepin::meta::{Hold, PageMeta};
 use pagepin::sync::{AtomicU64, Ordering};
 use pagepin::table::{
     FramePool, HostFrame, HostMemory, MapRequest, Perms, PhysAddr, ReclaimNow, TableAccess,
-    TableBuilder, VaRange, VirtAddr, WalkItem,
+    TableBuilder, VirtAddr, WalkItem,
 };
-use pagepin::truncate::{Extent, FileMapping, TableUnmapper, TlbShootdown, Truncate, Wait};
+use pagepin::truncate::{Extent, FileMapping, HostTlb, TableUnmapper, Truncate, Wait};
 use pagepin::wait::{Clock, SpinWaiter};
 
 const KIB4: u64 = 4 << 10;
@@ -57,12 +57,6 @@ fn timed(f: impl FnOnce()) -> Duration {
     let start = Instant::now();
     f();
     start.elapsed()
-}
-
-struct NoTlb;
-
-impl TlbShootdown for NoTlb {
-    fn flush(&mut self, _: usize, _: VaRange) {}
 }
 
 struct StdClock(Instant);
@@ -248,7 +242,7 @@ fn truncate_figures() -> (f64, f64) {
             }
             first = false;
             let mut unmapper =
-                TableUnmapper::<_, _, _, _, 1>::new(core::slice::from_mut(tables), 12, NoTlb);
+                TableUnmapper::<_, _, _, _, 1>::new(core::slice::from_mut(tables), 12, HostTlb);
             unmapper
                 .add_mapping(FileMapping {
                     space: 0,

@@ -43,9 +43,9 @@ use pagepin::memmap::{HostMemMap, MemoryMap, Pfn, Region};
 use pagepin::meta::{GetErrorKind, Hold, PageMeta};
 use pagepin::table::{
     FramePool, HostFrame, HostMemory, MapRequest, Perms, PhysAddr, PoolFull, Retire, TableAccess,
-    TableBuilder, VaRange, VirtAddr, Walker,
+    TableBuilder, VirtAddr, Walker,
 };
-use pagepin::truncate::{Extent, FileMapping, TableUnmapper, TlbShootdown, Truncate, Wait};
+use pagepin::truncate::{Extent, FileMapping, HostTlb, TableUnmapper, Truncate, Wait};
 use pagepin::wait::{Clock, SpinWaiter};
 
 const KIB4: u64 = 4 << 10;
@@ -333,14 +333,6 @@ fn allocate(data: &Data, head: Pfn, pages: u64, slot: usize) {
     }
 }
 
-/// Host page tables have no TLB to shoot down (the walkers' epoch guard keeps
-/// retired tables alive instead).
-struct NoTlb;
-
-impl TlbShootdown for NoTlb {
-    fn flush(&mut self, _space: usize, _range: VaRange) {}
-}
-
 struct StdClock(Instant);
 
 impl Clock for StdClock {
@@ -433,7 +425,7 @@ pub fn run(config: Config) -> Summary {
                     let mut unmapper = TableUnmapper::<_, _, _, _, 1>::new(
                         core::slice::from_mut(&mut tables),
                         12,
-                        NoTlb,
+                        HostTlb,
                     );
                     let mapping = FileMapping {
                         space: 0,

@@ -70,7 +70,7 @@ mod unmap;
 
 pub use extent::{Extent, SetError};
 pub use lease::{Lease, LeaseId, LeaseRegistry, RegistryFull, Revoke};
-pub use unmap::{FileMapping, TableUnmapError, TableUnmapper, TlbShootdown, Unmapper};
+pub use unmap::{FileMapping, HostTlb, TableUnmapError, TableUnmapper, TlbShootdown, Unmapper};
 
 use core::fmt;
 use core::marker::PhantomData;

@@ -39,6 +39,18 @@ pub trait TlbShootdown {
     fn flush(&mut self, space: usize, range: VaRange);
 }
 
+/// The TLB hook of tables no MMU walks ([`HostMemory`](crate::table::HostMemory)
+/// tables in tests, examples and benchmarks): nothing caches their
+/// translations, so there is nothing to flush. A kernel's tables always need a
+/// real shootdown.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HostTlb;
+
+impl TlbShootdown for HostTlb {
+    #[inline]
+    fn flush(&mut self, _space: usize, _range: VaRange) {}
+}
+
 /// Where a run of a file's pages is mapped: pages `first .. first + pages` at
 /// `va` in address space `space` (an index into the unmapper's builders).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
