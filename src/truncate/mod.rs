@@ -470,25 +470,14 @@ impl<'m, M: MemoryMap + ?Sized, I: Iterator<Item = Extent> + Clone> Truncate<'m,
 
     /// The drain loop. `order` exists for the loom model's broken twin only.
     fn wait_idle(&self, wait: &Wait<'_>, order: DrainOrder) -> Result<(), DrainError> {
-        let mut resume = self.first_busy;
-        if resume >= self.units {
-            return Ok(());
-        }
-        loop {
-            let mut busy = None;
-            for (i, unit) in self.units().enumerate().skip(resume as usize) {
-                let Ok(unit) = unit else { continue };
-                if !unit.meta.is_idle() {
-                    busy = Some((i as u64, unit));
-                    break;
-                }
+        // One pass from the first unit busy at the mark: a unit found idle stays
+        // idle, so after a park the scan resumes at the unit it parked on.
+        for unit in self.units().skip(self.first_busy as usize).flatten() {
+            while !unit.meta.is_idle() {
+                self.park_on(unit, wait, order)?;
             }
-            let Some((index, unit)) = busy else {
-                return Ok(());
-            };
-            resume = index;
-            self.park_on(unit, wait, order)?;
         }
+        Ok(())
     }
 
     /// Waits for one busy unit: register, re-check, park.
