@@ -8,7 +8,7 @@ use crate::guard::WalkGuard;
 use crate::memmap::{MemoryMap, Pfn, Unit};
 use crate::meta::{GetError, Hold, MAX_BATCH, PageMeta};
 use crate::sync::AtomicU64;
-use crate::table::walk::{LeafRun, Step, load_leaf_word};
+use crate::table::walk::{LeafRun, Step, check_canonical, load_leaf_word};
 use crate::table::{
     Entry, EntryLoc, LeafItem, PagingFormat, Perms, TableAccess, VaRange, VirtAddr, WalkError,
     WalkErrorKind, WalkItem, Walker,
@@ -165,7 +165,7 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, M: MemoryMap + ?Sized> Gup<'a
             return Err(GupError::LongTermWithoutPin);
         }
         // Canonical as a whole (checked once, before anything is taken).
-        self.walker.walk_range(range).map_err(GupError::Range)?;
+        check_canonical::<F>(range).map_err(GupError::Range)?;
         let hold = if flags.contains(GupFlags::PIN) {
             Hold::Pin
         } else {

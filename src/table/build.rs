@@ -326,7 +326,7 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, R: Retire> TableBuilder<'a, F
     pub fn unmap(&mut self, va: VirtAddr, len: u64) -> Result<Unmapped, UnmapError> {
         let range = VaRange::new(va, len).map_err(UnmapError::Range)?;
         let walker = self.walker();
-        walker.walk_range(range).map_err(UnmapError::Range)?;
+        check_canonical::<F>(range).map_err(UnmapError::Range)?;
         for end in [range.start(), range.last()] {
             if let WalkItem::Leaf(leaf) = walker.translate(end).map_err(UnmapError::Walk)? {
                 let leaf_last = VirtAddr(leaf.leaf_va.0 + (leaf.size - 1));
