@@ -8,13 +8,20 @@
 //! - `protocol`: GUP-fast (with its re-check) pins VA 0 → P, reads the page and
 //!   releases it, then tries again; the truncater marks P, unmaps VA 0, drains,
 //!   frees P and poisons it. Invariant 1: the page is never freed (poisoned)
-//!   while pinned — an unordered read and poison is a loom causality violation.
-//!   Invariant 2: once the walker has seen the drain finish, its next GUP-fast
-//!   fails. Invariant 5: the drain always returns (no deadlock).
+//!   while pinned — an unordered read and poison is a loom causality violation,
+//!   an ordered one fails "invariant 1 (truncate protocol: ...)". Invariant 2:
+//!   once the walker has seen the drain finish, its next GUP-fast fails.
+//!   Invariant 5: the drain always returns (no deadlock).
 //! - `handshake`: a holder releases the last pin of P while the truncater drains.
 //!   Broken twins: the drain checks the count and registers after, without a
 //!   re-check; the drain registers without the waiter-side fence. Both lose the
-//!   wake-up and deadlock.
+//!   wake-up: the truncater parks for ever while the holder waits in `join`, and
+//!   loom reports its "deadlock; threads = ..." (invariant 5).
+//!
+//! In both models the truncater is a spawned thread that joins nobody, and the
+//! thread that wakes it is the only joiner, so no thread blocked in `join` is
+//! ever unparked (tokio-rs/loom#249; see `handshake`). Both pass at
+//! `LOOM_MAX_PREEMPTIONS=3`.
 #![cfg(loom)]
 
 mod loom_common;
@@ -144,93 +151,105 @@ fn protocol() {
         });
         world.tables.set(1, 0, leaf_entry(P));
         world.tables.set(0, 0, table_entry(1));
-        let truncater = thread::current();
-        let walker = {
+        // The truncater is the spawned thread and joins nobody; the walker (this
+        // thread) wakes it and is the only joiner, and nobody unparks it (see
+        // `handshake`: loom aborts on an unpark of a thread blocked in `join`).
+        let truncater = {
             let world = world.clone();
-            let truncater = truncater.clone();
             thread::spawn(move || {
                 let map = Map {
                     pages: &world.pages,
-                    truncater,
+                    truncater: thread::current(),
                 };
-                // SAFETY: this model frees no table.
-                let guard = unsafe { TablesNeverFreed::new() };
-                let gup = Gup::new(Walker::<Toy, _>::new(&world.tables, table_pa(0)), &map);
-                let mut out = [Pfn(0)];
-                let pin = |out: &mut [Pfn]| {
-                    gup.get_pages(&guard, VirtAddr(0), 0x1000, GupFlags::PIN, out)
-                        .unwrap()
-                        .pages
-                };
-                if pin(&mut out) == 1 {
-                    // SAFETY: loom checks this read against the poisoning write.
-                    let contents = world.data.with(|d| unsafe { *d });
-                    assert_eq!(contents, 1, "violation: pinned a poisoned page");
-                    release(&map, &out, Hold::Pin).unwrap();
-                }
-                // Acquire: pairs with the truncater's Release after its drain.
-                let after_drain = world.drained.load(Ordering::Acquire);
-                let again = pin(&mut out);
-                if again == 1 {
-                    release(&map, &out, Hold::Pin).unwrap();
-                }
-                assert!(
-                    !(after_drain && again == 1),
-                    "invariant violation: a pin succeeded after the drain"
-                );
+                let drained = Truncate::mark(&map, set())
+                    .unwrap()
+                    .unmap(&mut ClearVa0(&world.tables))
+                    .unwrap()
+                    .drain(&WAIT)
+                    .unwrap();
+                // Release: pairs with the walker's Acquire load.
+                world.drained.store(true, Ordering::Release);
+                drained.free().unwrap();
+                // SAFETY: loom checks this write against the walker's read.
+                world.data.with_mut(|d| unsafe { *d = u64::MAX });
             })
         };
         let map = Map {
             pages: &world.pages,
-            truncater,
+            truncater: truncater.thread().clone(),
         };
-        let drained = Truncate::mark(&map, set())
-            .unwrap()
-            .unmap(&mut ClearVa0(&world.tables))
-            .unwrap()
-            .drain(&WAIT)
-            .unwrap();
-        // Release: pairs with the walker's Acquire load.
-        world.drained.store(true, Ordering::Release);
-        drained.free().unwrap();
-        // SAFETY: loom checks this write against the walker's read.
-        world.data.with_mut(|d| unsafe { *d = u64::MAX });
-        walker.join().unwrap();
+        // SAFETY: this model frees no table.
+        let guard = unsafe { TablesNeverFreed::new() };
+        let gup = Gup::new(Walker::<Toy, _>::new(&world.tables, table_pa(0)), &map);
+        let mut out = [Pfn(0)];
+        let pin = |out: &mut [Pfn]| {
+            gup.get_pages(&guard, VirtAddr(0), 0x1000, GupFlags::PIN, out)
+                .unwrap()
+                .pages
+        };
+        if pin(&mut out) == 1 {
+            // SAFETY: loom checks this read against the poisoning write.
+            let contents = world.data.with(|d| unsafe { *d });
+            assert_eq!(
+                contents, 1,
+                "invariant 1 (truncate protocol: a pinned page was poisoned)"
+            );
+            release(&map, &out, Hold::Pin).unwrap();
+        }
+        // Acquire: pairs with the truncater's Release after its drain.
+        let after_drain = world.drained.load(Ordering::Acquire);
+        let again = pin(&mut out);
+        if again == 1 {
+            release(&map, &out, Hold::Pin).unwrap();
+        }
+        assert!(
+            !(after_drain && again == 1),
+            "invariant 2 (truncate protocol: a pin succeeded after the drain)"
+        );
+        truncater.join().unwrap();
     });
 }
 
 /// A holder releases P's last pin while the truncater drains with `mistake`.
+///
+/// The truncater is the spawned thread; the holder is the model's main thread,
+/// wakes the truncater and then joins it. No thread that may be blocked in
+/// `JoinHandle::join` is ever unparked: loom 0.7 aborts with `assertion failed:
+/// state.notified` (rt/notify.rs) when an unpark lands on a joiner
+/// (tokio-rs/loom#249), which the earlier shape (the truncater as main thread,
+/// joining the holder that wakes it) hit at `LOOM_MAX_PREEMPTIONS=3`. A lost
+/// wake-up still leaves the truncater parked forever and the holder blocked in
+/// its join: a loom deadlock.
 fn handshake(mistake: Option<Mistake>) {
     loom::model(move || {
         // `std`'s Arc: dropping loom's during the unwind of a detected deadlock
         // aborts the process instead of failing the test.
         let pages = std::sync::Arc::new(Pages::new());
         pages.metas[0].get(Hold::Pin, 1).unwrap();
-        let truncater = thread::current();
-        let holder = {
-            let (pages, truncater) = (pages.clone(), truncater.clone());
+        let truncater = {
+            let pages = pages.clone();
             thread::spawn(move || {
                 let map = Map {
                     pages: &pages,
-                    truncater,
+                    truncater: thread::current(),
                 };
-                release(&map, &[P], Hold::Pin).unwrap();
+                let unmapped = Truncate::mark(&map, set())
+                    .unwrap()
+                    .unmap(&mut NothingToUnmap)
+                    .unwrap();
+                let drained = match mistake {
+                    None => unmapped.drain(&WAIT).unwrap(),
+                    Some(m) => broken::drain(unmapped, &WAIT, m).unwrap(),
+                };
+                drained.free().unwrap();
             })
         };
         let map = Map {
             pages: &pages,
-            truncater,
+            truncater: truncater.thread().clone(),
         };
-        let unmapped = Truncate::mark(&map, set())
-            .unwrap()
-            .unmap(&mut NothingToUnmap)
-            .unwrap();
-        let drained = match mistake {
-            None => unmapped.drain(&WAIT).unwrap(),
-            Some(m) => broken::drain(unmapped, &WAIT, m).unwrap(),
-        };
-        drained.free().unwrap();
-        holder.join().unwrap();
+        release(&map, &[P], Hold::Pin).unwrap();
+        truncater.join().unwrap();
     });
 }
 
@@ -249,14 +268,19 @@ fn handshake_never_loses_the_wake() {
     handshake(None);
 }
 
+// Invariant 5, caught by loom itself: a lost wake-up leaves every thread
+// blocked (the truncater parked, the holder in `join`), which loom 0.7 reports
+// as "deadlock; threads = [...]" (rt/execution.rs) — no assertion of the model
+// can fire, since nothing runs any more.
 #[test]
-#[should_panic(expected = "deadlock")]
+#[should_panic(expected = "deadlock; threads = ")]
 fn broken_check_then_register_loses_the_wake() {
     handshake(Some(Mistake::CheckThenRegister));
 }
 
+// Invariant 5, caught by loom as above.
 #[test]
-#[should_panic(expected = "deadlock")]
+#[should_panic(expected = "deadlock; threads = ")]
 fn broken_no_waiter_fence_loses_the_wake() {
     handshake(Some(Mistake::NoWaiterFence));
 }
