@@ -74,11 +74,13 @@ unsafe impl TableAccess for Tables {
         }
         let t = &self.tables[i];
         // The walk is about to read this table: it must not have been freed. A
-        // read not ordered after a free is itself reported by loom.
+        // read ordered after the free fails the assertion below; a read not
+        // ordered with the free at all is reported by loom itself, as "Causality
+        // violation: Concurrent read and write accesses" (`loom::rt::cell`).
         // SAFETY: loom checks this read against the free's write (the property
         // under test).
         let freed = t.freed.with(|freed| unsafe { *freed });
-        assert!(!freed, "violation: walk read a freed table");
+        assert!(!freed, "invariant 6 (a walk read a freed table page)");
         Ok(&t.entries[index])
     }
 }
