@@ -1,6 +1,6 @@
 //! Deliberately broken GUP-fast variants, compiled only under `cfg(loom)`, so the
 //! loom models can show that each check they drop is needed (DESIGN.md,
-//! invariant 7). Nothing outside `tests/loom_*.rs` may call these.
+//! invariant 8). Nothing outside `tests/loom_*.rs` may call these.
 
 use super::fast::{Checks, Gup};
 use super::{GupError, GupFlags, NoFault, Taken};
@@ -17,6 +17,8 @@ pub enum Dropped {
     ParentRecheck,
     /// End the walk guard's read section before the get and the re-check.
     GuardAcrossGet,
+    /// No unit-identity re-check: trust the lookup made before the get.
+    UnitRecheck,
 }
 
 /// [`Gup::get_pages`] with one check dropped.
@@ -47,6 +49,7 @@ where
         }
         Dropped::ParentRecheck => checks.parent = false,
         Dropped::GuardAcrossGet => checks.guard_across_get = false,
+        Dropped::UnitRecheck => checks.unit = false,
     }
     gup.run(guard, start, len, flags, out, &mut NoFault, checks)
 }

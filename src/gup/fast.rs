@@ -3,10 +3,9 @@
 use super::fault::{FaultHandler, NoFault};
 use super::flags::GupFlags;
 use super::outcome::{GupError, Stop, Taken};
-use super::release::release_run;
 use crate::guard::WalkGuard;
-use crate::memmap::{MemoryMap, Pfn, Unit};
-use crate::meta::{GetError, Hold, MAX_BATCH, PageMeta};
+use crate::memmap::{MemoryMap, OutsideMap, Pfn, Unit};
+use crate::meta::{Hold, MAX_BATCH};
 use crate::sync::AtomicU64;
 use crate::table::walk::{LeafRun, Step, check_canonical, load_leaf_word};
 use crate::table::{
@@ -15,9 +14,9 @@ use crate::table::{
 };
 
 /// The most leaves of one table [`Gup::take_run`] loads, takes and re-checks
-/// as one batch. Each leaf's raw entry, entry word and counting meta live on
-/// the stack (3 × 8 bytes per leaf, 768 bytes); 32, 64 and 128 measured the
-/// same on the GUP benchmark.
+/// as one batch, and the most gets one batch or chunk records. Each leaf's raw
+/// entry and entry word (16 bytes) and each get (48 bytes) live on the stack,
+/// 2 KiB in all; 32, 64 and 128 measured the same on the GUP benchmark.
 const RUN_BATCH: usize = 32;
 
 /// GUP-fast over one address space: a [`Walker`] of its tables and the kernel's
@@ -51,6 +50,8 @@ pub(crate) struct Checks {
     pub(crate) parent: bool,
     /// Keep the walk guard across the get and the re-check.
     pub(crate) guard_across_get: bool,
+    /// Look each unit up again after the get (unit identity).
+    pub(crate) unit: bool,
 }
 
 impl Checks {
@@ -62,6 +63,7 @@ impl Checks {
         leaf: !cfg!(pagepin_broken_no_recheck),
         parent: !cfg!(pagepin_broken_no_recheck),
         guard_across_get: true,
+        unit: true,
     };
 }
 
@@ -94,17 +96,23 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, M: MemoryMap + ?Sized> Gup<'a
     /// Per leaf: one atomic load of the entry (by the walk); the permission check;
     /// the counting meta from the memory map; the get, one RMW per allocation unit
     /// the leaf covers (so one for a huge leaf mapping one unit); then the
-    /// **re-check**: the leaf entry and the table entry above it are loaded again
-    /// and compared with what the walk read. If either changed, the leaf's gets
-    /// are undone and the walk stops with [`Stop::Changed`]. The walk holds one
-    /// `guard` read section for the whole call.
+    /// **re-checks**: the memory map is asked again whether each page still
+    /// counts on the meta that was got (unit identity; skipped when the map's
+    /// [`layout_version`](MemoryMap::layout_version) did not move), and the leaf
+    /// entry and the table entry above it are loaded again and compared with
+    /// what the walk read. If any changed, the gets are undone on the metas they
+    /// were made on and the walk stops with [`Stop::Changed`]. The walk holds
+    /// one `guard` read section for the whole call.
     ///
     /// Consecutive leaves of one last-level table are taken in batches (of up
     /// to 32): each entry is loaded once, then the gets of the batch are made,
-    /// then the table entry above is re-read once and each leaf entry once. If
-    /// the table entry changed, the whole batch is undone and the walk stops at
-    /// its first leaf; if a leaf entry changed, that leaf and the later ones of
-    /// the batch are undone and the walk stops at it.
+    /// then the units are checked, the table entry above is re-read once and
+    /// each leaf entry once. If the table entry changed, the whole batch is
+    /// undone and the walk stops at its first leaf; if a leaf entry or a page's
+    /// unit changed, that leaf and the later ones of the batch are undone and
+    /// the walk stops at it. A huge leaf over many units is taken in chunks of
+    /// up to 32 gets, each re-checked the same way: a chunk that fails stops the
+    /// walk inside the leaf, after the chunks before it.
     ///
     /// Partial results are normal: the pages reported in [`Taken::pages`] are
     /// taken and stay taken; nothing else is. Slots of `out` past
@@ -196,7 +204,7 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, M: MemoryMap + ?Sized> Gup<'a
                     // Runs of leaf-level leaves go through `take_run` while at
                     // least one whole leaf fits in `out`; a leaf that fits only in
                     // part (and every huge leaf) is an item of the walk.
-                    let runs = out.len() - filled >= leaf_pages;
+                    let runs = leaf_pages <= RUN_BATCH && out.len() - filled >= leaf_pages;
                     let item = match walk.next_step(runs) {
                         None => break,
                         Some(Ok(Step::Run(run))) => {
@@ -244,21 +252,12 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, M: MemoryMap + ?Sized> Gup<'a
                         // Broken variant: the read section ends before the get.
                         section = None;
                     }
-                    match self.take_leaf(&leaf, hold, flags, &mut out[filled..], checks) {
-                        Ok(taken) => {
-                            filled += taken;
-                            let covered = (taken as u64) << M::PAGE_SHIFT;
-                            if covered < leaf.va.size() {
-                                stop = Stop::OutputFull {
-                                    va: VirtAddr(leaf.va.start().0 + covered),
-                                };
-                                break;
-                            }
-                        }
-                        Err(s) => {
-                            stop = s;
-                            break;
-                        }
+                    let (taken, leaf_stop) =
+                        self.take_leaf(&leaf, hold, flags, &mut out[filled..], checks);
+                    filled += taken;
+                    if let Some(s) = leaf_stop {
+                        stop = s;
+                        break;
                     }
                 }
                 drop(section);
@@ -285,9 +284,17 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, M: MemoryMap + ?Sized> Gup<'a
         }
     }
 
-    /// Takes the pages of one leaf (as many as fit in `out`), re-checks, and
-    /// writes their PFNs. Returns how many were taken, or the stop with nothing
-    /// of this leaf taken.
+    /// Takes the pages of one leaf item (as many as fit in `out`) and writes
+    /// their PFNs. The gets go in chunks of at most [`RUN_BATCH`] (one get per
+    /// allocation unit, and per [`MAX_BATCH`] pages), each chunk re-checked
+    /// after its gets: the units (unless the map's layout version shows none
+    /// changed), then the leaf entry and the table entry above it. A chunk that
+    /// fails its re-check is undone from its first failing get on, and the walk
+    /// stops there; chunks before it stay taken (they were re-checked after
+    /// their gets). A leaf that maps one unit is one chunk of one get.
+    ///
+    /// Returns the pages taken (their PFNs are in `out`) and the stop, if the
+    /// leaf was not taken whole.
     fn take_leaf(
         &self,
         leaf: &LeafItem,
@@ -295,50 +302,100 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, M: MemoryMap + ?Sized> Gup<'a
         flags: GupFlags,
         out: &mut [Pfn],
         checks: Checks,
-    ) -> Result<usize, Stop> {
+    ) -> (usize, Option<Stop>) {
         let va = leaf.va.start();
         let in_leaf = leaf.va.size() >> M::PAGE_SHIFT;
         let n = in_leaf.min(out.len() as u64);
-        if n == 0 {
-            return Err(Stop::OutputFull { va });
-        }
+        // No overflow: `pages < in_leaf` keeps the address inside the leaf's
+        // part of the range, which ends at or below 2^64 − 1.
+        let va_of = |pages: u64| VirtAddr(va.0 + (pages << M::PAGE_SHIFT));
+        // The leaf's PA plus its size fits in 64 bits (the format's decode
+        // bounds a leaf's output address to its size's alignment below the
+        // architecture's PA width), so `first + pages` cannot overflow below.
         let first = Pfn(leaf.pa.0 >> M::PAGE_SHIFT);
-        self.take_pages(first, n, va, hold, flags, &mut None)?;
-        // The re-check. The leaf entry and the table entry above it must still
-        // hold the values the walk read: a page freed (or reused) after the walk's
-        // load had its leaf, or the entry pointing to its table, changed before its
-        // free, and that free is ordered before our get by the meta word.
-        let unchanged = (!checks.leaf || self.walker.is_unchanged(&leaf.entry) == Ok(true))
-            && (!checks.parent
-                || leaf
-                    .parent
-                    .is_none_or(|p| self.walker.is_unchanged(&p) == Ok(true)));
-        if !unchanged {
-            self.undo(first, n, hold);
-            return Err(Stop::Changed { va });
+        let mut gets = Gets::new();
+        let mut cache = None;
+        let mut done = 0u64;
+        while done < n {
+            gets.clear();
+            // Before the chunk's lookups (see `MemoryMap::layout_version`).
+            let version = self.memmap.layout_version();
+            let (got, stop) = self.get_units(
+                Pfn(first.0 + done),
+                n - done,
+                va_of(done),
+                hold,
+                flags,
+                &mut gets,
+                &mut cache,
+            );
+            // The re-check, after every get of the chunk.
+            let mut kept = gets.len();
+            if kept != 0 {
+                if checks.unit && self.layout_moved(version) {
+                    kept = self.first_moved(&gets);
+                }
+                // The leaf entry and the table entry above it must still hold the
+                // values the walk read: a page freed (or reused) after the walk's
+                // load had its leaf, or the entry pointing to its table, changed
+                // before its free, and that free is ordered before our get by the
+                // meta word.
+                let unchanged = (!checks.leaf || self.walker.is_unchanged(&leaf.entry) == Ok(true))
+                    && (!checks.parent
+                        || leaf
+                            .parent
+                            .is_none_or(|p| self.walker.is_unchanged(&p) == Ok(true)));
+                if !unchanged {
+                    kept = 0;
+                }
+            }
+            let kept_pages = gets.pages_before(kept);
+            self.undo(&gets[kept..], hold);
+            for (i, slot) in out[done as usize..(done + kept_pages) as usize]
+                .iter_mut()
+                .enumerate()
+            {
+                *slot = Pfn(first.0 + done + i as u64);
+            }
+            done += kept_pages;
+            if kept < gets.len() {
+                return (done as usize, Some(Stop::Changed { va: va_of(done) }));
+            }
+            debug_assert_eq!(kept_pages, got);
+            if stop.is_some() {
+                return (done as usize, stop);
+            }
         }
-        for (i, slot) in out[..n as usize].iter_mut().enumerate() {
-            *slot = Pfn(first.0 + i as u64);
+        if n < in_leaf {
+            (n as usize, Some(Stop::OutputFull { va: va_of(n) }))
+        } else {
+            (n as usize, None)
         }
-        Ok(n as usize)
     }
 
     /// Takes the leaf-level leaves of `run` (as many whole leaves as fit in
     /// `out`) in batches of up to [`RUN_BATCH`] leaves: (1) loads each entry once
     /// and checks it (present, a leaf, permitted; for a leaf of one base page,
-    /// also its unit: in the map, not refused to a long-term pin), and writes
-    /// its PFNs to its slots of `out`; (2) takes each leaf's pages (one get per
-    /// allocation unit it covers); (3) after all the gets of the batch, re-reads
-    /// the parent entry once and each leaf entry once and compares them with
-    /// the values of step 1. Only the leaves that pass step 3 are taken.
+    /// also looks up its unit: in the map, not refused to a long-term pin), and
+    /// writes its PFNs to its slots of `out`; (2) takes each leaf's pages (one
+    /// get per allocation unit it covers, each recorded with the meta it was
+    /// made on); (3) after all the gets of the batch, re-checks: the units
+    /// (each looked up again, unless the map's layout version shows none
+    /// changed), then the parent entry once and each leaf entry once, compared
+    /// with the values of step 1. Only the leaves that pass step 3 are taken.
     ///
     /// Sound per leaf exactly as [`take_leaf`](Self::take_leaf): every re-read
     /// of step 3 comes after that leaf's get in program order (the gets are
     /// Acquire). If the parent changed, every leaf of the batch is undone; if
-    /// leaf `k` changed, leaves `k..` of the batch are undone and the leaves
-    /// before `k` stay taken (their entries and the parent were re-read after
-    /// their gets). A stop in step 1 or 2 at leaf `k` is reported after the
-    /// leaves before `k` passed step 3 (or at the first that did not).
+    /// leaf `k` changed (its entry, or the unit of one of its pages), leaves
+    /// `k..` of the batch are undone and the leaves before `k` stay taken
+    /// (their entries, units and the parent were re-checked after their gets).
+    /// A stop in step 1 or 2 at leaf `k` is reported after the leaves before
+    /// `k` passed step 3 (or at the first that did not).
+    ///
+    /// Leaves of several base pages may need several gets each; a batch ends
+    /// early (without a stop) when the next leaf could overflow the batch's
+    /// record of gets, and the next batch starts there.
     ///
     /// Returns the whole leaves taken (their PFNs are in `out`, in order) and
     /// the stop, if the run ended early.
@@ -355,27 +412,35 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, M: MemoryMap + ?Sized> Gup<'a
     ) -> (usize, Option<Stop>) {
         // A run is always at the last level, whose entries span the format's
         // page: constants, so the loops below fold them. A leaf-level leaf
-        // covers whole base pages (`FORMAT_PAGES_COVER_BASE_PAGES`).
+        // covers whole base pages (`FORMAT_PAGES_COVER_BASE_PAGES`), at most
+        // `RUN_BATCH` of them (`run` takes runs only then).
         let level = F::GEOMETRY.depth() - 1;
         let shift = F::GEOMETRY.page_shift();
         debug_assert_eq!((run.level, run.shift), (level, shift));
         let leaf_pages = 1u64 << (shift - M::PAGE_SHIFT);
+        let lp = leaf_pages as usize;
+        debug_assert!(lp <= RUN_BATCH);
         // One base page per leaf (x86_64 and 4 KiB granules over a 4 KiB map):
-        // one unit per leaf, looked up in step 1, one get per leaf in step 2.
+        // one unit per leaf, looked up in step 1, one get per leaf in step 2,
+        // and get `j` is leaf `j`'s.
         let single = leaf_pages == 1;
-        let max = run.count.min(out.len() / leaf_pages as usize);
+        let max = run.count.min(out.len() / lp);
         let mut cache = None;
         let mut raws = [0u64; RUN_BATCH];
-        let mut metas: [Option<&PageMeta>; RUN_BATCH] = [None; RUN_BATCH];
         let mut words: [Option<&AtomicU64>; RUN_BATCH] = [None; RUN_BATCH];
+        let mut gets = Gets::new();
+        // Leaves of several base pages: the index in `gets` of leaf `j`'s first
+        // get (and, at `taken`, one past the last leaf's).
+        let mut leaf_gets = [0u16; RUN_BATCH + 1];
         let mut done = 0usize;
         while done < max {
             let batch = (max - done).min(RUN_BATCH);
-            let lp = leaf_pages as usize;
             // The batch's slots of `out`: step 1 writes each leaf's PFNs there,
             // and they count as taken only once step 3 passed them.
             let slots = &mut out[done * lp..(done + batch) * lp];
             let index = run.index + done;
+            // No overflow: `done < run.count`, and the run's `count` whole
+            // entries end at or below the range's last address.
             let va = run.va + ((done as u64) << shift);
             let va_of = |j: usize| VirtAddr(va + ((j as u64) << shift));
             let loc_of = |j: usize| EntryLoc {
@@ -383,6 +448,9 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, M: MemoryMap + ?Sized> Gup<'a
                 index: index + j,
                 level,
             };
+            gets.clear();
+            // Before the batch's lookups (see `MemoryMap::layout_version`).
+            let version = self.memmap.layout_version();
             // (1) One load per entry, by the walker (Relaxed: a leaf-only level).
             let mut stop = None;
             let mut loaded = 0;
@@ -422,7 +490,7 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, M: MemoryMap + ?Sized> Gup<'a
                     }
                 };
                 if single {
-                    let unit = match self.memmap.unit(pfn) {
+                    let unit = match self.lookup(pfn, &mut cache) {
                         Ok(unit) => unit,
                         Err(_) => {
                             stop = Some(Stop::OutsideMap { va, pfn });
@@ -433,10 +501,17 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, M: MemoryMap + ?Sized> Gup<'a
                         stop = Some(Stop::LongTermOnLayoutManaged { va, pfn });
                         break;
                     }
-                    metas[loaded] = Some(unit.meta);
+                    // Recorded now, got in step 2 (`gets` then keeps only the
+                    // gets that succeeded).
+                    gets.record(Got {
+                        unit,
+                        first: pfn,
+                        count: 1,
+                    });
                 }
                 words[loaded] = Some(word);
                 raws[loaded] = raw;
+                // The leaf's PA plus its size fits in 64 bits (see `take_leaf`).
                 for (i, slot) in slots[loaded * lp..(loaded + 1) * lp].iter_mut().enumerate() {
                     *slot = Pfn(pfn.0 + i as u64);
                 }
@@ -448,50 +523,102 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, M: MemoryMap + ?Sized> Gup<'a
             }
             // (2) The gets.
             let mut taken = 0;
-            while taken < loaded {
-                let got = match metas[taken] {
-                    Some(meta) if single => {
-                        self.get_one(meta, slots[taken * lp], va_of(taken), hold)
+            if single {
+                while taken < loaded {
+                    let unit = gets.unit(taken);
+                    // The get: Acquire, pairing with the Release of the
+                    // allocator's allocate/free transitions on this word (see
+                    // `meta`), which is what makes the re-check after it sound
+                    // without a fence.
+                    if let Err(e) = unit.meta.get(hold, 1) {
+                        if e.wake.is_due() {
+                            self.memmap.wake(unit.head);
+                        }
+                        stop = Some(Stop::Refused {
+                            va: va_of(taken),
+                            pfn: slots[taken],
+                            kind: e.kind,
+                        });
+                        break;
                     }
-                    _ => self.take_pages(
+                    taken += 1;
+                }
+                // Only the gets made stay recorded.
+                gets.truncate(taken);
+            } else {
+                while taken < loaded {
+                    if gets.room() < lp {
+                        // The next leaf might need more gets than are left: it
+                        // starts the next batch (its stop, if any, is found again).
+                        stop = None;
+                        break;
+                    }
+                    leaf_gets[taken] = gets.len() as u16;
+                    let (_, refused) = self.get_units(
                         slots[taken * lp],
                         leaf_pages,
                         va_of(taken),
                         hold,
                         flags,
+                        &mut gets,
                         &mut cache,
-                    ),
-                };
-                if let Err(s) = got {
-                    stop = Some(s);
-                    break;
+                    );
+                    if let Some(s) = refused {
+                        // The leaf is taken whole or not at all.
+                        let first_get = leaf_gets[taken] as usize;
+                        self.undo(&gets[first_get..], hold);
+                        gets.truncate(first_get);
+                        stop = Some(s);
+                        break;
+                    }
+                    taken += 1;
                 }
-                taken += 1;
+                leaf_gets[taken] = gets.len() as u16;
             }
-            // (3) The re-check, after every get of the batch: the parent once,
-            // then each leaf (see `take_leaf` for why it is sound).
-            if taken != 0
-                && checks.parent
-                && run
-                    .parent
-                    .is_some_and(|p| self.walker.is_unchanged(&p) != Ok(true))
-            {
-                self.undo_leaves(&slots[..taken * lp], leaf_pages, hold);
-                return (done, Some(Stop::Changed { va: va_of(0) }));
-            }
-            for j in 0..taken {
-                // The words step 1 resolved. (The broken variant without the
-                // guard resolves them again through the table access, which is
-                // where the loom model observes reads of a freed table.)
-                let word = if checks.guard_across_get {
-                    words[j]
+            // The leaf that get `g` belongs to, and leaf `j`'s first get.
+            let leaf_of = |g: usize| {
+                if single {
+                    g
                 } else {
-                    self.walker.leaf_word(loc_of(j)).ok()
-                };
-                if checks.leaf && word.map(load_leaf_word) != Some(raws[j]) {
-                    self.undo_leaves(&slots[j * lp..taken * lp], leaf_pages, hold);
-                    return (done + j, Some(Stop::Changed { va: va_of(j) }));
+                    leaf_gets[..taken].partition_point(|&first| first as usize <= g) - 1
                 }
+            };
+            let first_get_of = |j: usize| if single { j } else { leaf_gets[j] as usize };
+            // (3) The re-check, after every get of the batch: the units, then the
+            // parent once, then each leaf (see `take_leaf` for why it is sound).
+            let mut kept = taken;
+            if taken != 0 {
+                if checks.unit && self.layout_moved(version) {
+                    let moved = self.first_moved(&gets);
+                    if moved < gets.len() {
+                        kept = leaf_of(moved);
+                    }
+                }
+                if checks.parent
+                    && run
+                        .parent
+                        .is_some_and(|p| self.walker.is_unchanged(&p) != Ok(true))
+                {
+                    kept = 0;
+                }
+                for j in 0..kept {
+                    // The words step 1 resolved. (The broken variant without the
+                    // guard resolves them again through the table access, which
+                    // is where the loom model observes reads of a freed table.)
+                    let word = if checks.guard_across_get {
+                        words[j]
+                    } else {
+                        self.walker.leaf_word(loc_of(j)).ok()
+                    };
+                    if checks.leaf && word.map(load_leaf_word) != Some(raws[j]) {
+                        kept = j;
+                        break;
+                    }
+                }
+            }
+            if kept < taken {
+                self.undo(&gets[first_get_of(kept)..], hold);
+                return (done + kept, Some(Stop::Changed { va: va_of(kept) }));
             }
             done += taken;
             if stop.is_some() {
@@ -501,81 +628,72 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, M: MemoryMap + ?Sized> Gup<'a
         (done, None)
     }
 
-    /// The get of a leaf of one base page, `pfn` at `va`, on its unit's
-    /// counting `meta` (looked up in step 1 of [`take_run`](Self::take_run)).
+    /// The unit of `pfn`: from `cache` (the last unit the map reported) if it
+    /// holds `pfn`, else from the map (and then cached). The map's contract
+    /// gives every PFN of a unit the same answer, so the cached one is as good
+    /// as a lookup made at the same time; like every lookup it may be stale by
+    /// the time of the get, which the unit re-check after the get catches.
     #[inline(always)]
-    fn get_one(&self, meta: &PageMeta, pfn: Pfn, va: VirtAddr, hold: Hold) -> Result<(), Stop> {
-        // The get: Acquire, pairing with the Release of the allocator's
-        // allocate/free transitions on this word (see `meta`), which is what
-        // makes the re-check after it sound without a fence.
-        match meta.get(hold, 1) {
-            Ok(()) => Ok(()),
-            Err(e) => Err(self.refused(e, pfn, va)),
-        }
-    }
-
-    /// The stop for a refused get of `pfn` at `va`; wakes the unit's waiter if
-    /// the refusal's undo made a truncating unit idle.
-    #[cold]
-    fn refused(&self, e: GetError, pfn: Pfn, va: VirtAddr) -> Stop {
-        if e.wake.is_due() {
-            if let Ok(unit) = self.memmap.unit(pfn) {
-                self.memmap.wake(unit.head);
+    fn lookup(&self, pfn: Pfn, cache: &mut Option<Unit<'a>>) -> Result<Unit<'a>, OutsideMap> {
+        if let Some(unit) = *cache {
+            if pfn.0.wrapping_sub(unit.head.0) < unit.pages {
+                return Ok(unit);
             }
         }
-        Stop::Refused {
-            va,
-            pfn,
-            kind: e.kind,
-        }
+        let unit = self.memmap.unit(pfn)?;
+        *cache = Some(unit);
+        Ok(unit)
     }
 
-    /// Takes the `n` base pages from `first` of one leaf (whose first taken
-    /// page is at `va`): one get per allocation unit (and per [`MAX_BATCH`]
-    /// pages). On a refusal, undoes the gets it made and returns the stop.
+    /// Gets up to `n` base pages from `first` of one leaf (whose first page is
+    /// at `va`): one get per allocation unit (and per [`MAX_BATCH`] pages), each
+    /// recorded in `gets` with the meta it was made on, until `n` pages are got,
+    /// `gets` is full, or a page cannot be got (outside the map, a long-term pin
+    /// on a layout-managed unit, a refused get).
     ///
-    /// `cache` is the last unit the memory map reported. It answers for the
-    /// PFNs inside it without asking the map again: by the map's contract every
-    /// PFN of a unit gets the same answer, and a unit is split or merged only
-    /// while its head is idle, which it is not while this walk holds it.
+    /// Returns the pages got (all recorded in `gets`, none re-checked yet) and
+    /// the stop for the first page not got, if it could not be.
+    #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    fn take_pages(
+    fn get_units(
         &self,
         first: Pfn,
         n: u64,
         va: VirtAddr,
         hold: Hold,
         flags: GupFlags,
+        gets: &mut Gets<'a>,
         cache: &mut Option<Unit<'a>>,
-    ) -> Result<(), Stop> {
+    ) -> (u64, Option<Stop>) {
+        // No overflow: `pages < n`, inside one leaf (see `take_leaf`).
         let va_of = |pages: u64| VirtAddr(va.0 + (pages << M::PAGE_SHIFT));
-        let mut taken = 0u64;
-        while taken < n {
-            let pfn = Pfn(first.0 + taken);
-            let refuse = |stop| {
-                self.undo(first, taken, hold);
-                Err(stop)
-            };
-            let unit = match *cache {
-                Some(unit) if unit.head.0 <= pfn.0 && pfn.0 < unit.end() => unit,
-                _ => match self.memmap.unit(pfn) {
-                    Ok(unit) => unit,
-                    Err(_) => {
-                        return refuse(Stop::OutsideMap {
-                            va: va_of(taken),
-                            pfn,
-                        });
-                    }
-                },
+        let mut done = 0u64;
+        while done < n && gets.room() != 0 {
+            let pfn = Pfn(first.0 + done);
+            let unit = match self.lookup(pfn, cache) {
+                Ok(unit) => unit,
+                Err(_) => {
+                    let stop = Stop::OutsideMap {
+                        va: va_of(done),
+                        pfn,
+                    };
+                    return (done, Some(stop));
+                }
             };
             if flags.contains(GupFlags::LONGTERM) && unit.layout_managed {
-                return refuse(Stop::LongTermOnLayoutManaged {
-                    va: va_of(taken),
+                let stop = Stop::LongTermOnLayoutManaged {
+                    va: va_of(done),
                     pfn,
-                });
+                };
+                return (done, Some(stop));
             }
-            let in_unit = unit.end().saturating_sub(pfn.0).max(1);
-            let count = (n - taken).min(in_unit).min(MAX_BATCH as u64) as u32;
+            // Pages of this unit from `pfn` on: at least 1 by the map's contract
+            // (`pfn` is in the unit); computed without trusting it.
+            let in_unit = unit
+                .pages
+                .saturating_sub(pfn.0.wrapping_sub(unit.head.0))
+                .max(1);
+            let count = (n - done).min(in_unit).min(MAX_BATCH as u64) as u32;
             // The get: Acquire, pairing with the Release of the allocator's
             // allocate/free transitions on this word (see `meta`), which is what
             // makes the re-check after it sound without a fence.
@@ -583,35 +701,121 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, M: MemoryMap + ?Sized> Gup<'a
                 if e.wake.is_due() {
                     self.memmap.wake(unit.head);
                 }
-                return refuse(Stop::Refused {
-                    va: va_of(taken),
+                let stop = Stop::Refused {
+                    va: va_of(done),
                     pfn,
                     kind: e.kind,
-                });
+                };
+                return (done, Some(stop));
             }
-            // Held now: the unit cannot be split or merged under us.
-            *cache = Some(unit);
-            taken += count as u64;
+            gets.record(Got {
+                unit,
+                first: pfn,
+                count,
+            });
+            done += count as u64;
         }
-        Ok(())
+        (done, None)
     }
 
-    /// Undoes the gets of whole leaves of `leaf_pages` pages each, whose PFNs
-    /// are `pfns` (a failed batch re-check).
-    fn undo_leaves(&self, pfns: &[Pfn], leaf_pages: u64, hold: Hold) {
-        for leaf in pfns.chunks(leaf_pages as usize) {
-            self.undo(leaf[0], leaf_pages, hold);
+    /// Whether the memory map's layout may have changed since `before` (its
+    /// version before the lookups): then every get is checked against a fresh
+    /// lookup. A map without a version is always checked.
+    #[inline(always)]
+    fn layout_moved(&self, before: Option<u64>) -> bool {
+        match (before, self.memmap.layout_version()) {
+            (Some(before), Some(now)) => before != now,
+            _ => true,
         }
     }
 
-    /// Undoes the gets of `pages` pages from `first` (a refusal or a failed
-    /// re-check). Cannot fail: the same units were just taken the same way.
-    fn undo(&self, first: Pfn, pages: u64, hold: Hold) {
-        if pages != 0 {
-            // The memory map's contract (same unit, same meta for every PFN of a
-            // unit) makes this release exactly the gets just made.
-            let _ = release_run(self.memmap, first, pages, hold);
+    /// The unit-identity re-check: the index of the first get of `gets` whose
+    /// page is no longer counted on the meta it was made on (the map, asked
+    /// again, names another head or meta, or a unit that no longer holds all of
+    /// its pages); `gets.len()` if there is none.
+    ///
+    /// Made after the gets. A get that passes holds its head, which cannot be
+    /// split or merged while it is held (the map's contract), so the answer is
+    /// stable until the pages are released: later gets inside a unit that
+    /// already passed need no lookup of their own.
+    fn first_moved(&self, gets: &[Got<'a>]) -> usize {
+        let mut passed: Option<Unit<'a>> = None;
+        for (i, got) in gets.iter().enumerate() {
+            let pages = u64::from(got.count);
+            if passed.is_some_and(|unit| unit.still_counts(&got.unit, got.first, pages)) {
+                continue;
+            }
+            match self.memmap.unit(got.first) {
+                Ok(now) if now.still_counts(&got.unit, got.first, pages) => passed = Some(now),
+                _ => return i,
+            }
         }
+        gets.len()
+    }
+
+    /// Undoes `gets` (a refusal or a failed re-check): each is released on the
+    /// meta it was made on, never on a fresh lookup's (which, after a split,
+    /// would be another owner's).
+    fn undo(&self, gets: &[Got<'a>], hold: Hold) {
+        for got in gets {
+            // Cannot fail: this context holds `count` pages of `hold` on this
+            // meta (just got), so it is neither free nor short of them. The put
+            // is Release (see `PageMeta::put`); a final put on a truncating unit
+            // wakes its drain.
+            if let Ok(wake) = got.unit.meta.put(hold, got.count) {
+                if wake.is_due() {
+                    self.memmap.wake(got.unit.head);
+                }
+            }
+        }
+    }
+}
+
+/// One get GUP-fast made: `count` base pages from `first`, counted on
+/// `unit.meta` as the map's lookup reported it before the get.
+#[derive(Clone, Copy)]
+struct Got<'a> {
+    unit: Unit<'a>,
+    first: Pfn,
+    count: u32,
+}
+
+/// The gets of one batch (or chunk of a leaf), in the order they were made:
+/// what a failed re-check undoes, exactly. At most [`RUN_BATCH`], on the stack.
+type Gets<'a> = heapless::Vec<Got<'a>, RUN_BATCH>;
+
+/// What GUP-fast needs of a batch's record of gets beyond a vector's methods.
+trait GetsExt<'a> {
+    /// Gets that still fit.
+    fn room(&self) -> usize;
+    /// Records a get; the caller checked [`room`](Self::room).
+    fn record(&mut self, got: Got<'a>);
+    /// The unit of get `i` (`i < len`).
+    fn unit(&self, i: usize) -> Unit<'a>;
+    /// The pages of the first `gets` gets.
+    fn pages_before(&self, gets: usize) -> u64;
+}
+
+impl<'a> GetsExt<'a> for Gets<'a> {
+    #[inline(always)]
+    fn room(&self) -> usize {
+        self.capacity() - self.len()
+    }
+
+    #[inline(always)]
+    fn record(&mut self, got: Got<'a>) {
+        // Never full here: every caller checked `room` first.
+        let _ = self.push(got);
+    }
+
+    #[inline(always)]
+    fn unit(&self, i: usize) -> Unit<'a> {
+        self[i].unit
+    }
+
+    #[inline]
+    fn pages_before(&self, gets: usize) -> u64 {
+        self[..gets].iter().map(|got| u64::from(got.count)).sum()
     }
 }
 

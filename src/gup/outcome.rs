@@ -39,8 +39,11 @@ pub enum Stop {
         missing: Perms,
     },
     /// The leaf entry or the table entry above it changed between the walk's load
-    /// and the re-check after the get: the page may no longer be mapped there. The
-    /// get was undone; the caller may retry or take the slow path.
+    /// and the re-check after the get (the page may no longer be mapped there),
+    /// or the page's allocation unit changed between the lookup and the get (its
+    /// counting meta is no longer the one got: unit identity, see
+    /// [`MemoryMap`](crate::memmap::MemoryMap)). The get was undone, on the meta
+    /// it was made on; the caller may retry or take the slow path.
     Changed {
         /// The first address not taken.
         va: VirtAddr,

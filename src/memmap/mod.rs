@@ -51,6 +51,25 @@ impl Unit<'_> {
     pub fn end(&self) -> u64 {
         self.head.0.saturating_add(self.pages)
     }
+
+    /// Whether this unit (a fresh answer of the map) is still the one a get
+    /// counted `pages` pages from `first` on: the same head, the same counting
+    /// meta (by address), the same `layout_managed`, and every one of those
+    /// pages inside it. The unit-identity check of GUP-fast (see
+    /// [`MemoryMap`]).
+    #[inline]
+    pub fn still_counts(&self, counted: &Unit<'_>, first: Pfn, pages: u64) -> bool {
+        self.head == counted.head
+            && core::ptr::eq(self.meta, counted.meta)
+            && self.layout_managed == counted.layout_managed
+            // Offsets from the head, so a unit reaching the last PFN compares
+            // exactly (`first + pages` may be 2^64).
+            && first.0.checked_sub(self.head.0).is_some_and(|offset| {
+                offset
+                    .checked_add(pages)
+                    .is_some_and(|end| end <= self.pages)
+            })
+    }
 }
 
 /// A PFN the memory map does not describe.
@@ -70,20 +89,48 @@ impl core::error::Error for OutsideMap {}
 
 /// A kernel's memory map, as pagepin needs it.
 ///
+/// # Unit identity
+///
+/// A unit may be split or merged (its answer changes) only while every head
+/// involved is `FREE`, so a walker's lookup of PFN P (head H, meta M) can be
+/// stale by the time its get on M succeeds: H was freed, split, and allocated
+/// again as a smaller unit that no longer holds P. GUP-fast therefore looks the
+/// unit up again after every successful get and requires the same head, the
+/// same meta (by address) and a unit that still holds every page it counted
+/// there; on a mismatch it undoes the get on M (the meta it got, never a fresh
+/// lookup's) and reports [`Stop::Changed`](crate::gup::Stop::Changed). Once the
+/// get holds H the second answer is stable: H is not idle, so its unit cannot
+/// change until the count is released (DESIGN.md invariant 7). Linux makes the
+/// same check in `try_grab_folio` (`page_folio(page) == folio` after the get).
+///
+/// [`layout_version`](Self::layout_version) lets a map skip the second lookup
+/// for a whole batch of gets when no unit changed in between.
+///
 /// # Safety
 ///
 /// Implementors promise, for as long as `&self` lives:
 ///
 /// 1. `unit(pfn)` returns a unit that contains `pfn`
 ///    (`head <= pfn < head + pages`, `pages >= 1`), or [`OutsideMap`].
-/// 2. Every PFN of one unit reports the same `head`, `pages`, `layout_managed`
-///    and the same `meta` (the same `PageMeta`, by address). A unit is split or
-///    merged only while its head is idle and frozen (`FREE`, so no get can
-///    succeed on it), never under a holder.
-/// 3. A `PageMeta` is never moved or reused for another PFN while `&self` lives.
-/// 4. [`wake`](Self::wake)`(head)` runs [`WaitSlot::wake`] on
+/// 2. At any one time every PFN of one unit reports the same `head`, `pages`,
+///    `layout_managed` and the same `meta` (the same `PageMeta`, by address).
+/// 3. A unit is split or merged (any answer of `unit` changes) only while the
+///    meta of every head involved, before and after the change, is `FREE`; the
+///    change is complete (every write that changes an answer is made) before
+///    any of those heads is allocated again, and that allocation is a
+///    [`PageMeta::allocate`] (a Release RMW) made after the change in program
+///    order, so a walker whose get succeeds on the new allocation sees the new
+///    answers. The meta of a PFN that is no unit's head is `FREE` (no get on it
+///    succeeds), or is never reported by `unit`.
+/// 4. A `PageMeta` is never moved or reused for another PFN while `&self` lives.
+/// 5. [`wake`](Self::wake)`(head)` runs [`WaitSlot::wake`] on
 ///    [`wait_slot`](Self::wait_slot)`(head)` and wakes every waiter parked there,
 ///    and `wait_slot` returns the same slot for the same head every time.
+/// 6. If [`layout_version`](Self::layout_version) returns `Some`, it is an
+///    Acquire load of a counter that every split or merge changes with a Release
+///    read-modify-write after its last change of an answer and before any head
+///    it involves is allocated again (point 3); two calls that return the same
+///    value bracket no completed change.
 ///
 /// GUP-fast hands out PFNs on the strength of these answers, so a wrong answer
 /// is a device writing to memory nobody pinned.
@@ -109,4 +156,17 @@ pub unsafe trait MemoryMap {
     /// the handshake's fence) and, if it returns true, wake the kernel's parked
     /// waiters of that slot.
     fn wake(&self, head: Pfn);
+
+    /// The map's layout version, if it keeps one (contract point 6): GUP-fast
+    /// reads it before a batch's lookups and again after the batch's gets, and
+    /// if both reads return the same value, it skips looking each unit up a
+    /// second time (every lookup of the batch is still the current answer).
+    /// `None` (the default) means "always look again", which is always correct.
+    ///
+    /// A map whose units never change returns a constant; a map that splits
+    /// and merges units bumps a counter on every change.
+    #[inline]
+    fn layout_version(&self) -> Option<u64> {
+        None
+    }
 }
