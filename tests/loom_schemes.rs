@@ -19,8 +19,10 @@
 //!   returns a page of the generation the walker's entry mapped (0). Afterwards
 //!   no reference is left.
 //!
-//! Verdicts (a failure is a loom "Causality violation" or an assertion naming
-//! the "violation"):
+//! Verdicts (a failure is loom's "Causality violation: Concurrent read and
+//! write accesses" on the one cell the model writes, or the model's own check,
+//! whose message names the invariant: "invariant 3 (a scheme pinned a
+//! reallocated page)"; each failing test expects the exact one it fails on):
 //!
 //! | scheme | truncate_race | aba |
 //! |---|---|---|
@@ -135,7 +137,10 @@ where
                     // SAFETY: loom checks this read against the truncater's
                     // poisoning write (the property under test).
                     let contents = world.data[i].with(|d| unsafe { *d });
-                    assert_eq!(contents, CONTENTS, "violation: pinned a poisoned page");
+                    assert_eq!(
+                        contents, CONTENTS,
+                        "invariant 1 (a scheme's walker read its pinned page poisoned)"
+                    );
                     world.unpin(i);
                 }
                 // Acquire: pairs with the truncater's Release store after its drain.
@@ -146,7 +151,7 @@ where
                 }
                 assert!(
                     !(after_drain && again.is_some()),
-                    "invariant violation: a pin succeeded after the drain"
+                    "invariant 2 (a scheme's pin succeeded after its drain)"
                 );
             })
         };
@@ -161,7 +166,7 @@ where
         assert_eq!(
             world.scheme.state(&world.pages[0]),
             State::Free,
-            "violation: the truncate did not free P"
+            "truncate_race: the scheme's truncate left P unfreed"
         );
     });
 }
@@ -184,7 +189,7 @@ where
                     let generation = world.generation[i].with(|g| unsafe { *g });
                     assert_eq!(
                         generation, 0,
-                        "invariant violation: pinned a page of generation {generation} through an entry of generation 0"
+                        "invariant 3 (a scheme pinned a reallocated page): generation {generation} through an entry of generation 0"
                     );
                     world.unpin(i);
                 }
@@ -201,7 +206,7 @@ where
             assert_eq!(
                 world.scheme.state(page),
                 State::Idle,
-                "violation: a reference leaked"
+                "invariant 4 (a scheme leaked a reference)"
             );
         }
     });
@@ -215,7 +220,7 @@ fn grace_period_truncate_race() {
 }
 
 #[test]
-#[should_panic(expected = "violation")]
+#[should_panic(expected = "invariant 3 (a scheme pinned a reallocated page)")]
 fn grace_period_aba() {
     aba::<GracePeriod<false>>();
 }
@@ -240,19 +245,32 @@ fn flag_fence_truncate_race() {
 }
 
 #[test]
-#[should_panic(expected = "violation")]
+#[should_panic(expected = "invariant 3 (a scheme pinned a reallocated page)")]
 fn flag_fence_aba() {
     aba::<FlagFence<true>>();
 }
 
+// Invariant 1, caught by loom itself: without the fences the drain can miss the
+// walker's get while the walker misses the mark, so the truncater poisons P
+// while the walker still reads it; the two accesses to P's data cell are not
+// ordered, and loom panics at the second with "Causality violation: Concurrent
+// read and write accesses" (rt/cell.rs) before the model's own check can run.
+// P's data is the only cell `truncate_race` writes.
 #[test]
-#[should_panic(expected = "violation")]
+#[should_panic(expected = "Causality violation: Concurrent read and write accesses")]
 fn broken_flag_no_fence_truncate_race() {
     truncate_race::<FlagFence<false>>();
 }
 
+// Invariant 3, caught by loom itself: without the fences the walker's flag
+// check can still read the "allocated" from before the mark (nothing makes it
+// see the mark), so it keeps a pin that synchronised with nothing the
+// truncater did, and its read of P's generation is not ordered with the
+// truncater's bump: loom's "Causality violation: Concurrent read and write
+// accesses" (rt/cell.rs) comes before the generation check. P's generation is
+// the only cell `aba` writes.
 #[test]
-#[should_panic(expected = "violation")]
+#[should_panic(expected = "Causality violation: Concurrent read and write accesses")]
 fn broken_flag_no_fence_aba() {
     aba::<FlagFence<false>>();
 }
@@ -265,7 +283,7 @@ fn split_refcount_truncate_race() {
 }
 
 #[test]
-#[should_panic(expected = "violation")]
+#[should_panic(expected = "invariant 3 (a scheme pinned a reallocated page)")]
 fn split_refcount_aba() {
     aba::<SplitRef>();
 }
@@ -312,7 +330,7 @@ fn pagepin_no_recheck_truncate_race() {
 }
 
 #[test]
-#[should_panic(expected = "violation")]
+#[should_panic(expected = "invariant 3 (a scheme pinned a reallocated page)")]
 fn pagepin_no_recheck_aba() {
     aba::<Pagepin<NO_RECHECK>>();
 }
