@@ -49,6 +49,7 @@ impl VirtAddr {
         match bits {
             64 => true,
             1..=63 => {
+                // `1 <= shift <= 63`: both shifts below are in range.
                 let shift = 64 - bits;
                 (((self.0 << shift) as i64) >> shift) as u64 == self.0
             }
@@ -114,9 +115,12 @@ impl VaRange {
     /// length fits in a `u64`); callers guarantee both.
     #[inline]
     pub(crate) const fn spanning(start: VirtAddr, last: VirtAddr) -> VaRange {
+        // `start <= last` (no wrap in the subtraction), and both lie in one
+        // window of `2^va_bits` addresses with `va_bits < 64`, so
+        // `last - start < 2^63` and the `+ 1` cannot overflow.
         VaRange {
             start,
-            len: last.0 - start.0 + 1,
+            len: (last.0 - start.0) + 1,
         }
     }
 
@@ -135,6 +139,10 @@ impl VaRange {
     /// The last address (inclusive).
     #[inline]
     pub const fn last(self) -> VirtAddr {
+        // `len >= 1`, and every constructor checked `start + (len - 1)`
+        // against `u64::MAX` (`new` with `checked_add`, `from_inclusive` and
+        // `spanning` by computing `len` from `last`); parenthesised so that a
+        // range ending at `u64::MAX` never forms `start + len == 2^64`.
         VirtAddr(self.start.0 + (self.len - 1))
     }
 

@@ -103,8 +103,11 @@ pub(crate) fn check_canonical<F: PagingFormat>(range: VaRange) -> Result<(), Ran
     if !F::is_canonical(start) {
         return Err(RangeError::NonCanonical { va: start });
     }
+    // `va_bits < 64` (`Geometry::new` asserts it): the shifts are in range.
     let window = F::GEOMETRY.va_bits();
     if start.0 >> window != last.0 >> window {
+        // `start <= last` in different windows: `start`'s window is not the
+        // last one, so its last address is below `u64::MAX` and `+ 1` is exact.
         let past_window = (start.0 | ((1 << window) - 1)) + 1;
         return Err(RangeError::NonCanonical {
             va: VirtAddr(past_window),
@@ -463,11 +466,24 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized> Walk<'a, F, A> {
         if entries == 0 {
             return;
         }
-        // Cannot overflow: the run's whole entries end at or before `last`.
-        let covered_last = run.va + (entries << run.shift) - 1;
+        // The last byte the entries cover, computed as `va + (span - 1)`, never
+        // as `va + span - 1`: a run that ends at the top of the address space
+        // (x86_64's last page, 0xffff_ffff_ffff_f000) has `va + span == 2^64`.
+        // No step overflows:
+        // - `entries << shift`: `entries <= run.count <= in_table`, the entries
+        //   from `run.index` to the end of one table, so the product is at most
+        //   a whole table's span, `2^(index_bits + shift) <= 2^va_bits`, and
+        //   `va_bits < 64` (`Geometry::new` asserts it); it is at least
+        //   `1 << shift >= 1`, so the `- 1` does not wrap either.
+        // - `va + (span - 1)`: `entries <= run.count <= in_range`, the whole
+        //   entries from `va` to `last`, so `span - 1 <= last - va`, and the sum
+        //   is at most `last`.
+        let span = entries << run.shift;
+        let covered_last = run.va + (span - 1);
         if covered_last >= self.last {
             self.finished = true;
         } else {
+            // `covered_last < last <= u64::MAX`: the successor exists.
             self.cursor = covered_last + 1;
         }
     }
@@ -478,6 +494,7 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized> Walk<'a, F, A> {
         let geometry = F::GEOMETRY;
         let va = self.cursor;
         // Resume in the deepest remembered table that still covers the cursor.
+        // `path_len >= 1`: the root is always on the path.
         let mut level = self.path_len - 1;
         while level > 0 && !(self.path[level].first <= va && va <= self.path[level].last) {
             level -= 1;
@@ -487,12 +504,20 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized> Walk<'a, F, A> {
             if runs && !geometry.holds_tables(level) {
                 let shift = geometry.shift_at(level);
                 let index = geometry.index(VirtAddr(va), level);
-                let in_table = geometry.entries(level).unwrap_or(0) - index;
-                // Whole entries from the cursor to the end of the range (`last`
-                // is at most 2^63 above the cursor: the range lies in one
-                // canonical window of fewer than 64 bits).
+                // `index < entries(level)`: `Geometry::index` masks to the
+                // level's entry count, and `level` exists (it is on the path).
+                let in_table = geometry.entries(level).unwrap_or(0).saturating_sub(index);
+                // Whole entries from the cursor to the end of the range. The
+                // walk keeps `va <= last` while it is not finished, so the
+                // subtraction does not wrap; the `+ 1` could only overflow for
+                // `va == 0, last == u64::MAX`, a range of 2^64 bytes that no
+                // canonical window (fewer than 64 bits, `check_canonical`)
+                // holds; it saturates rather than trust that.
                 let in_range = (self.last - va).saturating_add(1) >> shift;
+                // At most `in_table` (a `usize`), so the cast is exact.
                 let count = (in_table as u64).min(in_range) as usize;
+                // `shift < va_bits < 64` (`Geometry::new`): every shift by it
+                // in this function is in range.
                 if va & ((1u64 << shift) - 1) == 0 && count != 0 {
                     return Ok(Step::Run(LeafRun {
                         table: step.table,
@@ -520,6 +545,8 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized> Walk<'a, F, A> {
             let entry = F::decode(raw, level)
                 .map_err(|error| fail(WalkErrorKind::Decode { loc, raw, error }))?;
             let shift = geometry.shift_at(level);
+            // Masks, not sums: the entry's span ends at `span_last` even when
+            // that is `u64::MAX` (the last entry of the upper half).
             let span_first = va & !((1u64 << shift) - 1);
             let span_last = span_first | ((1u64 << shift) - 1);
             let item_last = if span_last < self.last {
@@ -537,6 +564,12 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized> Walk<'a, F, A> {
                 }),
                 Entry::Leaf(leaf) if geometry.holds_leaves(level) => WalkItem::Leaf(LeafItem {
                     va: VaRange::spanning(VirtAddr(va), VirtAddr(item_last)),
+                    // `va - span_first < 2^shift`, the leaf's size, and a
+                    // leaf's `pa` is aligned to its size (format contract 3),
+                    // so the sum is `pa | offset` and cannot carry. Wrapping,
+                    // not `+`: a format that breaks its (`unsafe`) contract
+                    // with a misaligned `pa` near `u64::MAX` must still not
+                    // panic the walk.
                     pa: PhysAddr(leaf.pa.0.wrapping_add(va - span_first)),
                     leaf_va: VirtAddr(span_first),
                     leaf_pa: leaf.pa,
@@ -548,6 +581,8 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized> Walk<'a, F, A> {
                     parent: step.via,
                 }),
                 Entry::Table(next) if geometry.holds_tables(level) => {
+                    // `holds_tables(level)` is `level + 1 < depth <= MAX_LEVELS`:
+                    // the next level exists and indexes `path`.
                     level += 1;
                     self.path[level] = PathStep {
                         table: next.table,
@@ -566,6 +601,7 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized> Walk<'a, F, A> {
             if item_last >= self.last {
                 self.finished = true;
             } else {
+                // `item_last < last <= u64::MAX`: the successor exists.
                 self.cursor = item_last + 1;
             }
             return Ok(Step::Item(item));
