@@ -53,6 +53,16 @@ impl core::error::Error for RegionError {}
 /// A memory map over `metas`, one per base page from PFN `first` on. Pages
 /// outside every [`Region`] are units of one page, not layout-managed. Waiters
 /// park in a [`WaitTable`] of `WAIT_SLOTS` slots.
+///
+/// # The top of the PFN space
+///
+/// A map may reach the last PFN, `u64::MAX`. Its bounds are therefore kept
+/// inclusive: [`last`](Self::last) is the last PFN it describes, never "the
+/// first PFN past it", which for such a map would be 2^64 and not fit a
+/// `u64`. (Exclusive ends, `first + pages`, overflow exactly there; every
+/// bound here is computed as `first + (pages - 1)`.) Metas past PFN `u64::MAX`
+/// — a slice longer than the PFNs left above `first` — describe no PFN and
+/// are never returned.
 pub struct HostMemMap<'a, const REGIONS: usize = 8, const WAIT_SLOTS: usize = 64> {
     first: Pfn,
     metas: &'a [PageMeta],
@@ -90,23 +100,51 @@ impl<'a, const REGIONS: usize, const WAIT_SLOTS: usize> HostMemMap<'a, REGIONS, 
         {
             return Err(RegionError::Misaligned);
         }
-        let end = first.0.checked_add(pages).ok_or(RegionError::OutsideMap)?;
-        if first.0 < self.first.0 || end > self.end() {
+        // Inclusive, so that a region ending at the last PFN is not taken
+        // for one that wraps: `pages >= 1` was checked above.
+        let last = first
+            .0
+            .checked_add(pages - 1)
+            .ok_or(RegionError::OutsideMap)?;
+        let Some(map_last) = self.last() else {
+            return Err(RegionError::OutsideMap);
+        };
+        if first.0 < self.first.0 || last > map_last.0 {
             return Err(RegionError::OutsideMap);
         }
+        // Every region added was checked the same way, so `r.first +
+        // (r.pages - 1)` does not overflow either; two inclusive intervals
+        // overlap when each starts at or before the other's last page.
         if self
             .regions
             .iter()
-            .any(|r| first.0 < r.first.0 + r.pages && r.first.0 < end)
+            .any(|r| first.0 <= r.first.0 + (r.pages - 1) && r.first.0 <= last)
         {
             return Err(RegionError::Overlaps);
         }
         self.regions.push(region).map_err(|_| RegionError::Full)
     }
 
-    /// The first PFN past the map.
-    pub fn end(&self) -> u64 {
-        self.first.0 + self.metas.len() as u64
+    /// The last PFN the map describes (inclusive), `None` for a map of no
+    /// pages. For a map that reaches the top of the PFN space this is
+    /// `Pfn(u64::MAX)`; see [the type's docs](Self#the-top-of-the-pfn-space).
+    pub fn last(&self) -> Option<Pfn> {
+        let pages = u64::try_from(self.metas.len()).unwrap_or(u64::MAX);
+        // `pages - 1` does not wrap (`pages >= 1`). Saturating: metas past PFN
+        // `u64::MAX` describe no PFN, so the last PFN described is then
+        // `u64::MAX` itself, which is what saturation gives.
+        pages
+            .checked_sub(1)
+            .map(|below| Pfn(self.first.0.saturating_add(below)))
+    }
+
+    /// The number of PFNs the map describes: its metas, less any past PFN
+    /// `u64::MAX`. `u64`, not `usize`: a map of every PFN would not fit.
+    pub fn pages(&self) -> u64 {
+        // `last - first` does not wrap (`last >= first`); `+ 1` saturates only
+        // for a map of all 2^64 PFNs, which no slice holds.
+        self.last()
+            .map_or(0, |last| (last.0 - self.first.0).saturating_add(1))
     }
 
     /// The first PFN of the map.
@@ -154,12 +192,20 @@ unsafe impl<const REGIONS: usize, const WAIT_SLOTS: usize> MemoryMap
     fn unit(&self, pfn: Pfn) -> Result<Unit<'_>, OutsideMap> {
         let outside = OutsideMap { pfn };
         let own = self.meta_of(pfn).ok_or(outside)?;
+        // `pfn - r.first < r.pages` with a wrapping subtraction is
+        // `r.first <= pfn <= r.first + (r.pages - 1)` without forming the
+        // region's end (which is 2^64 for a region at the top): for
+        // `pfn < r.first` the difference wraps to `2^64 - (r.first - pfn) >=
+        // 2^64 - r.first >= r.pages` (`add_region` checked that the region's
+        // last page fits), so the test fails as it should.
         match self
             .regions
             .iter()
             .find(|r| pfn.0.wrapping_sub(r.first.0) < r.pages)
         {
             Some(r) => {
+                // `unit_pages` is a power of two (`add_region`), so `- 1` does
+                // not wrap; masking cannot overflow.
                 let head = pfn.0 & !(r.unit_pages - 1);
                 Ok(Unit {
                     head: Pfn(head),
@@ -278,6 +324,72 @@ mod tests {
         assert_eq!(
             map.add_region(region(256, 256, 256)),
             Err(RegionError::Overlaps)
+        );
+    }
+
+    #[test]
+    fn a_map_may_reach_the_last_pfn() {
+        let metas = metas(1024);
+        let first = Pfn(u64::MAX - 1023);
+        let mut map = HostMemMap::<4>::new(first, &metas);
+        assert_eq!(
+            (map.first(), map.last(), map.pages()),
+            (first, Some(Pfn(u64::MAX)), 1024)
+        );
+        // A region ending at the last PFN is no wrap.
+        map.add_region(Region {
+            first: Pfn(u64::MAX - 511),
+            pages: 512,
+            unit_pages: 512,
+            layout_managed: true,
+        })
+        .unwrap();
+        // Overlap with it is still found without forming its end.
+        assert_eq!(
+            map.add_region(Region {
+                first: Pfn(u64::MAX - 255),
+                pages: 256,
+                unit_pages: 256,
+                layout_managed: false,
+            }),
+            Err(RegionError::Overlaps)
+        );
+        let top = map.unit(Pfn(u64::MAX)).unwrap();
+        assert_eq!((top.head, top.pages), (Pfn(u64::MAX - 511), 512));
+        assert!(core::ptr::eq(top.meta, &metas[512]));
+        assert!(core::ptr::eq(
+            map.meta_of(Pfn(u64::MAX)).unwrap(),
+            &metas[1023]
+        ));
+        let below = map.unit(Pfn(u64::MAX - 512)).unwrap();
+        assert_eq!((below.head, below.pages), (Pfn(u64::MAX - 512), 1));
+        assert_eq!(
+            map.unit(Pfn(first.0 - 1)).unwrap_err().pfn,
+            Pfn(first.0 - 1)
+        );
+    }
+
+    #[test]
+    fn metas_past_the_last_pfn_describe_nothing() {
+        let metas = metas(8);
+        let map = HostMemMap::<1>::new(Pfn(u64::MAX - 3), &metas);
+        assert_eq!((map.last(), map.pages()), (Some(Pfn(u64::MAX)), 4));
+        assert!(core::ptr::eq(
+            map.meta_of(Pfn(u64::MAX)).unwrap(),
+            &metas[3]
+        ));
+        let empty = HostMemMap::<1>::new(Pfn(u64::MAX), &[]);
+        assert_eq!((empty.last(), empty.pages()), (None, 0));
+        assert!(empty.unit(Pfn(u64::MAX)).is_err());
+        let mut empty = empty;
+        assert_eq!(
+            empty.add_region(Region {
+                first: Pfn(u64::MAX),
+                pages: 1,
+                unit_pages: 1,
+                layout_managed: false,
+            }),
+            Err(RegionError::OutsideMap)
         );
     }
 }
