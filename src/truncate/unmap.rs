@@ -51,8 +51,10 @@ impl TlbShootdown for HostTlb {
     fn flush(&mut self, _space: usize, _range: VaRange) {}
 }
 
-/// Where a run of a file's pages is mapped: pages `first .. first + pages` at
-/// `va` in address space `space` (an index into the unmapper's builders).
+/// Where a run of a file's pages is mapped: pages `first ..= first + (pages -
+/// 1)` at `va` in address space `space` (an index into the unmapper's
+/// builders). The run may end at the last PFN and its virtual range at the
+/// last byte of the address space; neither is an overflow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FileMapping {
     /// The address space.
@@ -81,10 +83,20 @@ pub enum TableUnmapError {
         /// Why.
         error: UnmapError,
     },
-    /// The mapping's address arithmetic overflows.
+    /// The mapping's address arithmetic overflows: its pages run past the
+    /// last PFN, or the virtual range of the pages to unmap runs past the
+    /// top of the address space.
     BadMapping(FileMapping),
     /// The mapping table is full.
     Full,
+    /// The extent asked for runs past the last PFN (`first + (pages - 1)`
+    /// overflows); nothing was unmapped.
+    ExtentWraps(Extent),
+    /// The unmapper's `page_shift` is 64 or more: no page size.
+    BadPageShift {
+        /// The shift given to [`TableUnmapper::new`].
+        page_shift: u32,
+    },
 }
 
 impl fmt::Display for TableUnmapError {
@@ -94,6 +106,14 @@ impl fmt::Display for TableUnmapError {
             TableUnmapError::Unmap { space, error } => write!(f, "space {space}: {error}"),
             TableUnmapError::BadMapping(m) => write!(f, "mapping {m:?} overflows"),
             TableUnmapError::Full => f.write_str("mapping table full"),
+            TableUnmapError::ExtentWraps(e) => write!(
+                f,
+                "extent at {} of {} pages runs past the last PFN",
+                e.first, e.pages
+            ),
+            TableUnmapError::BadPageShift { page_shift } => {
+                write!(f, "page shift {page_shift} is not below 64")
+            }
         }
     }
 }
@@ -126,7 +146,12 @@ where
     T: TlbShootdown,
 {
     /// An unmapper over `spaces`, whose PFNs are of `2^page_shift`-byte pages
-    /// (the memory map's base page), flushing through `tlb`.
+    /// (the memory map's base page, [`MemoryMap::PAGE_SHIFT`]), flushing
+    /// through `tlb`. A `page_shift` of 64 or more makes every
+    /// [`unmap_extent`](Unmapper::unmap_extent) fail with
+    /// [`TableUnmapError::BadPageShift`].
+    ///
+    /// [`MemoryMap::PAGE_SHIFT`]: crate::memmap::MemoryMap::PAGE_SHIFT
     pub fn new(spaces: &'s mut [TableBuilder<'b, F, A, R>], page_shift: u32, tlb: T) -> Self {
         TableUnmapper {
             spaces,
@@ -167,22 +192,51 @@ where
 {
     type Error = TableUnmapError;
 
+    /// # Errors
+    ///
+    /// [`TableUnmapError::ExtentWraps`] and [`TableUnmapError::BadPageShift`]
+    /// before anything is unmapped; the others as their variants say, the
+    /// mappings before the failing one unmapped.
     fn unmap_extent(&mut self, extent: Extent) -> Result<(), TableUnmapError> {
-        let Some(end) = extent.end() else {
+        // PFN intervals are inclusive (`first ..= last`) throughout: an extent
+        // or a mapping that ends at the last PFN, `u64::MAX`, has no exclusive
+        // end in a `u64`, and is not a wrap.
+        if extent.pages == 0 {
             return Ok(());
-        };
+        }
+        // `pages >= 1`: the `- 1` does not wrap; the sum is checked.
+        let last = extent
+            .first
+            .0
+            .checked_add(extent.pages - 1)
+            .ok_or(TableUnmapError::ExtentWraps(extent))?;
+        // `page_shift` is the caller's: a shift of 64 or more is an error,
+        // not a debug panic or a silently wrapped shift.
+        let page = 1u64
+            .checked_shl(self.page_shift)
+            .ok_or(TableUnmapError::BadPageShift {
+                page_shift: self.page_shift,
+            })?;
         for m in &self.mappings {
-            let Some(m_end) = m.first.0.checked_add(m.pages) else {
-                return Err(TableUnmapError::BadMapping(*m));
-            };
-            let (a, b) = (extent.first.0.max(m.first.0), end.min(m_end));
-            if a >= b {
+            if m.pages == 0 {
                 continue;
             }
             let bad = TableUnmapError::BadMapping(*m);
-            let page = 1u64 << self.page_shift;
+            let m_last = m.first.0.checked_add(m.pages - 1).ok_or(bad)?;
+            // The pages of both: `a ..= b`, empty when `a > b`.
+            let (a, b) = (extent.first.0.max(m.first.0), last.min(m_last));
+            if a > b {
+                continue;
+            }
+            // `a >= m.first` and `b >= a`: the subtractions do not wrap; the
+            // products and the sums are checked. `b - a + 1` overflows only for
+            // all 2^64 PFNs; `len` is at least one page, so `va + (len - 1)`
+            // (the builder's check) may end at `u64::MAX`.
             let offset = (a - m.first.0).checked_mul(page).ok_or(bad)?;
-            let len = (b - a).checked_mul(page).ok_or(bad)?;
+            let len = (b - a)
+                .checked_add(1)
+                .and_then(|pages| pages.checked_mul(page))
+                .ok_or(bad)?;
             let va = VirtAddr(m.va.0.checked_add(offset).ok_or(bad)?);
             let space = self
                 .spaces
