@@ -145,6 +145,9 @@ impl<'a> HostMemory<'a> {
     #[inline]
     pub fn frame_pa(&self, i: usize) -> Option<PhysAddr> {
         if i < self.frames.len() {
+            // `i < len`, and `new` checked `base + (len * FRAME_SIZE - 1)`
+            // (both steps): `base + i * FRAME_SIZE` is at most that, minus a
+            // frame.
             Some(PhysAddr(self.base.0 + i as u64 * HOST_FRAME_SIZE))
         } else {
             None
@@ -156,6 +159,7 @@ impl<'a> HostMemory<'a> {
         &self,
     ) -> impl DoubleEndedIterator<Item = PhysAddr> + ExactSizeIterator + use<'a> {
         let base = self.base.0;
+        // No overflow, as in `frame_pa`: `i < len`, checked by `new`.
         (0..self.frames.len()).map(move |i| PhysAddr(base + i as u64 * HOST_FRAME_SIZE))
     }
 }
@@ -192,6 +196,8 @@ unsafe impl TableAccess for HostMemory<'_> {
         }
         // A table larger than a frame (a 64 KiB granule) continues into the
         // following frames: split the word position into frame and word again.
+        // In `u128`: `frame < 2^52` and `index < 2^64`, so the position is
+        // below `2^62 + 2^64`, far from overflowing.
         let word = (frame as u128) * HOST_FRAME_ENTRIES as u128 + index as u128;
         let frame = usize::try_from(word / HOST_FRAME_ENTRIES as u128).map_err(|_| unreachable)?;
         let word = (word % HOST_FRAME_ENTRIES as u128) as usize;

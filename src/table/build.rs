@@ -246,6 +246,8 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, R: Retire> TableBuilder<'a, F
                 .ok_or(MapError::LeafSizeNotAllowed {
                     size: req.leaf_size,
                 })?;
+        // `leaf_size` is a leaf size of the format (`leaf_level` found it), so
+        // a power of two of at least one page: the `- 1` does not wrap.
         let offset_mask = req.leaf_size - 1;
         if req.va.0 & offset_mask != 0 {
             return Err(MapError::MisalignedVa { va: req.va });
@@ -256,6 +258,9 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, R: Retire> TableBuilder<'a, F
         if req.len & offset_mask != 0 {
             return Err(MapError::MisalignedLen { len: req.len });
         }
+        // `len >= 1` (`VaRange::new` refused 0); checked, since the physical
+        // range was not checked yet. `len - 1`, not `len`: a range ending at
+        // the last byte (`pa_last == u64::MAX`) is not a wrap.
         let pa_last = req.pa.0.checked_add(req.len - 1).ok_or(MapError::PaWraps)?;
         // Contract 5 of `PagingFormat`: the first and the last leaf bound what the
         // encoder accepts.
@@ -281,8 +286,13 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, R: Retire> TableBuilder<'a, F
         }
 
         for i in 0..req.len / req.leaf_size {
-            let va = VirtAddr(req.va.0 + i * req.leaf_size);
-            let leaf = leaf_at(req.pa.0 + i * req.leaf_size);
+            // No overflow: `i < len / leaf_size` and `len` is a multiple of
+            // `leaf_size`, so `i * leaf_size <= len - leaf_size < len`, and
+            // `va + (len - 1)` (`range.last()`) and `pa + (len - 1)`
+            // (`pa_last`) were checked above; the offsets stay below `len`.
+            let offset = i * req.leaf_size;
+            let va = VirtAddr(req.va.0 + offset);
+            let leaf = leaf_at(req.pa.0 + offset);
             let mut table = self.root;
             for level in 0..leaf_level {
                 let word = self.word(table, va, level)?;
@@ -329,7 +339,10 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, R: Retire> TableBuilder<'a, F
         check_canonical::<F>(range).map_err(UnmapError::Range)?;
         for end in [range.start(), range.last()] {
             if let WalkItem::Leaf(leaf) = walker.translate(end).map_err(UnmapError::Walk)? {
-                let leaf_last = VirtAddr(leaf.leaf_va.0 + (leaf.size - 1));
+                // A leaf's first address is aligned to its size (a power of
+                // two), so its last is `leaf_va | (size - 1)`: no carry, even
+                // for the last leaf of the address space (`u64::MAX`).
+                let leaf_last = VirtAddr(leaf.leaf_va.0 | (leaf.size - 1));
                 if !range.contains(leaf.leaf_va) || !range.contains(leaf_last) {
                     return Err(UnmapError::SplitsLeaf {
                         leaf_va: leaf.leaf_va,
@@ -417,13 +430,22 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, R: Retire> TableBuilder<'a, F
             let raw = load_entry::<F, A>(self.access, loc)
                 .map_err(|error| fail(WalkErrorKind::Access { loc, error }))?;
             match F::decode(raw, level) {
+                // Saturating: a mapping of 4 KiB leaves over a large range of a
+                // 5-level format needs up to 2^36 tables, more than a 32-bit
+                // `usize` holds. A saturated count is more than any pool
+                // holds, so `map` refuses with `PoolExhausted`, as it should.
                 Ok(Entry::Absent) => {
-                    needed += (level + 1..=leaf_level)
+                    needed = (level + 1..=leaf_level)
                         .map(|below| tables_spanned::<F>(span, below))
-                        .sum::<usize>();
+                        .fold(needed, usize::saturating_add);
                 }
                 Ok(Entry::Table(next)) if level < leaf_level => {
-                    needed += self.survey(next.table, level + 1, span, leaf_level)?;
+                    needed = needed.saturating_add(self.survey(
+                        next.table,
+                        level + 1,
+                        span,
+                        leaf_level,
+                    )?);
                 }
                 Ok(Entry::Table(_) | Entry::Leaf(_)) => return Err(MapError::Overlap { va }),
                 Err(error) => return Err(fail(WalkErrorKind::Decode { loc, raw, error })),
@@ -463,6 +485,10 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, R: Retire> TableBuilder<'a, F
                     // is ordered after this store by the page metadata's Release
                     // free and the getter's Acquire get.
                     word.store(0, Ordering::Relaxed);
+                    // At most one count per distinct entry word (a cleared
+                    // entry decodes absent and is not counted again), and
+                    // distinct 8-byte words in one address space number fewer
+                    // than `usize::MAX`.
                     done.leaves += 1;
                 }
                 Ok(Entry::Table(next)) if geometry.holds_tables(level) => {
@@ -479,6 +505,7 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, R: Retire> TableBuilder<'a, F
                         self.retire
                             .retire(next.table, &mut self.pool)
                             .map_err(UnmapError::Retire)?;
+                        // As `leaves`: one count per detached table entry.
                         done.tables += 1;
                     }
                 }
@@ -540,14 +567,18 @@ fn entry_spans<F: PagingFormat>(
     range: VaRange,
     level: usize,
 ) -> impl Iterator<Item = (VirtAddr, VaRange)> {
+    // `shift < va_bits < 64` (`Geometry::new`).
     let shift = F::GEOMETRY.shift_at(level);
     let last = range.last().0;
     let mut next = Some(range.start().0);
     core::iter::from_fn(move || {
         let va = next?;
+        // A mask, not `first + size - 1`: the last entry of the upper half
+        // ends at `u64::MAX`.
         let span_last = va | ((1u64 << shift) - 1);
         let sub_last = if span_last < last { span_last } else { last };
         next = if sub_last < last {
+            // `sub_last < last <= u64::MAX`: the successor exists.
             Some(sub_last + 1)
         } else {
             None
@@ -561,7 +592,14 @@ fn entry_spans<F: PagingFormat>(
 
 /// The number of tables at `level` that `range` touches.
 fn tables_spanned<F: PagingFormat>(range: VaRange, level: usize) -> usize {
-    // A table at `level` translates one entry span of the level above.
+    // A table at `level` translates one entry span of the level above
+    // (`level >= 1`: callers ask for levels below the one they surveyed).
     let shift = F::GEOMETRY.shift_at(level - 1);
-    ((range.last().0 >> shift) - (range.start().0 >> shift) + 1) as usize
+    // `start <= last`, so the difference does not wrap; it is below
+    // `2^(64 - shift)` with `shift >= 1` (a level above another spans at
+    // least that level's `index_bits >= 1` bits), so the `+ 1` does not
+    // overflow. On a 32-bit target the count may not fit a `usize`: saturate
+    // (see `survey`).
+    let spanned = (range.last().0 >> shift) - (range.start().0 >> shift) + 1;
+    usize::try_from(spanned).unwrap_or(usize::MAX)
 }

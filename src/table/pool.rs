@@ -47,6 +47,7 @@ impl<'a> FramePool<'a> {
     pub fn give_back(&mut self, frame: PhysAddr) -> Result<(), PoolFull> {
         let slot = self.slots.get_mut(self.free).ok_or(PoolFull { frame })?;
         *slot = frame;
+        // `free < slots.len()` (the slot exists), so `free + 1 <= len`.
         self.free += 1;
         Ok(())
     }

@@ -43,7 +43,11 @@ pub(super) enum Shape {
     Leaf(PhysAddr),
 }
 
-/// Bits `high..=low` set (`high >= low`).
+/// Bits `high..=low` set (`high >= low`; 0 for `high == low - 1`).
+///
+/// Both must be at most 63 (the shifts are by `63 - high` and `low`). Every
+/// caller passes a granule or block shift minus one (11..=47) or a value of
+/// 0 or 12..=16: in range.
 const fn bit_range(high: u32, low: u32) -> u64 {
     (u64::MAX >> (63 - high)) & !((1 << low) - 1)
 }
@@ -88,6 +92,9 @@ pub(super) fn shape(
     if !holds_blocks(granule_shift, arm) {
         return Err(DecodeError::LeafNotAllowed { level });
     }
+    // `arm` is 1 or 2 here (a level that holds blocks: `holds_blocks`), so
+    // `3 - arm` does not wrap, and the block shift is at most
+    // 16 + 2 * 13 = 42.
     let block_shift = granule_shift + (3 - arm as u32) * bits_per_level(granule_shift);
     let offset = bit_range(block_shift - 1, 0);
     check_res0(raw & ((offset & !(NT | 0xfff)) | LEAF_RES0_HIGH))?;
@@ -105,6 +112,9 @@ fn check_res0(set_res0: u64) -> Result<(), DecodeError> {
 }
 
 /// Whether `pa` fits an output-address field aligned to `2^align_shift`.
+///
+/// `align_shift` is a granule or leaf shift (12..=42), so `align_shift - 1`
+/// does not wrap.
 #[inline]
 pub(super) const fn encodable(pa: PhysAddr, align_shift: u32) -> bool {
     pa.0 & !(OA_FIELD & !bit_range(align_shift - 1, 0)) == 0

@@ -44,7 +44,10 @@ pub(super) const fn bits_per_level(granule_shift: u32) -> u32 {
 ///
 /// # Panics
 ///
-/// If no such walk exists (used in a `const`: a compile error).
+/// If no such walk exists (used in a `const`: a compile error). Its
+/// arithmetic runs only in `const` items too (the formats' `DEPTH`), with a
+/// granule shift of 12, 14 or 16 and an input of at most 48 bits; the one
+/// subtraction that could wrap, `input_bits - below`, is guarded.
 pub(super) const fn depth_for(granule_shift: u32, input_bits: u32, max_root_bits: u32) -> usize {
     let per_level = bits_per_level(granule_shift);
     let mut depth = 2;
@@ -59,6 +62,9 @@ pub(super) const fn depth_for(granule_shift: u32, input_bits: u32, max_root_bits
 }
 
 /// The Arm level of pagepin level `level` in a `depth`-level walk.
+///
+/// `depth` is a format's `DEPTH`, 2..=4 (`depth_for`), so `4 - depth` does not
+/// wrap; callers pass `level < depth`, so the result is at most 3.
 #[inline]
 pub(super) const fn arm_level(depth: usize, level: usize) -> usize {
     4 - depth + level
@@ -97,7 +103,10 @@ pub(super) const fn contiguous_entries(granule_shift: u32, arm_level: usize) -> 
 /// # Panics
 ///
 /// If the start level would index more than [`MAX_INDEX_BITS`] bits (a compile
-/// error in a `const`).
+/// error in a `const`). Evaluated only in the formats' `GEOMETRY` consts, with
+/// the `depth` that `depth_for` found for the same input size, so
+/// `input_bits - granule_shift - (depth - 1) * per_level` is the root's bit
+/// count, positive; an overflow would be a compile error, not a wrap.
 pub(super) const fn geometry(granule_shift: u32, input_bits: u32, depth: usize) -> Geometry {
     let per_level = bits_per_level(granule_shift);
     let root_bits = input_bits - granule_shift - (depth as u32 - 1) * per_level;

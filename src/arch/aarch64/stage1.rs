@@ -214,9 +214,13 @@ unsafe impl<const GRANULE_SHIFT: u32, const VA_BITS: u32, const TTBR1: bool> Pag
 
     #[inline]
     fn is_canonical(va: VirtAddr) -> bool {
-        let upper = va.0 >> VA_BITS;
+        // Through `GEOMETRY` (whose `va_bits` is `VA_BITS`), so that using the
+        // format evaluates `DEPTH`'s assertion `25 <= VA_BITS <= 48`: the
+        // shifts are in range.
+        let va_bits = Self::GEOMETRY.va_bits();
+        let upper = va.0 >> va_bits;
         if TTBR1 {
-            upper == u64::MAX >> VA_BITS
+            upper == u64::MAX >> va_bits
         } else {
             upper == 0
         }

@@ -195,7 +195,10 @@ unsafe impl<const GRANULE_SHIFT: u32, const IPA_BITS: u32> PagingFormat
 
     #[inline]
     fn is_canonical(ipa: VirtAddr) -> bool {
-        ipa.0 >> IPA_BITS == 0
+        // Through `GEOMETRY` (whose `va_bits` is `IPA_BITS`), so that using the
+        // format evaluates `DEPTH`'s assertion `32 <= IPA_BITS <= 48`: the
+        // shift is in range.
+        ipa.0 >> Self::GEOMETRY.va_bits() == 0
     }
 
     fn decode(raw: u64, level: usize) -> Result<Entry, DecodeError> {

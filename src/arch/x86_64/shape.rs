@@ -46,6 +46,10 @@ pub(super) const fn geometry(levels: usize, maxphyaddr: u32) -> Geometry {
 }
 
 /// Address bits 12..MAXPHYADDR of an entry.
+///
+/// Only evaluated in the formats' `const` items (`ADDR`, `ABOVE_MAXPHYADDR`),
+/// where an out-of-range shift is a compile error, not a wrap; [`geometry`]
+/// also asserts `maxphyaddr` in 32..=52, which keeps both shifts in range.
 pub(super) const fn addr_mask(maxphyaddr: u32) -> u64 {
     ((1 << maxphyaddr) - 1) & !0xfff
 }
@@ -57,6 +61,10 @@ pub(super) const fn above_maxphyaddr(maxphyaddr: u32) -> u64 {
 
 /// The SDM's number of the paging structure at pagepin's `level` of a walk of
 /// `levels` levels (1 = the PT or EPT PT).
+///
+/// Callers check `level < levels` first (`decode` and `encode_leaf`, its only
+/// callers, refuse a level past the last with `NoSuchLevel` before calling),
+/// so the subtraction does not wrap.
 pub(super) const fn sdm_level(levels: usize, level: usize) -> usize {
     levels - level
 }

@@ -88,6 +88,10 @@ impl Geometry {
             levels[levels.len() - 1].holds_leaves,
             "the last level must hold leaves"
         );
+        // Checked first, so that `va_bits` starts below 64 and each step below
+        // adds at most `MAX_INDEX_BITS` to a value below 64: the sum never
+        // overflows before the `< 64` assertion sees it.
+        assert!(page_shift < 64, "the page shift must be below 64");
         let mut g = Geometry {
             depth: levels.len(),
             page_shift,
