@@ -160,6 +160,11 @@ impl<const SLOTS: usize> Epoch<SLOTS> {
         // enters with the new epoch synchronises with this fence-ordered point,
         // so its loads see the detached entry cleared. Acquire: nothing needed,
         // kept symmetric for the RMW's place in the epoch's release sequence.
+        //
+        // No wrap: the epoch starts at 1 and grows by one per retirement; it
+        // would reach `UNCLAIMED` (`u64::MAX`) and then `QUIESCENT` (0), which
+        // `is_safe` reads as "no reader", only after 2^64 - 2 retirements of
+        // detached tables: centuries at one per nanosecond.
         self.global.fetch_add(1, Ordering::AcqRel)
     }
 
@@ -186,7 +191,12 @@ impl<const SLOTS: usize> Default for Epoch<SLOTS> {
 pub struct EpochReader<'e, const SLOTS: usize> {
     slot: &'e AtomicU64,
     global: &'e AtomicU64,
-    depth: Cell<u32>,
+    /// Open read sections (they nest). `u64`, not `u32`: `mem::forget` of a
+    /// guard is safe code that leaves its section open forever, and 2^32
+    /// forgotten guards (seconds of work) would wrap a `u32` to 0 and end the
+    /// read section of a guard still walking. 2^64 `enter` calls take
+    /// centuries at one per nanosecond, so `depth + 1` cannot overflow.
+    depth: Cell<u64>,
 }
 
 impl<const SLOTS: usize> fmt::Debug for EpochReader<'_, SLOTS> {
@@ -219,6 +229,8 @@ impl<const SLOTS: usize> fmt::Debug for EpochGuard<'_, '_, SLOTS> {
 
 impl<const SLOTS: usize> Drop for EpochGuard<'_, '_, SLOTS> {
     fn drop(&mut self) {
+        // This guard's `enter` counted it and it has not been dropped, so
+        // `depth >= 1`: the subtraction does not wrap.
         let depth = self.reader.depth.get() - 1;
         self.reader.depth.set(depth);
         if depth == 0 {
@@ -258,6 +270,8 @@ unsafe impl<const SLOTS: usize> WalkGuard for EpochReader<'_, SLOTS> {
             // the fence in `Epoch::retire_epoch` (see there).
             fence(Ordering::SeqCst);
         }
+        // Cannot overflow: see `depth` (one increment per `enter`, 2^64 of
+        // them take centuries).
         self.depth.set(depth + 1);
         EpochGuard { reader: self }
     }

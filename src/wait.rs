@@ -168,7 +168,10 @@ impl<const SLOTS: usize> WaitTable<SLOTS> {
     /// The slot of the unit whose head is `head`.
     #[inline]
     pub fn slot(&self, head: Pfn) -> &WaitSlot {
-        // Fibonacci hashing: neighbouring heads land in different slots.
+        // Fibonacci hashing: neighbouring heads land in different slots. The
+        // multiplication wraps on purpose (a hash is the product mod 2^64;
+        // any head, up to `u64::MAX`, has one); `>> 32` and the mask keep the
+        // index below `SLOTS`, a power of two (`POWER_OF_TWO`).
         let hash = head.0.wrapping_mul(0x9e37_79b9_7f4a_7c15);
         &self.slots[(hash >> 32) as usize & (SLOTS - 1)]
     }

@@ -133,8 +133,28 @@ impl<'r, const N: usize> LeaseRegistry<'r, N> {
         extent: Extent,
         revoke: &'r dyn Revoke,
     ) -> Result<Lease<'_, 'r, N>, RegistryFull> {
+        const {
+            assert!(
+                N < u32::MAX as usize,
+                "a registry holds fewer than 2^32 - 1 leases"
+            )
+        };
         let mut inner = self.inner.lock();
-        let id = LeaseId(inner.next);
+        if inner.leases.is_full() {
+            return Err(RegistryFull);
+        }
+        // Ids are `u32` names, not counts: they wrap after 2^32 - 1 grants
+        // (a long-lived kernel gets there), skipping 0. A lease held across the
+        // wrap still owns its id, and a drop removes its entry by id, so an
+        // id in use is skipped: two held leases never share one. At most
+        // `N - 1` are held here (not full), so the loop skips at most that
+        // many and always finds a free id (`N < 2^32 - 1`, asserted above).
+        let mut id = inner.next;
+        while inner.leases.iter().any(|e| e.id.0 == id) {
+            id = next_id(id);
+        }
+        inner.next = next_id(id);
+        let id = LeaseId(id);
         inner
             .leases
             .push(Entry {
@@ -144,7 +164,6 @@ impl<'r, const N: usize> LeaseRegistry<'r, N> {
                 revoked: false,
             })
             .map_err(|_| RegistryFull)?;
-        inner.next = inner.next.wrapping_add(1).max(1);
         Ok(Lease {
             registry: self,
             id,
@@ -208,6 +227,12 @@ impl<'r, const N: usize> LeaseRegistry<'r, N> {
     }
 }
 
+/// The lease id after `id`: wrapping (ids are names, see `grant`), never 0.
+#[inline]
+fn next_id(id: u32) -> u32 {
+    id.wrapping_add(1).max(1)
+}
+
 /// A held lease; dropping it releases it (release the pins first).
 #[must_use = "dropping a lease releases it at once"]
 pub struct Lease<'g, 'r, const N: usize> {
@@ -245,5 +270,38 @@ impl<const N: usize> Lease<'_, '_, N> {
 impl<const N: usize> Drop for Lease<'_, '_, N> {
     fn drop(&mut self) {
         self.registry.release(self.id);
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    struct Nop;
+
+    impl Revoke for Nop {
+        fn revoke(&self, _lease: LeaseId) {}
+    }
+
+    #[test]
+    fn ids_wrap_past_u32_max_without_reusing_a_held_one() {
+        let registry = LeaseRegistry::<4>::new();
+        let extent = Extent::new(crate::memmap::Pfn(0x100), 1);
+        let first = registry.grant(extent, &Nop).unwrap();
+        assert_eq!(first.id(), LeaseId(1));
+        // Two billion grants later: the next id is the last one.
+        registry.inner.lock().next = u32::MAX;
+        let last = registry.grant(extent, &Nop).unwrap();
+        assert_eq!(last.id(), LeaseId(u32::MAX));
+        // The wrap skips 0 and lease #1, still held.
+        let wrapped = registry.grant(extent, &Nop).unwrap();
+        assert_eq!(wrapped.id(), LeaseId(2));
+        assert_eq!(registry.len(), 3);
+        // Dropping the wrapped lease removes its own entry only.
+        drop(wrapped);
+        assert!(registry.is_held(first.id()) && registry.is_held(last.id()));
+        assert!(!registry.is_held(LeaseId(2)));
+        drop((first, last));
+        assert!(registry.is_empty());
     }
 }
