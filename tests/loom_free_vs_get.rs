@@ -43,12 +43,12 @@ fn model<P: GetPath>(free: fn(&PageMeta) -> bool, allocate: fn(&PageMeta) -> boo
                     let generation = page.data.with(|d| unsafe { *d });
                     assert!(
                         generation == 0 || generation == 1,
-                        "violation: torn page contents {generation}"
+                        "invariant 3 (a holder read torn page contents): {generation}"
                     );
                     let released = page.meta.put(Hold::Ref, 1);
                     assert!(
                         released.is_ok(),
-                        "invariant violation: reference lost under the holder ({released:?})"
+                        "invariant 1 (the page was freed under its holder, whose put failed): {released:?}"
                     );
                 }
             })
@@ -65,7 +65,7 @@ fn model<P: GetPath>(free: fn(&PageMeta) -> bool, allocate: fn(&PageMeta) -> boo
         let end = page.meta.load();
         assert!(
             end.is_idle() && !end.is_free() && !end.is_truncating(),
-            "violation: word ends as {end:?} (reused: {reused})"
+            "invariant 4 (the word ends wrong after free, reuse and a get): {end:?} (reused: {reused})"
         );
     });
 }
@@ -88,14 +88,23 @@ fn cas_get_vs_free_and_reuse() {
     model::<CasLoop>(free, allocate);
 }
 
+// Invariant 1, caught by loom itself: the free erases the getter's reference, so
+// the allocator reinitialises the page while the holder reads it, and the two
+// accesses to the page's one `UnsafeCell` are unordered: loom panics at the
+// second with "Causality violation: Concurrent read and write accesses" (rt/cell.rs;
+// "... to `UnsafeCell`." when the read came first) before the model's checks run.
 #[test]
-#[should_panic(expected = "violation")]
+#[should_panic(expected = "Causality violation: Concurrent read and write accesses")]
 fn broken_load_store_free_frees_under_a_holder() {
     model::<FetchAddUndo>(broken::free_load_store, allocate);
 }
 
+// Caught by loom itself: the Relaxed store publishes nothing, so a getter whose
+// get reads it is not ordered after the allocator's reinitialisation, and its
+// read of the page's one `UnsafeCell` is a causality violation (rt/cell.rs; "...
+// accesses." when the write came first), reported before the torn-contents check.
 #[test]
-#[should_panic(expected = "violation")]
+#[should_panic(expected = "Causality violation: Concurrent read and write accesses")]
 fn broken_relaxed_store_allocate_publishes_nothing() {
     model::<FetchAddUndo>(free, broken::allocate_load_store);
 }

@@ -11,9 +11,12 @@
 //! The broken twin marks with a plain load and store instead of one RMW; the suite
 //! shows it failing. loom 0.7 can order the twin's plain store before the racing
 //! RMW while the RMW still reads the older value (its known weakness with plain
-//! stores between RMWs), so the failure it reports first may be the lost *mark*
-//! rather than the lost reference; both are violations the real one-RMW mark
-//! cannot produce, and both are what "plain store instead of RMW" costs.
+//! stores between RMWs), so the failure it reports first is the lost *mark*
+//! rather than the lost reference; both are outcomes the real one-RMW mark
+//! cannot produce, and both are what "plain store instead of RMW" costs. Each
+//! check has a message of its own ("invariant N (what broke): ..."), and each
+//! twin expects the exact fixed part of the one it fails on (run at 2 and 3
+//! preemptions).
 #![cfg(loom)]
 
 use loom::sync::Arc;
@@ -34,13 +37,20 @@ fn held_reference_is_seen<P: GetPath>(mark: fn(&PageMeta) -> bool) {
         if got {
             assert!(
                 seen.refs() >= 1,
-                "invariant violation: reference taken but the truncate saw none ({seen:?})"
+                "invariant 2 (a reference was taken but the marking truncate saw none): {seen:?}"
             );
         }
         // Either the reference is held, or the page is exactly marked and idle.
         let end = page.load();
-        assert!(end.is_truncating(), "violation: mark lost ({end:?})");
-        assert_eq!(end.refs(), got as u32, "violation: count lost ({end:?})");
+        assert!(
+            end.is_truncating(),
+            "invariant 2 (the truncate's mark was lost): {end:?}"
+        );
+        assert_eq!(
+            end.refs(),
+            got as u32,
+            "invariant 4 (the reference count ends wrong after a get raced the mark): {end:?}"
+        );
     });
 }
 
@@ -54,7 +64,7 @@ fn busy_truncate_is_woken<P: GetPath>(mark: fn(&PageMeta) -> bool) {
             thread::spawn(move || match page.get_with::<P>(Hold::Pin, 2) {
                 Ok(()) => page
                     .put(Hold::Pin, 2)
-                    .expect("invariant violation: own pin lost"),
+                    .expect("invariant 4 (the holder's own pin was lost)"),
                 Err(e) => e.wake,
             })
         };
@@ -65,13 +75,13 @@ fn busy_truncate_is_woken<P: GetPath>(mark: fn(&PageMeta) -> bool) {
             assert_eq!(
                 wake,
                 Wake::Due,
-                "invariant violation: truncate parked and nobody woke it"
+                "invariant 5 (the truncate would park and its one holder reported no wake)"
             );
         }
         let end = page.load();
         assert!(
             end.is_truncating() && end.is_idle() && !end.is_free(),
-            "violation: word ends as {end:?}"
+            "invariant 4 (the word ends wrong after a get and put raced the mark): {end:?}"
         );
     });
 }
@@ -92,7 +102,7 @@ fn two_holders_wake(mark: fn(&PageMeta) -> bool) {
                 match got {
                     Ok(()) => page
                         .put(hold, n)
-                        .expect("invariant violation: own count lost"),
+                        .expect("invariant 4 (a holder's own count was lost, two holders)"),
                     Err(e) => e.wake,
                 }
             })
@@ -105,7 +115,7 @@ fn two_holders_wake(mark: fn(&PageMeta) -> bool) {
         if would_park {
             assert!(
                 woken,
-                "invariant violation: truncate parked and nobody woke it"
+                "invariant 5 (the truncate would park and neither of two holders reported the wake)"
             );
         }
     });
@@ -141,19 +151,21 @@ fn two_holders_wake_after_mark() {
 }
 
 #[test]
-#[should_panic(expected = "violation")]
+#[should_panic(expected = "invariant 2 (the truncate's mark was lost)")]
 fn broken_load_store_mark_loses_a_reference() {
     held_reference_is_seen::<CasLoop>(broken::mark_truncating_load_store);
 }
 
 #[test]
-#[should_panic(expected = "violation")]
+#[should_panic(
+    expected = "invariant 5 (the truncate would park and its one holder reported no wake)"
+)]
 fn broken_load_store_mark_loses_a_wake() {
     busy_truncate_is_woken::<FetchAddUndo>(broken::mark_truncating_load_store);
 }
 
 #[test]
-#[should_panic(expected = "violation")]
+#[should_panic(expected = "invariant 4 (a holder's own count was lost, two holders)")]
 fn broken_load_store_mark_with_two_holders() {
     two_holders_wake(broken::mark_truncating_load_store);
 }
