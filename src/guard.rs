@@ -341,6 +341,7 @@ impl<const SLOTS: usize, const CAP: usize> Retire for EpochRetire<'_, SLOTS, CAP
                 pool.give_back(table)?;
                 self.pending.swap_remove(i);
             } else {
+                // `i < pending.len() <= CAP`: no overflow.
                 i += 1;
             }
         }

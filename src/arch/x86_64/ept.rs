@@ -173,6 +173,8 @@ unsafe impl<const LEVELS: usize, const MAXPHYADDR: u32> PagingFormat for Ept<LEV
                 grants: Self::rights(raw) | Perms::USER,
             }));
         }
+        // `leaf_shift` is 12 or a level's shift (below `va_bits < 64`), and
+        // not 0 here: the shift is in range and the `- 1` does not wrap.
         let offset = (1u64 << leaf_shift) - 1;
         Self::check_reserved(raw & offset & !0xfff)?;
         let mem_type = ((raw & MEM_TYPE) >> 3) as u8;
@@ -208,6 +210,7 @@ unsafe impl<const LEVELS: usize, const MAXPHYADDR: u32> PagingFormat for Ept<LEV
         let size = Self::GEOMETRY
             .leaf_size(level)
             .ok_or(EncodeError::LeafNotAllowed { level })?;
+        // `size` is a leaf size (a power of two, at least 4 KiB): no wrap.
         if leaf.pa.0 & !Self::ADDR != 0 || leaf.pa.0 & (size - 1) != 0 {
             return Err(EncodeError::UnencodableAddress { pa: leaf.pa });
         }

@@ -145,6 +145,8 @@ unsafe impl<const LEVELS: usize, const MAXPHYADDR: u32> PagingFormat
             (PAT_4K, 0)
         } else {
             // Bits 13..leaf_shift of a huge leaf are reserved; bit 12 is PAT.
+            // `leaf_shift` is the level's shift (21 or 30, below `va_bits <
+            // 64`): the shift is in range and the `- 1` does not wrap.
             (PAT_HUGE, (1 << leaf_shift) - 1)
         };
         let reserved = raw & offset & !(PAT_HUGE | 0xfff);
@@ -182,6 +184,7 @@ unsafe impl<const LEVELS: usize, const MAXPHYADDR: u32> PagingFormat
         let size = Self::GEOMETRY
             .leaf_size(level)
             .ok_or(EncodeError::LeafNotAllowed { level })?;
+        // `size` is a leaf size (a power of two, at least 4 KiB): no wrap.
         if leaf.pa.0 & !Self::ADDR != 0 || leaf.pa.0 & (size - 1) != 0 {
             return Err(EncodeError::UnencodableAddress { pa: leaf.pa });
         }

@@ -212,6 +212,9 @@ impl Geometry {
     #[inline]
     pub const fn index(&self, va: VirtAddr, level: usize) -> usize {
         if level < self.depth {
+            // `shift < va_bits < 64` and `1 <= index_bits <= MAX_INDEX_BITS`
+            // (`new` asserts both): the shifts are in range, the `- 1` does
+            // not wrap, and the masked index fits any `usize` of 32 bits.
             ((va.0 >> self.shift[level]) & ((1 << self.index_bits[level]) - 1)) as usize
         } else {
             0

@@ -78,7 +78,8 @@ unsafe impl PagingFormat for Toy {
         let reserved = if raw & LEAF == 0 {
             !(VALID | ADDR)
         } else {
-            // A leaf's address is aligned to the leaf size.
+            // A leaf's address is aligned to the leaf size. `level < depth`
+            // (checked above) and its shift is 12 or 14: in range, no wrap.
             let offset = (1 << Self::GEOMETRY.shift_at(level)) - 1;
             !(VALID | LEAF | ATTRS | ADDR) | (ADDR & offset)
         };
@@ -89,6 +90,7 @@ unsafe impl PagingFormat for Toy {
         }
         let pa = PhysAddr(raw & ADDR);
         if raw & LEAF == 0 {
+            // `level < depth` (checked above): `level + 1` does not overflow.
             if level + 1 == Self::GEOMETRY.depth() {
                 return Err(DecodeError::TableNotAllowed { level });
             }
@@ -122,6 +124,7 @@ unsafe impl PagingFormat for Toy {
         let size = Self::GEOMETRY
             .leaf_size(level)
             .ok_or(EncodeError::NoSuchLevel { level })?;
+        // `size` is a leaf size (4 or 16 KiB): no wrap.
         if leaf.pa.0 & !ADDR != 0 || leaf.pa.0 & (size - 1) != 0 {
             return Err(EncodeError::UnencodableAddress { pa: leaf.pa });
         }
