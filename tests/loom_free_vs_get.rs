@@ -37,7 +37,9 @@ fn model<P: GetPath>(free: fn(&PageMeta) -> bool, allocate: fn(&PageMeta) -> boo
         let getter = {
             let page = page.clone();
             thread::spawn(move || {
-                if page.meta.get_with::<P>(Hold::Ref, 1).is_ok() {
+                // SAFETY: one getter thread and no interrupts in the model: one
+                // context between the add and the undo, ≤ MAX_CPUS.
+                if unsafe { P::get(&page.meta, Hold::Ref, 1) }.is_ok() {
                     // SAFETY: loom checks this read against the allocator's
                     // write; an unordered pair is the violation under test.
                     let generation = page.data.with(|d| unsafe { *d });

@@ -29,7 +29,9 @@ fn held_reference_is_seen<P: GetPath>(mark: fn(&PageMeta) -> bool) {
         let page = Arc::new(PageMeta::new_allocated());
         let holder = {
             let page = page.clone();
-            thread::spawn(move || page.get_with::<P>(Hold::Ref, 1).is_ok())
+            // SAFETY: one getter thread and no interrupts in the model: one
+            // context between the add and the undo, ≤ MAX_CPUS.
+            thread::spawn(move || unsafe { P::get(&page, Hold::Ref, 1) }.is_ok())
         };
         assert!(mark(&page), "mark failed on an allocated page");
         let seen = page.load();
@@ -61,7 +63,9 @@ fn busy_truncate_is_woken<P: GetPath>(mark: fn(&PageMeta) -> bool) {
         let page = Arc::new(PageMeta::new_allocated());
         let holder = {
             let page = page.clone();
-            thread::spawn(move || match page.get_with::<P>(Hold::Pin, 2) {
+            // SAFETY: one getter thread and no interrupts in the model: one
+            // context between the add and the undo, ≤ MAX_CPUS.
+            thread::spawn(move || match unsafe { P::get(&page, Hold::Pin, 2) } {
                 Ok(()) => page
                     .put(Hold::Pin, 2)
                     .expect("invariant 4 (the holder's own pin was lost)"),
@@ -95,7 +99,10 @@ fn two_holders_wake(mark: fn(&PageMeta) -> bool) {
             let page = page.clone();
             thread::spawn(move || {
                 let got = if speculative {
-                    page.get_with::<FetchAddUndo>(hold, n)
+                    // SAFETY: two getter threads and no interrupts in the
+                    // model: at most two contexts between an add and its undo,
+                    // ≤ MAX_CPUS.
+                    unsafe { page.get_speculative(hold, n) }
                 } else {
                     page.get_with::<CasLoop>(hold, n)
                 };

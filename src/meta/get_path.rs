@@ -33,10 +33,55 @@
 //! the compare-exchange loop pays for its retries (19%). That case is rare for
 //! pinning (it means many pinners of one head page at once), and the speculative
 //! path carries a precondition the compare-exchange loop does not: at most
-//! [`MAX_CPUS`](super::MAX_CPUS) getters between their add and their undo, i.e.
-//! preemption off across the get. Correctness without preconditions wins the
-//! default; a kernel that meets the precondition and sees head-page contention can
-//! pick [`FetchAddUndo`] with [`PageMeta::get_with`].
+//! [`MAX_CPUS`](super::MAX_CPUS) *contexts* between their add and their undo on
+//! one word — not CPUs: an interrupt handler (softirq, hardirq, NMI) that gets on
+//! the same word between a get's add and its undo is one more context on the same
+//! CPU, and so is a task preempted mid-get. Correctness without preconditions wins
+//! the default; a kernel that meets the precondition and sees head-page contention
+//! can pick [`FetchAddUndo`], and says so with `unsafe`:
+//! [`PageMeta::get_speculative`], or [`GetPath::get`] generically.
+//!
+//! # Choosing a path is a promise
+//!
+//! If the precondition is false, racing adds can carry into the neighbouring
+//! field and a device can write into freed memory, so choosing the speculative
+//! path is `unsafe`, like every promise of that weight in pagepin:
+//! [`GetPath::get`] is an `unsafe fn` whose `# Safety` is the path's
+//! precondition, and only paths without one ([`SafeGetPath`]: [`CasLoop`]) can
+//! be named in the safe [`PageMeta::get_with`]. Without `unsafe`, the fetch-add
+//! path does not compile:
+//!
+//! ```compile_fail,E0277
+//! use pagepin::meta::{FetchAddUndo, Hold, PageMeta};
+//!
+//! let page = PageMeta::new_allocated();
+//! page.get_with::<FetchAddUndo>(Hold::Ref, 1).unwrap(); // FetchAddUndo: !SafeGetPath
+//! ```
+//!
+//! ```compile_fail,E0133
+//! use pagepin::meta::{Hold, PageMeta};
+//!
+//! let page = PageMeta::new_allocated();
+//! page.get_speculative(Hold::Ref, 1).unwrap(); // an unsafe fn
+//! ```
+//!
+//! ```compile_fail,E0133
+//! use pagepin::meta::{FetchAddUndo, GetPath, Hold, PageMeta};
+//!
+//! let page = PageMeta::new_allocated();
+//! FetchAddUndo::get(&page, Hold::Ref, 1).unwrap(); // an unsafe fn
+//! ```
+//!
+//! while the default stays safe:
+//!
+//! ```
+//! use pagepin::meta::{CasLoop, Hold, PageMeta};
+//!
+//! let page = PageMeta::new_allocated();
+//! page.get_with::<CasLoop>(Hold::Ref, 1).unwrap();
+//! page.get(Hold::Ref, 1).unwrap();
+//! assert_eq!(page.refs(), 2);
+//! ```
 
 use super::{GetError, Hold, PageMeta};
 
@@ -52,17 +97,37 @@ pub trait GetPath: sealed::Sealed {
 
     /// Takes `n` pages of `hold` on `meta` (see [`PageMeta::get`]).
     ///
+    /// # Safety
+    ///
+    /// The caller meets this path's precondition: none for [`CasLoop`] (use
+    /// the safe [`PageMeta::get_with`]); for [`FetchAddUndo`], the one stated
+    /// in [`PageMeta::get_speculative`] (at most
+    /// [`MAX_CPUS`](super::MAX_CPUS) contexts between their add and their undo
+    /// on `meta`'s word).
+    ///
     /// # Errors
     ///
     /// As [`PageMeta::get`].
-    fn get(meta: &PageMeta, hold: Hold, n: u32) -> Result<(), GetError>;
+    unsafe fn get(meta: &PageMeta, hold: Hold, n: u32) -> Result<(), GetError>;
 }
 
-/// Load, check, compare-exchange; retry on interference.
+/// A get path whose [`GetPath::get`] has no precondition, so choosing it is safe
+/// ([`PageMeta::get_with`]). Implemented only by [`CasLoop`].
+///
+/// # Safety
+///
+/// Implementors promise that calling [`GetPath::get`] is sound for every
+/// caller, in every context (sealed: pagepin makes this promise only for
+/// [`CasLoop`]).
+pub unsafe trait SafeGetPath: GetPath {}
+
+/// Load, check, compare-exchange; retry on interference. No precondition.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CasLoop;
 
-/// `fetch_add`, check the returned value, undo on refusal.
+/// `fetch_add`, check the returned value, undo on refusal. Its precondition (at
+/// most [`MAX_CPUS`](super::MAX_CPUS) contexts between add and undo) makes
+/// choosing it `unsafe`: [`PageMeta::get_speculative`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct FetchAddUndo;
 
@@ -72,20 +137,33 @@ impl sealed::Sealed for FetchAddUndo {}
 impl GetPath for CasLoop {
     const NAME: &'static str = "cas-loop";
 
+    /// # Safety
+    ///
+    /// None: the compare-exchange loop never makes an unchecked increment.
     #[inline]
-    fn get(meta: &PageMeta, hold: Hold, n: u32) -> Result<(), GetError> {
+    unsafe fn get(meta: &PageMeta, hold: Hold, n: u32) -> Result<(), GetError> {
         meta.get_cas_loop(hold, n)
     }
 }
 
+// SAFETY: `CasLoop::get` is `get_cas_loop`, which checks the word before every
+// change it makes (a compare-exchange from the value it checked), so it needs no
+// headroom and no bound on concurrent callers.
+unsafe impl SafeGetPath for CasLoop {}
+
 impl GetPath for FetchAddUndo {
     const NAME: &'static str = "fetch-add-undo";
 
+    /// # Safety
+    ///
+    /// As [`PageMeta::get_speculative`].
     #[inline]
-    fn get(meta: &PageMeta, hold: Hold, n: u32) -> Result<(), GetError> {
-        meta.get_fetch_add(hold, n)
+    unsafe fn get(meta: &PageMeta, hold: Hold, n: u32) -> Result<(), GetError> {
+        // SAFETY: the caller meets `get_fetch_add`'s precondition, which is this
+        // function's (at most MAX_CPUS contexts between add and undo).
+        unsafe { meta.get_fetch_add(hold, n) }
     }
 }
 
-/// The get path [`PageMeta::get`] uses.
+/// The get path [`PageMeta::get`] uses (safe: [`SafeGetPath`]).
 pub type DefaultGetPath = CasLoop;

@@ -35,7 +35,7 @@ pub mod broken;
 pub use error::{
     AllocError, FreeError, GetError, GetErrorKind, MarkError, PutError, UnmarkError, Wake,
 };
-pub use get_path::{CasLoop, DefaultGetPath, FetchAddUndo, GetPath};
+pub use get_path::{CasLoop, DefaultGetPath, FetchAddUndo, GetPath, SafeGetPath};
 pub use word::{
     COUNT_BITS, COUNT_MAX, HEADROOM, Hold, MAX_BATCH, MAX_CPUS, MetaFlags, MetaWord, PINS_SHIFT,
     REFS_SHIFT,
@@ -221,17 +221,58 @@ impl PageMeta {
     /// as it was; if [`GetError::wake`] is `Due`, wake the page's waiter.
     #[inline]
     pub fn get(&self, hold: Hold, n: u32) -> Result<(), GetError> {
-        DefaultGetPath::get(self, hold, n)
+        self.get_with::<DefaultGetPath>(hold, n)
     }
 
-    /// [`get`](Self::get) with an explicit get path.
+    /// [`get`](Self::get) with an explicit get path that has no precondition
+    /// ([`SafeGetPath`]: [`CasLoop`]). The speculative path is
+    /// [`get_speculative`](Self::get_speculative), which is `unsafe`.
     ///
     /// # Errors
     ///
     /// As [`get`](Self::get).
     #[inline]
-    pub fn get_with<P: GetPath>(&self, hold: Hold, n: u32) -> Result<(), GetError> {
-        P::get(self, hold, n)
+    pub fn get_with<P: SafeGetPath>(&self, hold: Hold, n: u32) -> Result<(), GetError> {
+        // SAFETY: `P: SafeGetPath`, whose implementors promise that `P::get` has
+        // no precondition.
+        unsafe { P::get(self, hold, n) }
+    }
+
+    /// [`get`](Self::get) on the speculative path ([`FetchAddUndo`]): one
+    /// `fetch_add`, check the value it returned, undo on refusal.
+    ///
+    /// # Safety
+    ///
+    /// At any moment, at most [`MAX_CPUS`] *contexts* may be between their
+    /// `fetch_add` and their undo on the same word. A context is anything that can
+    /// be suspended between the two while another getter runs: on one CPU the
+    /// task, softirq, hardirq and NMI levels can each interrupt the one below it
+    /// mid-get, and a task preempted mid-get leaves its increment in place while
+    /// the next task runs. So the caller guarantees, for instance, preemption off
+    /// across the call and `CPUs × (levels that call this) ≤ MAX_CPUS` (4 levels
+    /// on 256 CPUs). More contexts than that can carry a count into the
+    /// neighbouring field, corrupting the word (a pin count that reads zero while
+    /// a device still writes to the page). See [`HEADROOM`].
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](Self::get); [`GetError::wake`] may be `Due` (the undo was the
+    /// final put on a truncating page): wake the page's waiter.
+    ///
+    /// ```
+    /// use pagepin::meta::{Hold, PageMeta};
+    ///
+    /// let page = PageMeta::new_allocated();
+    /// // SAFETY: one thread, no interrupt handler gets on `page`: one context
+    /// // between the add and the undo, and MAX_CPUS ≥ 1.
+    /// unsafe { page.get_speculative(Hold::Pin, 1) }.unwrap();
+    /// assert!(!page.put(Hold::Pin, 1).unwrap().is_due());
+    /// ```
+    #[inline]
+    pub unsafe fn get_speculative(&self, hold: Hold, n: u32) -> Result<(), GetError> {
+        // SAFETY: `FetchAddUndo::get`'s precondition is this function's, which
+        // the caller meets.
+        unsafe { FetchAddUndo::get(self, hold, n) }
     }
 
     /// The compare-exchange get path ([`CasLoop`]).
@@ -272,8 +313,13 @@ impl PageMeta {
     }
 
     /// The speculative get path ([`FetchAddUndo`]).
+    ///
+    /// # Safety
+    ///
+    /// As [`get_speculative`](Self::get_speculative): at most [`MAX_CPUS`]
+    /// contexts between their add and their undo on this word.
     #[inline]
-    fn get_fetch_add(&self, hold: Hold, n: u32) -> Result<(), GetError> {
+    unsafe fn get_fetch_add(&self, hold: Hold, n: u32) -> Result<(), GetError> {
         if !valid_batch(n) {
             return Err(GetError {
                 kind: GetErrorKind::InvalidCount,
@@ -282,8 +328,10 @@ impl PageMeta {
         }
         op_count::rmw();
         // Acquire: as the success ordering of the compare-exchange path. The add
-        // cannot carry into the next field: the old value is at most
-        // COUNT_MAX + (MAX_CPUS − 1) × MAX_BATCH and n ≤ MAX_BATCH (see `word`).
+        // cannot carry into the next field: by the caller's precondition at most
+        // MAX_CPUS − 1 other contexts hold an unchecked increment, so the old
+        // value is at most COUNT_MAX + (MAX_CPUS − 1) × MAX_BATCH and
+        // n ≤ MAX_BATCH (see `word`).
         let old = MetaWord(
             self.word
                 .fetch_add(MetaWord(0).plus(hold, n).0, Ordering::Acquire),

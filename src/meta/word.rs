@@ -13,8 +13,15 @@
 //! old value, undo on refusal) makes its increment visible before it has checked
 //! anything, so a field may transiently hold, on top of its committed value, one
 //! unchecked batch from every context that is between its `fetch_add` and its undo.
-//! [`MAX_CPUS`] bounds those contexts (one per CPU: a getter runs with preemption
-//! off from the add to the undo). The headroom is
+//! [`MAX_CPUS`] bounds those contexts. They are not CPUs: on one CPU a task can be
+//! interrupted between its add and its undo by a softirq, that by a hardirq, that
+//! by an NMI, and each may get on the same word (a task preempted mid-get is one
+//! more). With preemption off across the get and gets from all four levels, a
+//! CPU contributes up to 4 contexts, so 1024 contexts cover 256 CPUs. Nothing in
+//! the word can enforce that bound, so choosing the speculative path is `unsafe`
+//! ([`PageMeta::get_speculative`](super::PageMeta::get_speculative)); the
+//! compare-exchange path never makes an unchecked increment and needs no bound.
+//! The headroom is
 //!
 //! ```text
 //! HEADROOM  = MAX_BATCH × MAX_CPUS = 2^18 × 2^10 = 2^28 = 268_435_456
@@ -53,11 +60,16 @@ pub const COUNT_FIELD_MASK: u64 = (1 << COUNT_BITS) - 1;
 /// of 4 KiB pages. Larger leaves take several RMWs.
 pub const MAX_BATCH: u32 = 1 << 18;
 /// Largest number of contexts that may hold an unchecked speculative increment on
-/// the same word at once (the fetch-add get path). One per CPU that runs a getter
-/// with preemption disabled between its add and its undo. Kernels with more CPUs
-/// must use the compare-exchange get path, which needs no headroom.
+/// the same word at once (the fetch-add get path, whose `unsafe` precondition
+/// this is). A context is whatever can sit between its add and its undo while
+/// another getter runs: per CPU, the task (with preemption off across the get;
+/// otherwise every preempted task counts) plus each interrupt level that gets —
+/// softirq, hardirq, NMI — so up to 4 per CPU, 256 CPUs with all four. The name
+/// is historical: it bounds contexts, not CPUs. Kernels with more must use the
+/// compare-exchange get path, which needs no headroom.
 pub const MAX_CPUS: u32 = 1 << 10;
-/// Room left above [`COUNT_MAX`] for in-flight speculative increments.
+/// Room left above [`COUNT_MAX`] for in-flight speculative increments: one full
+/// batch from each of [`MAX_CPUS`] contexts.
 pub const HEADROOM: u64 = MAX_BATCH as u64 * MAX_CPUS as u64;
 /// Largest committed value of either count.
 pub const COUNT_MAX: u32 = ((1u64 << COUNT_BITS) - 1 - HEADROOM) as u32;
