@@ -160,12 +160,20 @@ pub enum FreeError {
         /// Pins at the time.
         pins: u32,
     },
+    /// [`PageMeta::free_marked`](super::PageMeta::free_marked) only: the page is
+    /// allocated but not marked truncating. Its mark was cleared behind the
+    /// truncate's back, so gets may have succeeded (and mappings returned) since
+    /// the drain; it is not freed.
+    NotMarked,
 }
 
 impl fmt::Display for FreeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             FreeError::AlreadyFree => f.write_str("page is already free"),
+            FreeError::NotMarked => f.write_str(
+                "page is no longer marked truncating (unmarked behind the truncate's back)",
+            ),
             FreeError::Busy { refs, pins } => {
                 write!(f, "page is busy ({refs} references, {pins} pins)")
             }

@@ -56,8 +56,10 @@ use crate::sync::{AtomicU64, Ordering, op_count, spin_wait_hint};
 /// | 61    | `TRUNCATING` | set: a truncate has marked the page; no new get succeeds |
 /// | 62-63 | reserved     | always 0 |
 ///
-/// `FREE` and `TRUNCATING` together is unreachable: [`mark_truncating`] refuses
-/// a free page and [`free`] clears `TRUNCATING` in the same compare-exchange.
+/// `FREE` and `TRUNCATING` together is unreachable, not even transiently:
+/// [`mark_truncating`] is a compare-exchange that sets `TRUNCATING` only on an
+/// allocated word (it refuses a free page without touching it), and [`free`]
+/// clears `TRUNCATING` in the same compare-exchange that sets `FREE`.
 /// The widths and the headroom arithmetic are in [`word`]'s constants: [`MAX_BATCH`] pages per RMW, [`MAX_CPUS`] concurrent speculative
 /// getters, [`HEADROOM`] = their product.
 ///
@@ -68,6 +70,7 @@ use crate::sync::{AtomicU64, Ordering, op_count, spin_wait_hint};
 /// | [`get`] (`n` refs or pins) | allocated, not truncating | count + n | free, truncating, over [`COUNT_MAX`] |
 /// | [`put`] (`n` refs or pins) | count ≥ n | count − n | free, count < n |
 /// | [`mark_truncating`] | allocated, unmarked | + `TRUNCATING` | free, already marked |
+/// | [`free_marked`] | marked, idle | `FREE` | free, not marked, busy |
 /// | [`unmark_truncating`] | marked | − `TRUNCATING` | not marked |
 /// | [`free`] | allocated, idle | `FREE` | free, busy |
 /// | [`allocate`] | exactly `FREE` | allocated, idle | not free |
@@ -79,6 +82,7 @@ use crate::sync::{AtomicU64, Ordering, op_count, spin_wait_hint};
 /// [`mark_truncating`]: PageMeta::mark_truncating
 /// [`unmark_truncating`]: PageMeta::unmark_truncating
 /// [`free`]: PageMeta::free
+/// [`free_marked`]: PageMeta::free_marked
 /// [`allocate`]: PageMeta::allocate
 ///
 /// ```
@@ -429,6 +433,14 @@ impl PageMeta {
     /// word as marked: if it is idle, the page stays idle (no get can succeed
     /// any more), so a drain need not look at it again.
     ///
+    /// A compare-exchange from the exact value it checked, so `TRUNCATING` is
+    /// only ever set on an allocated, unmarked word: a free page is refused
+    /// without being touched, and `FREE | TRUNCATING` never exists, not even for
+    /// an instant (an earlier `fetch_or` version set the bit first and took it
+    /// back on seeing `FREE`, so a second mark racing it saw a mark no truncate
+    /// owned). Uncontended, it is one load and one RMW — what a `fetch_or` whose
+    /// old value is used compiles to on x86 anyway.
+    ///
     /// Relaxed suffices: the mark's only job is its place in this word's
     /// modification order relative to each get. A get ordered before it is seen by
     /// the drain's later Acquire load of the same word; a get ordered after it sees
@@ -436,40 +448,35 @@ impl PageMeta {
     ///
     /// # Errors
     ///
-    /// [`MarkError::AlreadyTruncating`] if another truncate marked it (marks are
-    /// not shared: a truncate owns the pages it marked; the word is unchanged),
-    /// [`MarkError::Free`] on a free page (the word is restored).
+    /// [`MarkError::AlreadyTruncating`] if the page is marked (by another
+    /// truncate, or by this one if its set lists the unit twice: marks are not
+    /// shared, a truncate owns the pages it marked), [`MarkError::Free`] on a free
+    /// page. The word is unchanged either way.
     #[inline]
     pub fn mark_truncating(&self) -> Result<MetaWord, MarkError> {
-        op_count::rmw();
-        // Relaxed: see the doc comment. One RMW, like the `fetch_or` pass it is
-        // measured against; setting a bit that is already set changes nothing.
-        // (x86 has no single instruction for a `fetch_or` whose whole old value
-        // is used; `lock bts` could return the one bit but measured slower.)
-        let old = MetaWord(
-            self.word
-                .fetch_or(MetaFlags::TRUNCATING.bits(), Ordering::Relaxed),
-        );
-        if old.is_truncating() {
-            return Err(MarkError::AlreadyTruncating);
+        // Relaxed: a guess, validated by the compare-exchange.
+        let mut cur = MetaWord(self.word.load(Ordering::Relaxed));
+        loop {
+            if cur.is_free() {
+                return Err(MarkError::Free);
+            }
+            if cur.is_truncating() {
+                return Err(MarkError::AlreadyTruncating);
+            }
+            let marked = MetaWord(cur.0 | MetaFlags::TRUNCATING.bits());
+            op_count::rmw();
+            // Success Relaxed: see the doc comment; being an RMW it continues the
+            // release sequence of the last `allocate`/`free`, so the Acquire of a
+            // later get still synchronises with them. Failure Relaxed: a new guess
+            // (a get, a put or another mark came in between).
+            match self
+                .word
+                .compare_exchange(cur.0, marked.0, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return Ok(marked),
+                Err(actual) => cur = MetaWord(actual),
+            }
         }
-        if old.is_free() {
-            self.unmark_free();
-            return Err(MarkError::Free);
-        }
-        Ok(MetaWord(old.0 | MetaFlags::TRUNCATING.bits()))
-    }
-
-    /// Takes back a mark set on a free page by [`mark_truncating`]. Until then
-    /// the word was `FREE | TRUNCATING`: gets are refused (free), and
-    /// [`allocate`](Self::allocate) waits, as for any word that is not exactly
-    /// `FREE`.
-    #[cold]
-    fn unmark_free(&self) {
-        op_count::rmw();
-        // Relaxed: restores this call's own bit; publishes nothing.
-        self.word
-            .fetch_and(!MetaFlags::TRUNCATING.bits(), Ordering::Relaxed);
     }
 
     /// Clears the truncating mark (a cancelled truncate): gets succeed again.
@@ -537,24 +544,60 @@ impl PageMeta {
     }
 
     /// Frees a page a drained truncate marked: one compare-exchange from exactly
-    /// `TRUNCATING` (marked, idle) to `FREE`, without a load first; any other
-    /// word falls back to [`free`](Self::free).
+    /// `TRUNCATING` (marked, idle) to `FREE`, without a load first. Unlike
+    /// [`free`](Self::free) it never frees a page that is not marked: a page
+    /// whose mark was cleared behind the truncate's back (a stray
+    /// [`unmark_truncating`](Self::unmark_truncating)) may have been got and
+    /// mapped again since the drain, so freeing it could free it under a holder
+    /// or a mapping.
     ///
     /// # Errors
     ///
-    /// As [`free`](Self::free).
+    /// The word is unchanged in every case:
+    /// - [`FreeError::AlreadyFree`]: the page is free (freed behind the truncate's
+    ///   back);
+    /// - [`FreeError::NotMarked`]: the page is allocated but not marked;
+    /// - [`FreeError::Busy`]: marked, but a count is not zero. After a drain this
+    ///   is either a transient speculative increment ([`FetchAddUndo`]) that its
+    ///   getter undoes at once (retry), or a count taken while the mark was
+    ///   cleared behind the truncate's back and the page marked again (retrying
+    ///   will not help).
     #[inline]
     pub fn free_marked(&self) -> Result<(), FreeError> {
-        op_count::rmw();
-        // AcqRel, as in `free`; failure Relaxed: `free` reloads.
-        match self.word.compare_exchange(
-            MetaFlags::TRUNCATING.bits(),
-            MetaWord::FREE.0,
-            Ordering::AcqRel,
-            Ordering::Relaxed,
-        ) {
-            Ok(_) => Ok(()),
-            Err(_) => self.free(),
+        let mut expected = MetaWord(MetaFlags::TRUNCATING.bits());
+        loop {
+            op_count::rmw();
+            // Success AcqRel, as in `free`: Acquire pairs with the Release of
+            // every `put`, Release heads the release sequence a later get's
+            // Acquire reads from. Failure Relaxed: the value only decides the
+            // error (or, for a marked idle word, is exactly `expected` again).
+            match self.word.compare_exchange(
+                expected.0,
+                MetaWord::FREE.0,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Ok(()),
+                Err(actual) => {
+                    let actual = MetaWord(actual);
+                    if actual.is_free() {
+                        return Err(FreeError::AlreadyFree);
+                    }
+                    if !actual.is_truncating() {
+                        return Err(FreeError::NotMarked);
+                    }
+                    if !actual.is_idle() {
+                        return Err(FreeError::Busy {
+                            refs: actual.refs(),
+                            pins: actual.pins(),
+                        });
+                    }
+                    // Marked and idle is exactly `TRUNCATING` (the reserved bits
+                    // are never set), so this is unreachable in practice; retrying
+                    // from the value seen keeps it a CAS from an exact value.
+                    expected = actual;
+                }
+            }
         }
     }
 

@@ -325,3 +325,125 @@ fn errors_display() {
         "page is busy (1 references, 2 pins)"
     );
 }
+
+#[test]
+fn mark_never_sets_truncating_on_a_free_word() {
+    // A free word, bare or carrying a speculative getter's transient: the mark
+    // is refused without a single RMW, so `FREE | TRUNCATING` never exists and a
+    // second mark racing this one can only see `FREE` (never a mark nobody owns).
+    for w in [MetaWord::FREE, MetaWord::FREE.plus(Hold::Pin, 3)] {
+        let m = meta_with(w);
+        op_count::reset();
+        assert_eq!(m.mark_truncating(), Err(MarkError::Free));
+        assert_eq!(op_count::get().rmw, 0, "{w:?}: the word was touched");
+        assert_eq!(m.mark_truncating(), Err(MarkError::Free), "the loser");
+        assert_eq!(m.load(), w);
+    }
+}
+
+#[test]
+fn racing_marks_on_a_free_page_both_see_free() {
+    // Two markers and a watcher on one free word: every mark is refused as
+    // `Free` (with the old fetch_or mark, the loser saw the winner's transient
+    // bit and reported `AlreadyTruncating`), and the word never holds both bits.
+    use std::sync::atomic::{AtomicBool, Ordering as O};
+    const ROUNDS: usize = 20_000;
+    let m = PageMeta::new_free();
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let watcher = s.spawn(|| {
+            while !done.load(O::Relaxed) {
+                let w = m.load();
+                assert!(!(w.is_free() && w.is_truncating()), "{w:?}");
+            }
+        });
+        let markers: std::vec::Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| {
+                    for _ in 0..ROUNDS {
+                        assert_eq!(m.mark_truncating(), Err(MarkError::Free));
+                    }
+                })
+            })
+            .collect();
+        for t in markers {
+            t.join().unwrap();
+        }
+        done.store(true, O::Relaxed);
+        watcher.join().unwrap();
+    });
+    assert_eq!(m.load(), MetaWord::FREE);
+}
+
+#[test]
+fn racing_marks_on_an_allocated_page_one_wins() {
+    use std::sync::Barrier;
+    for _ in 0..200 {
+        let m = PageMeta::new_allocated();
+        let start = Barrier::new(2);
+        let results: std::vec::Vec<_> = std::thread::scope(|s| {
+            let t: std::vec::Vec<_> = (0..2)
+                .map(|_| {
+                    s.spawn(|| {
+                        start.wait();
+                        m.mark_truncating()
+                    })
+                })
+                .collect();
+            t.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        let won = results.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(won, 1, "{results:?}");
+        assert!(results.contains(&Err(MarkError::AlreadyTruncating)));
+        assert_eq!(m.load(), MetaWord(MetaFlags::TRUNCATING.bits()));
+    }
+}
+
+#[test]
+fn mark_keeps_the_counts() {
+    let m = meta_with(allocated(2, 3));
+    op_count::reset();
+    assert_eq!(
+        m.mark_truncating(),
+        Ok(MetaWord(allocated(2, 3).0 | MetaFlags::TRUNCATING.bits()))
+    );
+    assert_eq!(op_count::get().rmw, 1, "uncontended: one load and one RMW");
+    assert_eq!(m.mark_truncating(), Err(MarkError::AlreadyTruncating));
+    assert_eq!((m.refs(), m.pins()), (2, 3));
+}
+
+#[test]
+fn free_marked_frees_only_a_marked_idle_page() {
+    // Marked and idle: freed, mark cleared.
+    let m = PageMeta::new_allocated();
+    m.mark_truncating().unwrap();
+    op_count::reset();
+    assert_eq!(m.free_marked(), Ok(()));
+    assert_eq!(op_count::get().rmw, 1);
+    assert_eq!(m.load(), MetaWord::FREE);
+    assert_eq!(m.free_marked(), Err(FreeError::AlreadyFree));
+    assert_eq!(m.load(), MetaWord::FREE);
+
+    // Unmarked behind the truncate's back: never freed, idle or not.
+    let m = PageMeta::new_allocated();
+    m.mark_truncating().unwrap();
+    m.unmark_truncating().unwrap();
+    assert_eq!(m.free_marked(), Err(FreeError::NotMarked));
+    assert_eq!(m.load(), MetaWord::ALLOCATED_IDLE);
+    m.get(Hold::Ref, 1).unwrap(); // gets succeed again
+    assert_eq!(m.free_marked(), Err(FreeError::NotMarked));
+    assert_eq!(m.load(), allocated(1, 0));
+
+    // Marked but busy (a transient, or a count taken while unmarked).
+    let busy = MetaWord(MetaFlags::TRUNCATING.bits()).plus(Hold::Pin, 1);
+    let m = meta_with(busy);
+    assert_eq!(m.free_marked(), Err(FreeError::Busy { refs: 0, pins: 1 }));
+    assert_eq!(m.load(), busy);
+    // The transient's undo makes it freeable.
+    assert_eq!(m.undo(Hold::Pin, 1, busy), Wake::Due);
+    assert_eq!(m.free_marked(), Ok(()));
+    assert_eq!(
+        std::format!("{}", FreeError::NotMarked),
+        "page is no longer marked truncating (unmarked behind the truncate's back)"
+    );
+}

@@ -99,8 +99,9 @@ pub const RESERVED_MASK: u64 = 0b11 << 62;
 bitflags! {
     /// State bits of the metadata word.
     ///
-    /// `FREE` and `TRUNCATING` are never set together: marking requires an
-    /// allocated page, and freeing clears `TRUNCATING` in the same compare-exchange.
+    /// `FREE` and `TRUNCATING` are never set together, not even transiently:
+    /// marking is a compare-exchange that sets `TRUNCATING` only on an allocated
+    /// word, and freeing clears `TRUNCATING` in the same compare-exchange.
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
     pub struct MetaFlags: u64 {
         /// The page is free (owned by the allocator): no reference or pin may be
