@@ -13,7 +13,7 @@ use pagepin::arch::x86_64::Paging4Level;
 use pagepin::guard::TablesNeverFreed;
 use pagepin::gup::{Gup, GupFlags, Stop, release};
 use pagepin::memmap::{HostMemMap, MemoryMap, Pfn, Region};
-use pagepin::meta::{GetErrorKind, Hold, MarkError, MetaWord, PageMeta};
+use pagepin::meta::{FreeError, GetErrorKind, Hold, MarkError, MetaWord, PageMeta};
 use pagepin::sync::op_count;
 use pagepin::table::{
     FramePool, HostFrame, HostMemory, MapRequest, Perms, PhysAddr, ReclaimNow, TableBuilder,
@@ -690,4 +690,193 @@ fn failed_steps_are_errors_with_a_source() {
             .unwrap()
             .is_due()
     );
+}
+
+/// Runs `f` on another thread and fails the test if it has not returned within
+/// `secs` seconds (a hang is a failure, not a stuck test run).
+fn within_secs<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(secs))
+        .expect("hang: did not return in time")
+}
+
+#[test]
+fn free_after_an_unmark_behind_the_back_is_an_error_not_a_hang() {
+    let host: &'static Host = Box::leak(Box::new(Host::new()));
+    let result = within_secs(30, || {
+        let memmap = host.memmap();
+        let set = [small(0, 4)];
+        let drained = Truncate::mark(&memmap, set.into_iter())
+            .unwrap()
+            .unmap(&mut NothingMapped)
+            .unwrap()
+            .try_drain::<1>()
+            .unwrap();
+        // Behind the truncate's back: unit 1 unmarked and got again, unit 2
+        // unmarked and left idle.
+        let meta1 = memmap.unit(Pfn(SMALL + 1)).unwrap().meta;
+        let meta2 = memmap.unit(Pfn(SMALL + 2)).unwrap().meta;
+        meta1.unmark_truncating().unwrap();
+        meta1.get(Hold::Ref, 1).unwrap();
+        meta2.unmark_truncating().unwrap();
+        let result = drained.free();
+        // Neither is freed; the others are.
+        let w1 = meta1.load();
+        assert!(
+            w1.refs() == 1 && !w1.is_truncating() && !w1.is_free(),
+            "{w1:?}"
+        );
+        assert_eq!(meta2.load(), MetaWord::ALLOCATED_IDLE);
+        for i in [0, 3] {
+            assert!(memmap.unit(Pfn(SMALL + i)).unwrap().meta.is_free());
+        }
+        result
+    });
+    let err = result.unwrap_err();
+    assert_eq!(
+        err,
+        FreeSetError {
+            head: Pfn(SMALL + 1),
+            error: FreeError::NotMarked,
+            freed: 2,
+            failed: 2,
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "unit at PFN 0x41001: page is no longer marked truncating (unmarked behind \
+         the truncate's back) (2 units freed, 2 not)"
+    );
+}
+
+#[test]
+fn free_of_a_unit_remarked_with_a_count_is_busy_not_a_hang() {
+    // Unmarked behind the truncate's back, got, and marked again (by someone
+    // else): marked but never idle. `free` gives up after its bounded retries.
+    let host: &'static Host = Box::leak(Box::new(Host::new()));
+    let err = within_secs(30, || {
+        let memmap = host.memmap();
+        let drained = Truncate::mark(&memmap, [small(0, 2)].into_iter())
+            .unwrap()
+            .unmap(&mut NothingMapped)
+            .unwrap()
+            .try_drain::<1>()
+            .unwrap();
+        let meta = memmap.unit(Pfn(SMALL + 1)).unwrap().meta;
+        meta.unmark_truncating().unwrap();
+        meta.get(Hold::Pin, 1).unwrap();
+        meta.mark_truncating().unwrap();
+        let err = drained.free().unwrap_err();
+        // Not freed; the pin is intact and the mark is the caller's now.
+        assert_eq!(meta.pins(), 1);
+        assert!(meta.is_truncating());
+        assert!(meta.put(Hold::Pin, 1).unwrap().is_due());
+        assert_eq!(meta.free_marked(), Ok(()));
+        err
+    });
+    assert_eq!(
+        err,
+        FreeSetError {
+            head: Pfn(SMALL + 1),
+            error: FreeError::Busy { refs: 0, pins: 1 },
+            freed: 1,
+            failed: 1,
+        }
+    );
+}
+
+#[test]
+fn racing_truncates_of_a_free_unit_both_see_free() {
+    // The loser of two marks on a free page used to see the winner's transient
+    // `TRUNCATING` and report another truncate. Both must report `Free`.
+    use std::sync::Barrier;
+    let host = Host::new();
+    let memmap = host.memmap();
+    let meta = memmap.unit(Pfn(SMALL + 7)).unwrap().meta;
+    meta.free().unwrap();
+    let expected = MarkSetError::Unit {
+        head: Pfn(SMALL + 7),
+        error: MarkError::Free,
+    };
+    for _ in 0..300 {
+        let start = Barrier::new(2);
+        std::thread::scope(|s| {
+            let racers: Vec<_> = (0..2)
+                .map(|_| {
+                    s.spawn(|| {
+                        start.wait();
+                        Truncate::mark(&memmap, [small(7, 1)].into_iter()).unwrap_err()
+                    })
+                })
+                .collect();
+            for r in racers {
+                assert_eq!(r.join().unwrap(), expected);
+            }
+        });
+        assert_eq!(meta.load(), MetaWord::FREE);
+    }
+    meta.allocate().unwrap();
+}
+
+#[test]
+fn a_set_listing_a_unit_twice_is_a_duplicate_and_leaves_no_marks() {
+    let host = Host::new();
+    let memmap = host.memmap();
+    let cases = [
+        // Overlapping extents of single pages.
+        (
+            vec![small(0, 4), small(2, 4)],
+            SetError::Duplicate {
+                head: Pfn(SMALL + 2),
+                pages: 1,
+            },
+        ),
+        // The same extent twice.
+        (
+            vec![small(5, 1), small(5, 1)],
+            SetError::Duplicate {
+                head: Pfn(SMALL + 5),
+                pages: 1,
+            },
+        ),
+        // A 2 MiB unit listed again after other extents.
+        (
+            vec![huge(1), small(0, 2), huge(0), huge(1)],
+            SetError::Duplicate {
+                head: Pfn(HUGE + 512),
+                pages: 512,
+            },
+        ),
+    ];
+    let everything = [huge(0), huge(1), small(0, 8)];
+    for (set, expected) in cases {
+        assert_eq!(
+            Truncate::mark(&memmap, set.iter().copied()).unwrap_err(),
+            MarkSetError::Set(expected)
+        );
+        assert!(all_idle_unmarked(&memmap, &everything), "{expected:?}");
+    }
+    assert_eq!(
+        MarkSetError::Set(SetError::Duplicate {
+            head: Pfn(SMALL + 2),
+            pages: 1
+        })
+        .to_string(),
+        "the set lists the 1-page unit at PFN 0x41002 twice (its extents overlap)"
+    );
+    // A unit another truncate marked is still that truncate's, not a duplicate,
+    // even when this set lists it twice.
+    let other = Truncate::mark(&memmap, [small(3, 1)].into_iter()).unwrap();
+    assert_eq!(
+        Truncate::mark(&memmap, [small(0, 4), small(3, 1)].into_iter()).unwrap_err(),
+        MarkSetError::Unit {
+            head: Pfn(SMALL + 3),
+            error: MarkError::AlreadyTruncating
+        }
+    );
+    assert_eq!(other.cancel(), Cancelled { units: 1 });
+    assert!(all_idle_unmarked(&memmap, &everything));
 }

@@ -111,7 +111,8 @@ impl core::error::Error for PutError {}
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MarkError {
-    /// Another truncate has already marked the page.
+    /// The page is already marked (by another truncate; a truncate whose own set
+    /// lists the unit twice reports that as a set error instead).
     AlreadyTruncating,
     /// The page is free.
     Free,

@@ -61,6 +61,15 @@ pub enum SetError {
         /// The unit's size in base pages.
         pages: u64,
     },
+    /// The set lists a unit twice: two of its extents overlap (the extents of
+    /// one truncate must not). Reported by [`Truncate::mark`](super::Truncate::mark)
+    /// when it meets a unit its own earlier extents already marked.
+    Duplicate {
+        /// The unit's head.
+        head: Pfn,
+        /// The unit's size in base pages.
+        pages: u64,
+    },
 }
 
 impl fmt::Display for SetError {
@@ -77,6 +86,10 @@ impl fmt::Display for SetError {
                 f,
                 "the set covers part of the {pages}-page unit at {head} (from {pfn})"
             ),
+            SetError::Duplicate { head, pages } => write!(
+                f,
+                "the set lists the {pages}-page unit at {head} twice (its extents overlap)"
+            ),
         }
     }
 }
@@ -90,6 +103,8 @@ pub(crate) struct Units<'m, M: ?Sized, I> {
     extents: I,
     /// The next page of the current extent, and its end.
     cursor: Option<(u64, u64)>,
+    /// Extents taken from `extents` so far (the current one included).
+    taken: usize,
 }
 
 impl<'m, M: MemoryMap + ?Sized, I: Iterator<Item = Extent>> Units<'m, M, I> {
@@ -98,7 +113,14 @@ impl<'m, M: MemoryMap + ?Sized, I: Iterator<Item = Extent>> Units<'m, M, I> {
             memmap,
             extents,
             cursor: None,
+            taken: 0,
         }
+    }
+
+    /// How many extents come before the one the last unit came from: that
+    /// many from the start of the same extents are the ones fully walked.
+    pub(crate) fn extents_before_current(&self) -> usize {
+        self.taken.saturating_sub(1)
     }
 }
 
@@ -112,6 +134,7 @@ impl<'m, M: MemoryMap + ?Sized, I: Iterator<Item = Extent>> Iterator for Units<'
                 Some((pfn, end)) if pfn < end => break (pfn, end),
                 _ => {
                     let extent = self.extents.next()?;
+                    self.taken += 1;
                     if extent.pages == 0 {
                         self.cursor = None;
                         return Some(Err(SetError::EmptyExtent {

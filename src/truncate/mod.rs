@@ -59,7 +59,9 @@
 //!
 //! Marks are not shared: marking a unit another truncate has marked fails with
 //! [`MarkSetError`], after this truncate has cleared the marks it made, so one
-//! truncate's cancel never unmarks pages another relies on. Dropping a
+//! truncate's cancel never unmarks pages another relies on. A set that lists a
+//! unit twice meets its own mark and is [`SetError::Duplicate`], not
+//! "another truncate". Dropping a
 //! `Truncate` before `free` cancels it (the marks are cleared and the pages
 //! become gettable again); it is `#[must_use]` so that doing so by accident is
 //! a warning, and [`Truncate::cancel`] says it explicitly.
@@ -120,12 +122,14 @@ impl<M: MemoryMap + ?Sized, I: Iterator<Item = Extent> + Clone, S> fmt::Debug
 }
 
 /// Why marking the set failed; every mark this truncate made has been cleared.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MarkSetError {
     /// The set itself is wrong (empty or wrapping extent, a page outside the
-    /// map, part of a unit).
+    /// map, part of a unit, a unit listed twice).
     Set(SetError),
-    /// A unit refused the mark: another truncate holds it, or it is free.
+    /// A unit refused the mark: another truncate holds it, or it is free (never
+    /// this truncate itself: that is [`SetError::Duplicate`]).
     Unit {
         /// The unit's head.
         head: Pfn,
@@ -257,8 +261,9 @@ pub struct Freed {
     pub units: u64,
 }
 
-/// Why [`Truncate::free`] could not free a unit: somebody else freed it (a bug
-/// outside pagepin). Every other unit was freed.
+/// Why [`Truncate::free`] could not free some units: somebody freed or
+/// unmarked them behind the truncate's back (a bug outside pagepin), or a unit
+/// stayed busy (see [`Truncate::free`]). Every other unit was freed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FreeSetError {
     /// The first unit that could not be freed.
@@ -267,14 +272,16 @@ pub struct FreeSetError {
     pub error: FreeError,
     /// Units freed.
     pub freed: u64,
+    /// Units not freed (the first is `head`).
+    pub failed: u64,
 }
 
 impl fmt::Display for FreeSetError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "unit at {}: {} ({} units freed)",
-            self.head, self.error, self.freed
+            "unit at {}: {} ({} units freed, {} not)",
+            self.head, self.error, self.freed, self.failed
         )
     }
 }
@@ -292,17 +299,25 @@ impl<'m, M: MemoryMap + ?Sized, I: Iterator<Item = Extent> + Clone> Truncate<'m,
     /// Marks every allocation unit covering `extents` truncating, in one pass:
     /// from now on no reference or pin on them succeeds.
     ///
-    /// The extents must cover whole units and must not overlap each other.
+    /// The extents must cover whole units and must not overlap each other. An
+    /// overlap is found at no cost to a valid set: the second time the pass
+    /// meets a unit, its mark is refused as already marked, and only then (on the
+    /// error path) are the earlier extents checked for one covering it — no
+    /// allocation, no per-page bookkeeping, nothing quadratic on the way.
     ///
     /// # Errors
     ///
-    /// [`MarkSetError`] after clearing every mark this call made: a bad set
-    /// ([`SetError`]), or a unit that is free or marked by another truncate.
+    /// [`MarkSetError`] after clearing every mark this call made:
+    /// - [`MarkSetError::Set`]: a bad set ([`SetError`]), including
+    ///   [`SetError::Duplicate`] for a unit listed twice (overlapping extents);
+    /// - [`MarkSetError::Unit`]: a unit that is free ([`MarkError::Free`]) or
+    ///   marked by another truncate ([`MarkError::AlreadyTruncating`]).
     pub fn mark(memmap: &'m M, extents: I) -> Result<Self, MarkSetError> {
         let mut marked = 0u64;
         let mut first_busy = None;
         let mut failure = None;
-        for unit in Units::new(memmap, extents.clone()) {
+        let mut units = Units::new(memmap, extents.clone());
+        while let Some(unit) = units.next() {
             let unit = match unit {
                 Ok(unit) => unit,
                 Err(e) => {
@@ -317,9 +332,25 @@ impl<'m, M: MemoryMap + ?Sized, I: Iterator<Item = Extent> + Clone> Truncate<'m,
                     }
                 }
                 Err(error) => {
-                    failure = Some(MarkSetError::Unit {
-                        head: unit.head,
-                        error,
+                    // Error path only: a unit an earlier extent of this set
+                    // covers was marked by this call, so the set lists it twice.
+                    // (The current extent cannot: its units are increasing.)
+                    let this = Extent::new(unit.head, unit.pages);
+                    let duplicate = error == MarkError::AlreadyTruncating
+                        && extents
+                            .clone()
+                            .take(units.extents_before_current())
+                            .any(|e| e.overlaps(&this));
+                    failure = Some(if duplicate {
+                        MarkSetError::Set(SetError::Duplicate {
+                            head: unit.head,
+                            pages: unit.pages,
+                        })
+                    } else {
+                        MarkSetError::Unit {
+                            head: unit.head,
+                            error,
+                        }
                     });
                     break;
                 }
@@ -541,43 +572,78 @@ enum DrainOrder {
     RegisterWithoutFence,
 }
 
+/// How many times [`Truncate::free`] retries a unit that is marked but not idle
+/// before it reports it busy (see there).
+pub const FREE_BUSY_RETRIES: u32 = 1 << 16;
+
 impl<'m, M: MemoryMap + ?Sized, I: Iterator<Item = Extent> + Clone> Truncate<'m, M, I, Drained> {
     /// Frees every unit: each goes from marked and idle to `FREE` in one
-    /// compare-exchange (which also clears the mark).
+    /// compare-exchange ([`PageMeta::free_marked`], which also clears the mark).
+    ///
+    /// After the drain, the mark refuses every get, so a marked unit can be busy
+    /// only for two reasons, which `free` tells apart by the mark itself:
+    /// - a transient speculative increment ([`FetchAddUndo`]): its getter saw
+    ///   the mark and undoes it at once (its precondition keeps it from being
+    ///   preempted in between), so `free` retries, up to [`FREE_BUSY_RETRIES`]
+    ///   times with a spin hint between tries. Transients come and go: a stream
+    ///   of refused speculative getters (or a getter whose virtual CPU is
+    ///   descheduled mid-get) can outlast any bound, so the bound turns a would-be
+    ///   hang into [`FreeError::Busy`];
+    /// - a count taken while the mark was cleared behind the truncate's back
+    ///   (a stray [`PageMeta::unmark_truncating`] on a unit of the set) and the
+    ///   unit marked again: it does not go away, and is reported the same way.
+    ///
+    /// A unit that is no longer marked at all is never waited for and never
+    /// freed: [`FreeError::NotMarked`] at once.
     ///
     /// # Errors
     ///
-    /// [`FreeSetError`] if a unit was already free (freed behind the truncate's
-    /// back); every other unit is freed.
+    /// [`FreeSetError`] naming the first unit that could not be freed; every
+    /// other unit is freed. The units not freed are left as they were, and the
+    /// truncate's marks on them (if any) pass to the caller:
+    /// - [`FreeError::AlreadyFree`]: freed behind the truncate's back;
+    /// - [`FreeError::NotMarked`]: unmarked behind the truncate's back (gets may
+    ///   have succeeded on it since the drain);
+    /// - [`FreeError::Busy`]: still marked and busy after [`FREE_BUSY_RETRIES`]
+    ///   tries, as above. Retry with [`PageMeta::free_marked`], or unmark it.
+    ///
+    /// [`PageMeta::free_marked`]: crate::meta::PageMeta::free_marked
+    /// [`PageMeta::unmark_truncating`]: crate::meta::PageMeta::unmark_truncating
+    /// [`FetchAddUndo`]: crate::meta::FetchAddUndo
     pub fn free(self) -> Result<Freed, FreeSetError> {
         let (memmap, extents, _, _) = self.into_parts();
         let mut freed = 0;
+        let mut failed = 0;
         let mut first_error = None;
         for unit in Units::new(memmap, extents).flatten() {
-            loop {
+            let mut retries = 0;
+            let result = loop {
                 match unit.meta.free_marked() {
-                    Ok(()) => {
-                        freed += 1;
-                        break;
+                    Err(FreeError::Busy { .. }) if retries < FREE_BUSY_RETRIES => {
+                        // Still marked: a transient undone by its own getter at
+                        // once, or a count taken behind our back (the bound).
+                        retries += 1;
+                        spin_wait_hint();
                     }
-                    // Only a transient speculative increment can be here (the
-                    // mark refuses every real get since the drain): it is undone
-                    // by its own getter at once.
-                    Err(FreeError::Busy { .. }) => spin_wait_hint(),
-                    Err(error) => {
-                        first_error.get_or_insert(FreeSetError {
-                            head: unit.head,
-                            error,
-                            freed: 0,
-                        });
-                        break;
-                    }
+                    result => break result,
+                }
+            };
+            match result {
+                Ok(()) => freed += 1,
+                Err(error) => {
+                    failed += 1;
+                    first_error.get_or_insert(FreeSetError {
+                        head: unit.head,
+                        error,
+                        freed: 0,
+                        failed: 0,
+                    });
                 }
             }
         }
         match first_error {
             None => Ok(Freed { units: freed }),
-            Some(e) => Err(FreeSetError { freed, ..e }),
+            Some(e) => Err(FreeSetError { freed, failed, ..e }),
         }
     }
 }
