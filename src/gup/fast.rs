@@ -7,7 +7,7 @@ use crate::guard::WalkGuard;
 use crate::memmap::{MemoryMap, OutsideMap, Pfn, Unit};
 use crate::meta::{Hold, MAX_BATCH};
 use crate::sync::AtomicU64;
-use crate::table::walk::{LeafRun, Step, check_canonical, load_leaf_word};
+use crate::table::walk::{LeafRun, Step, check_canonical};
 use crate::table::{
     Entry, EntryLoc, LeafItem, PagingFormat, Perms, TableAccess, VaRange, VirtAddr, WalkError,
     WalkErrorKind, WalkItem, Walker,
@@ -464,7 +464,7 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, M: MemoryMap + ?Sized> Gup<'a
                         break;
                     }
                 };
-                let raw = load_leaf_word(word);
+                let raw = self.walker.load_leaf(word);
                 let pfn = match F::decode(raw, level) {
                     Ok(Entry::Leaf(leaf)) => {
                         let missing = needed.difference(leaf.perms.limited_by(run.grants));
@@ -602,15 +602,10 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, M: MemoryMap + ?Sized> Gup<'a
                     kept = 0;
                 }
                 for j in 0..kept {
-                    // The words step 1 resolved. (The broken variant without the
-                    // guard resolves them again through the table access, which
-                    // is where the loom model observes reads of a freed table.)
-                    let word = if checks.guard_across_get {
-                        words[j]
-                    } else {
-                        self.walker.leaf_word(loc_of(j)).ok()
-                    };
-                    if checks.leaf && word.map(load_leaf_word) != Some(raws[j]) {
+                    // The words step 1 resolved, loaded through the table access
+                    // (where a model observes reads of a freed table).
+                    let word = words[j];
+                    if checks.leaf && word.map(|w| self.walker.load_leaf(w)) != Some(raws[j]) {
                         kept = j;
                         break;
                     }

@@ -18,7 +18,7 @@
 
 use super::addr::PhysAddr;
 use super::error::{AccessError, HostMemoryError};
-use crate::sync::AtomicU64;
+use crate::sync::{AtomicU64, Ordering};
 
 /// Reaches the entries of page tables by physical address.
 ///
@@ -33,6 +33,8 @@ use crate::sync::AtomicU64;
 /// 2. Distinct `(table, index)` pairs inside one table, and distinct tables,
 ///    never share a word.
 /// 3. The words are only ever accessed atomically.
+/// 4. [`load`](Self::load), if overridden, returns what `word.load(order)`
+///    returns, by making exactly that load (it may check or count first).
 ///
 /// The builder writes page tables through these references and the MMU and
 /// GUP-fast act on what they contain, so a word in the wrong place is memory
@@ -51,6 +53,19 @@ pub unsafe trait TableAccess {
     /// access reaches, [`AccessError::Misaligned`] when `table` is not aligned as
     /// the access requires.
     fn entry(&self, table: PhysAddr, index: usize) -> Result<&AtomicU64, AccessError>;
+
+    /// Loads a word [`entry`](Self::entry) returned. Every load a walk or
+    /// GUP-fast makes of a table entry goes through here, including the
+    /// re-checks of words it resolved earlier, so an access that audits table
+    /// lifetimes (a debugging kernel, the loom models, whose freed tables are
+    /// `loom::cell::UnsafeCell`s) sees each of them. The default is the load
+    /// itself.
+    #[inline(always)]
+    fn load(&self, word: &AtomicU64, order: Ordering) -> u64 {
+        // The caller's ordering (see `table::walk`: Acquire for entries that
+        // may point to tables, Relaxed at leaf-only levels).
+        word.load(order)
+    }
 }
 
 /// The size of a [`HostFrame`] in bytes.

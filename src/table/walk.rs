@@ -51,12 +51,12 @@ pub(crate) fn load_entry<F: PagingFormat, A: TableAccess + ?Sized>(
         // that published that table (`TableBuilder`'s table install, or the
         // kernel's equivalent), so the table's zero-fill and contents are visible
         // before the walker reads its entries.
-        Ok(word.load(Ordering::Acquire))
+        Ok(access.load(word, Ordering::Acquire))
     } else {
         // Relaxed: this level holds only leaves, so no table is read through the
         // value. Whatever the caller then does with the page is ordered by the
         // page's metadata (GUP-fast's Acquire get), not by this load.
-        Ok(word.load(Ordering::Relaxed))
+        Ok(access.load(word, Ordering::Relaxed))
     }
 }
 
@@ -83,12 +83,12 @@ pub(crate) fn leaf_word<F: PagingFormat, A: TableAccess + ?Sized>(
     access.entry(loc.table, loc.index)
 }
 
-/// Loads a word [`leaf_word`] returned: one atomic load.
+/// Loads a word [`leaf_word`] returned: one atomic load, through `access`.
 #[inline]
-pub(crate) fn load_leaf_word(word: &AtomicU64) -> u64 {
+pub(crate) fn load_leaf_word<A: TableAccess + ?Sized>(access: &A, word: &AtomicU64) -> u64 {
     // Relaxed: as in `load_entry` at a leaf-only level, no table is read
     // through the value; the page is ordered by GUP-fast's Acquire get.
-    word.load(Ordering::Relaxed)
+    access.load(word, Ordering::Relaxed)
 }
 
 /// Checks that `range` is canonical for `F` as a whole.
@@ -310,6 +310,13 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized> Walker<'a, F, A> {
     #[inline]
     pub(crate) fn leaf_word(&self, loc: EntryLoc) -> Result<&'a AtomicU64, AccessError> {
         leaf_word::<F, A>(self.access, loc)
+    }
+
+    /// Loads a word [`leaf_word`](Self::leaf_word) returned (see
+    /// [`load_leaf_word`]).
+    #[inline]
+    pub(crate) fn load_leaf(&self, word: &AtomicU64) -> u64 {
+        load_leaf_word(self.access, word)
     }
 
     /// Whether the entry still holds exactly the value it had when `snapshot`

@@ -73,15 +73,36 @@ unsafe impl TableAccess for Tables {
             return Err(unreachable);
         }
         let t = &self.tables[i];
-        // The walk is about to read this table: it must not have been freed. A
-        // read ordered after the free fails the assertion below; a read not
-        // ordered with the free at all is reported by loom itself, as "Causality
-        // violation: Concurrent read and write accesses" (`loom::rt::cell`).
+        t.check_alive();
+        Ok(&t.entries[index])
+    }
+
+    /// Every load of an entry word, including GUP-fast's re-check of words it
+    /// resolved before the get, checks the table is alive, so the model sees
+    /// the loads the real path makes.
+    fn load(&self, word: &AtomicU64, order: Ordering) -> u64 {
+        if let Some(t) = self
+            .tables
+            .iter()
+            .find(|t| t.entries.iter().any(|e| core::ptr::eq(e, word)))
+        {
+            t.check_alive();
+        }
+        // The caller's ordering (contract point 4 of `TableAccess`).
+        word.load(order)
+    }
+}
+
+impl Table {
+    /// The walk is about to read this table: it must not have been freed. A
+    /// read ordered after the free fails the assertion below; a read not
+    /// ordered with the free at all is reported by loom itself, as "Causality
+    /// violation: Concurrent read and write accesses" (`loom::rt::cell`).
+    fn check_alive(&self) {
         // SAFETY: loom checks this read against the free's write (the property
         // under test).
-        let freed = t.freed.with(|freed| unsafe { *freed });
+        let freed = self.freed.with(|freed| unsafe { *freed });
         assert!(!freed, "invariant 6 (a walk read a freed table page)");
-        Ok(&t.entries[index])
     }
 }
 
