@@ -463,9 +463,6 @@ fn a_memory_map_reaching_the_last_pfn() {
 }
 
 #[test]
-#[ignore = "waiting for the gup fix: `release`/`release_run` size a unit's put with \
-            `Unit::end()`, which saturates at u64::MAX for a unit ending at the last PFN, \
-            so the unit's 512 pages are put in two RMWs (511 + 1) instead of one"]
 fn releasing_a_unit_at_the_last_pfn_takes_one_rmw() {
     let metas: Vec<PageMeta> = (0..1024).map(|_| PageMeta::new_allocated()).collect();
     let map = top_map(&metas);
@@ -483,9 +480,6 @@ fn releasing_a_unit_at_the_last_pfn_takes_one_rmw() {
 }
 
 #[test]
-#[ignore = "waiting for the gup fix: `release_run` steps with `first.wrapping_add(done)`, so \
-            a run past the last PFN releases `u64::MAX` and goes on at PFN 0 (another \
-            owner's pages, in a map that holds PFN 0) instead of being refused up front"]
 fn a_release_run_past_the_last_pfn_is_refused_before_anything_is_released() {
     let metas: Vec<PageMeta> = (0..1024).map(|_| PageMeta::new_allocated()).collect();
     let map = top_map(&metas);
@@ -599,9 +593,6 @@ fn an_unmapper_with_a_bad_page_shift_is_refused() {
 }
 
 #[test]
-#[ignore = "waiting for the extent fix (src/truncate/extent.rs): `Extent::end()` is \
-            `first + pages`, None for an extent ending at the last PFN, so `mark` refuses \
-            it with `SetError::Wraps`"]
 fn truncating_the_unit_at_the_last_pfn() {
     let metas: Vec<PageMeta> = (0..1024).map(|_| PageMeta::new_allocated()).collect();
     let map = top_map(&metas);

@@ -684,10 +684,7 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, M: MemoryMap + ?Sized> Gup<'a
             }
             // Pages of this unit from `pfn` on: at least 1 by the map's contract
             // (`pfn` is in the unit); computed without trusting it.
-            let in_unit = unit
-                .pages
-                .saturating_sub(pfn.0.wrapping_sub(unit.head.0))
-                .max(1);
+            let in_unit = unit.pages_from(pfn).max(1);
             let count = (n - done).min(in_unit).min(MAX_BATCH as u64) as u32;
             // The get: Acquire, pairing with the Release of the allocator's
             // allocate/free transitions on this word (see `meta`), which is what

@@ -153,6 +153,12 @@ pub enum ReleaseErrorKind {
     OutsideMap(OutsideMap),
     /// The counting meta refused the release (not held, free).
     Put(PutError),
+    /// A run of `pages` pages from the PFN would pass the last PFN; nothing
+    /// was released.
+    Wraps {
+        /// The pages asked for.
+        pages: u64,
+    },
 }
 
 impl fmt::Display for ReleaseError {
@@ -165,6 +171,9 @@ impl fmt::Display for ReleaseError {
         match self.kind {
             ReleaseErrorKind::OutsideMap(e) => write!(f, "{e}"),
             ReleaseErrorKind::Put(e) => write!(f, "{e}"),
+            ReleaseErrorKind::Wraps { pages } => {
+                write!(f, "a run of {pages} pages wraps past the last PFN")
+            }
         }
     }
 }

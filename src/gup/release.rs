@@ -24,9 +24,19 @@ pub fn release_run<M: MemoryMap + ?Sized>(
     pages: u64,
     hold: Hold,
 ) -> Result<(), ReleaseError> {
+    // Refused up front: a run past the last PFN would go on at PFN 0, another
+    // owner's pages.
+    if pages != 0 && first.0.checked_add(pages - 1).is_none() {
+        return Err(ReleaseError {
+            released: 0,
+            pfn: first,
+            kind: ReleaseErrorKind::Wraps { pages },
+        });
+    }
     let mut done = 0u64;
     while done < pages {
-        let pfn = Pfn(first.0.wrapping_add(done));
+        // No overflow: `done < pages` and `first + (pages - 1)` fits (above).
+        let pfn = Pfn(first.0 + done);
         let fail = |kind| ReleaseError {
             released: done as usize,
             pfn,
@@ -38,7 +48,9 @@ pub fn release_run<M: MemoryMap + ?Sized>(
         let count = if unit.pages == 1 {
             1
         } else {
-            let in_unit = unit.end().saturating_sub(pfn.0).max(1);
+            // At least 1: `pfn` is in its unit (the map's contract), and the
+            // `max` keeps a broken map from stalling the loop.
+            let in_unit = unit.pages_from(pfn).max(1);
             (pages - done).min(in_unit).min(MAX_BATCH as u64) as u32
         };
         let wake = unit
@@ -83,9 +95,11 @@ pub fn release<M: MemoryMap + ?Sized>(
         let mut count = 1;
         if unit.pages != 1 {
             let rest = &pfns[i..];
-            let in_unit = unit.end().saturating_sub(first.0).max(1);
+            let in_unit = unit.pages_from(first).max(1);
             let limit = (rest.len() as u64).min(in_unit).min(MAX_BATCH as u64) as usize;
-            while count < limit && rest[count].0 == first.0.wrapping_add(count as u64) {
+            // No overflow: `count < limit <= pages_from(first)`, so `first +
+            // count` is a PFN of the unit.
+            while count < limit && rest[count].0 == first.0 + count as u64 {
                 count += 1;
             }
         }

@@ -180,9 +180,11 @@ impl<const REGIONS: usize, const WAIT_SLOTS: usize> fmt::Debug
 // SAFETY: (1) the unit is computed from the region containing `pfn` (aligned to
 // its unit size) or is `pfn` alone, and `meta_of` checks the PFN is in the map;
 // (2) every PFN of a unit computes the same head and so the same slice element;
-// regions never change once added (no split or merge is offered); (3) the metas
-// are a borrowed slice that cannot move while `&self` lives; (4) `wake` runs
-// `WaitSlot::wake` on the table's fixed slot for the head, and host waiters poll.
+// (3) regions never change once added (no split or merge is offered, `add_region`
+// takes `&mut self`), and a tail's meta is never reported; (4) the metas are a
+// borrowed slice that cannot move while `&self` lives; (5) `wake` runs
+// `WaitSlot::wake` on the table's fixed slot for the head, and host waiters
+// poll; (6) the layout version is a constant: no unit ever changes.
 unsafe impl<const REGIONS: usize, const WAIT_SLOTS: usize> MemoryMap
     for HostMemMap<'_, REGIONS, WAIT_SLOTS>
 {
@@ -235,6 +237,13 @@ unsafe impl<const REGIONS: usize, const WAIT_SLOTS: usize> MemoryMap
     #[inline]
     fn wake(&self, head: Pfn) {
         self.waits.wake(head);
+    }
+
+    /// Always 0: the units of a `HostMemMap` never change once it is shared,
+    /// so GUP-fast never needs to look a unit up twice.
+    #[inline]
+    fn layout_version(&self) -> Option<u64> {
+        Some(0)
     }
 }
 

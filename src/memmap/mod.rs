@@ -46,10 +46,22 @@ pub struct Unit<'a> {
 }
 
 impl Unit<'_> {
-    /// The first PFN past the unit.
+    /// The last PFN of the unit (`head + pages - 1`; a unit may end at the
+    /// last PFN, so the first PFN past it need not exist), or `None` for a
+    /// unit that claims to wrap past it (a broken map).
     #[inline]
-    pub fn end(&self) -> u64 {
-        self.head.0.saturating_add(self.pages)
+    pub fn last(&self) -> Option<Pfn> {
+        self.head.0.checked_add(self.pages.checked_sub(1)?).map(Pfn)
+    }
+
+    /// The pages of the unit from `pfn` on (`pfn` included), or 0 if `pfn` is
+    /// not in the unit. Exact for a unit ending at the last PFN.
+    #[inline]
+    pub fn pages_from(&self, pfn: Pfn) -> u64 {
+        match pfn.0.checked_sub(self.head.0) {
+            Some(offset) => self.pages.saturating_sub(offset),
+            None => 0,
+        }
     }
 
     /// Whether this unit (a fresh answer of the map) is still the one a get

@@ -20,17 +20,25 @@ impl Extent {
         Extent { first, pages }
     }
 
-    /// The first PFN past the extent, `None` if it would wrap.
-    pub const fn end(&self) -> Option<u64> {
-        self.first.0.checked_add(self.pages)
+    /// The last page of the extent (`first + pages - 1`: an extent may end at
+    /// the last PFN), `None` if it is empty or would run past the last PFN.
+    pub const fn last(&self) -> Option<Pfn> {
+        if self.pages == 0 {
+            return None;
+        }
+        match self.first.0.checked_add(self.pages - 1) {
+            Some(last) => Some(Pfn(last)),
+            None => None,
+        }
     }
 
-    /// Whether the two extents share a page.
+    /// Whether the two extents share a page (an empty or wrapping extent
+    /// shares none).
     pub fn overlaps(&self, other: &Extent) -> bool {
-        let (Some(a_end), Some(b_end)) = (self.end(), other.end()) else {
+        let (Some(a_last), Some(b_last)) = (self.last(), other.last()) else {
             return false;
         };
-        self.first.0 < b_end && other.first.0 < a_end
+        self.first <= b_last && other.first <= a_last
     }
 }
 
@@ -101,7 +109,8 @@ impl core::error::Error for SetError {}
 pub(crate) struct Units<'m, M: ?Sized, I> {
     memmap: &'m M,
     extents: I,
-    /// The next page of the current extent, and its end.
+    /// The next page of the current extent, and its last page (inclusive, so
+    /// an extent may end at the last PFN).
     cursor: Option<(u64, u64)>,
     /// Extents taken from `extents` so far (the current one included).
     taken: usize,
@@ -129,10 +138,10 @@ impl<'m, M: MemoryMap + ?Sized, I: Iterator<Item = Extent>> Iterator for Units<'
 
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
-        let (pfn, end) = loop {
+        let (pfn, last) = loop {
             match self.cursor {
-                Some((pfn, end)) if pfn < end => break (pfn, end),
-                _ => {
+                Some(cursor) => break cursor,
+                None => {
                     let extent = self.extents.next()?;
                     self.taken += 1;
                     if extent.pages == 0 {
@@ -141,11 +150,11 @@ impl<'m, M: MemoryMap + ?Sized, I: Iterator<Item = Extent>> Iterator for Units<'
                             first: extent.first,
                         }));
                     }
-                    let Some(end) = extent.end() else {
+                    let Some(last) = extent.last() else {
                         self.cursor = None;
                         return Some(Err(SetError::Wraps { extent }));
                     };
-                    self.cursor = Some((extent.first.0, end));
+                    self.cursor = Some((extent.first.0, last.0));
                 }
             }
         };
@@ -156,15 +165,19 @@ impl<'m, M: MemoryMap + ?Sized, I: Iterator<Item = Extent>> Iterator for Units<'
                 return Some(Err(SetError::OutsideMap(e)));
             }
         };
-        if unit.head.0 != pfn || unit.end() > end {
-            self.cursor = None;
-            return Some(Err(SetError::PartialUnit {
-                pfn: Pfn(pfn),
-                head: unit.head,
-                pages: unit.pages,
-            }));
-        }
-        self.cursor = Some((unit.end(), end));
+        let unit_last = match unit.last() {
+            Some(unit_last) if unit.head.0 == pfn && unit_last.0 <= last => unit_last.0,
+            _ => {
+                self.cursor = None;
+                return Some(Err(SetError::PartialUnit {
+                    pfn: Pfn(pfn),
+                    head: unit.head,
+                    pages: unit.pages,
+                }));
+            }
+        };
+        // `unit_last < last` makes `+ 1` exact; at `last` the extent is done.
+        self.cursor = (unit_last < last).then(|| (unit_last + 1, last));
         Some(Ok(unit))
     }
 }
