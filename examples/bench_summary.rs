@@ -7,7 +7,11 @@
 //! - `floor`: one atomic load of a real 4 KiB leaf entry and one `fetch_add` on a
 //!   dense array of 8-byte metas, per page — the least any GUP-fast can do;
 //! - `gup4k` / `gup2m`: pagepin's GUP-fast pin of 1 GiB mapped by 4 KiB leaves
-//!   (single-page units) / 2 MiB leaves (2 MiB units), and the unpins;
+//!   (single-page units) / 2 MiB leaves (2 MiB units), and the unpins, over a
+//!   memory map whose units never change (its layout version is constant, so
+//!   the unit re-check costs one version load per batch);
+//! - `gup4k_unit_recheck`: the same 4 KiB pin through a map that keeps no layout
+//!   version, so every get is followed by a second lookup of its unit;
 //! - `linux4k` / `linuxthp`: Linux's own pinning of 1 GiB of prefaulted memory
 //!   through io_uring buffer registration (`IORING_REGISTER_BUFFERS`, which pins
 //!   with `FOLL_LONGTERM`), in 64 MiB iovecs, with 4 KiB pages / transparent huge
@@ -18,14 +22,14 @@
 //!
 //! The last line is
 //!
-//! `pagepin-bench gup4k_ns=<f> floor_ns=<f> ratio_floor=<f> gup2m_ns_per_page=<f> linux4k_ns=<f|na> speedup_linux=<f|na> truncate1g_ms=<f> truncate_ratio=<f>`
+//! `pagepin-bench gup4k_ns=<f> floor_ns=<f> ratio_floor=<f> gup4k_unit_recheck_ns=<f> gup2m_ns_per_page=<f> linux4k_ns=<f|na> speedup_linux=<f|na> truncate1g_ms=<f> truncate_ratio=<f>`
 
 use std::time::{Duration, Instant};
 
 use pagepin::arch::x86_64::Paging4Level;
 use pagepin::guard::TablesNeverFreed;
 use pagepin::gup::{Gup, GupFlags, Stop, release};
-use pagepin::memmap::{HostMemMap, Pfn, Region};
+use pagepin::memmap::{HostMemMap, MemoryMap, OutsideMap, Pfn, Region, Unit};
 use pagepin::meta::{Hold, PageMeta};
 use pagepin::sync::{AtomicU64, Ordering};
 use pagepin::table::{
@@ -33,7 +37,7 @@ use pagepin::table::{
     TableBuilder, VirtAddr, WalkItem,
 };
 use pagepin::truncate::{Extent, FileMapping, HostTlb, TableUnmapper, Truncate, Wait};
-use pagepin::wait::{Clock, SpinWaiter};
+use pagepin::wait::{Clock, SpinWaiter, WaitSlot};
 
 const KIB4: u64 = 4 << 10;
 const MIB2: u64 = 2 << 20;
@@ -113,13 +117,36 @@ fn with_mapping<R>(
     f(&gup, &mut tables, &memory)
 }
 
+/// A memory map that forwards to `M` but keeps no layout version, so GUP-fast
+/// looks every unit up again after its get.
+struct Unversioned<'a, M>(&'a M);
+
+// SAFETY: every answer is the inner map's, which keeps the contract; the
+// default `layout_version` (`None`) is always allowed.
+unsafe impl<M: MemoryMap> MemoryMap for Unversioned<'_, M> {
+    const PAGE_SHIFT: u32 = M::PAGE_SHIFT;
+
+    #[inline]
+    fn unit(&self, pfn: Pfn) -> Result<Unit<'_>, OutsideMap> {
+        self.0.unit(pfn)
+    }
+
+    fn wait_slot(&self, head: Pfn) -> &WaitSlot {
+        self.0.wait_slot(head)
+    }
+
+    fn wake(&self, head: Pfn) {
+        self.0.wake(head)
+    }
+}
+
 fn main() {
     // SAFETY: no table is freed while these measurements walk.
     let guard = unsafe { TablesNeverFreed::new() };
     let mut out = vec![Pfn(0); PAGES];
 
     // Floor and GUP-fast over 4 KiB leaves, on the same entries.
-    let (floor, gup4k, unpin4k) = with_mapping(KIB4, |gup, tables, memory| {
+    let (floor, gup4k, unpin4k, gup4k_unit) = with_mapping(KIB4, |gup, tables, memory| {
         let ptes: Vec<&AtomicU64> = (0..PAGES as u64)
             .map(
                 |i| match tables.walker().translate(VirtAddr(VA + i * KIB4)) {
@@ -143,6 +170,20 @@ fn main() {
             }
             t
         });
+        // The same tables and metas through a map that keeps no layout version:
+        // every get is followed by a second lookup (the unit re-check).
+        let unversioned = Unversioned(gup.memmap());
+        let checked = Gup::new(gup.walker(), &unversioned);
+        let gup4k_unit = median_ns_per_page(|| {
+            let t = timed(|| {
+                let taken = checked
+                    .get_pages(&guard, VirtAddr(VA), GIB1, GupFlags::PIN, &mut out)
+                    .expect("a valid range");
+                assert_eq!((taken.pages, taken.stop), (PAGES, Stop::Complete));
+            });
+            release(gup.memmap(), &out, Hold::Pin).expect("pinned above");
+            t
+        });
         let mut unpins = Vec::new();
         let gup4k = median_ns_per_page(|| {
             let t = timed(|| {
@@ -158,11 +199,12 @@ fn main() {
         });
         unpins.sort();
         let unpin = unpins[unpins.len() / 2].as_nanos() as f64 / PAGES as f64;
-        (floor, gup4k, unpin)
+        (floor, gup4k, unpin, gup4k_unit)
     });
     println!("case=floor ns_per_page={floor:.2}");
     println!("case=gup4k_pin ns_per_page={gup4k:.2}");
     println!("case=gup4k_unpin ns_per_page={unpin4k:.2}");
+    println!("case=gup4k_unit_recheck_pin ns_per_page={gup4k_unit:.2}");
 
     let gup2m = with_mapping(MIB2, |gup, _, _| {
         median_ns_per_page(|| {
@@ -199,7 +241,7 @@ fn main() {
         Err(_) => ("na".into(), "na".into()),
     };
     println!(
-        "pagepin-bench gup4k_ns={gup4k:.2} floor_ns={floor:.2} ratio_floor={:.2} gup2m_ns_per_page={gup2m:.3} linux4k_ns={linux_ns} speedup_linux={speedup} truncate1g_ms={:.2} truncate_ratio={:.2}",
+        "pagepin-bench gup4k_ns={gup4k:.2} floor_ns={floor:.2} ratio_floor={:.2} gup4k_unit_recheck_ns={gup4k_unit:.2} gup2m_ns_per_page={gup2m:.3} linux4k_ns={linux_ns} speedup_linux={speedup} truncate1g_ms={:.2} truncate_ratio={:.2}",
         gup4k / floor,
         truncate_ns * PAGES as f64 / 1e6,
         truncate_ns / fetch_or_ns,

@@ -8,8 +8,10 @@
 //!     check permissions               (read; write; user)
 //!     unit   = memmap.unit(pfn)       (the counting meta: the allocation unit's head)
 //!     meta.get(n)                     (Acquire RMW; one per unit the leaf covers)
-//!     re-check: leaf entry and the table entry above it unchanged?
-//!         no  -> undo the gets, stop (Changed)
+//!     re-check: memmap.unit(pfn) still names the same head and meta?
+//!               (skipped when the map's layout version did not move)
+//!               leaf entry and the table entry above it unchanged?
+//!         no  -> undo the gets on the metas got, stop (Changed)
 //! ```
 //!
 //! Consecutive leaves of one last-level table (4 KiB pages) go in batches of
@@ -33,6 +35,24 @@
 //! the free sees the reference and fails. A plain store to the word would break
 //! the release sequence; `meta` never makes one.
 //!
+//! # Unit identity (DESIGN.md invariant 7)
+//!
+//! The entry re-check proves the page is still mapped where the walk saw it;
+//! it does not prove the page is still counted where the walk counted it. The
+//! memory map may split or merge a unit while its head is free, so between the
+//! lookup of PFN P's unit (head H) and the get on H's meta, H may have been
+//! freed, split off from P and allocated again: the get succeeds, and P may
+//! even be mapped again by the same raw entry. So after its gets the walk asks
+//! the map again and requires, for every get, the same head, the same meta (by
+//! address) and a unit that still holds the pages it counted there (Linux's
+//! `page_folio(page) == folio` in `try_grab_folio`). Once a get holds H the
+//! answer is stable, since H cannot change while it is not idle. Every undo
+//! (a refusal, a failed re-check) releases the meta that was got, recorded at
+//! the get, never a fresh lookup's: after a split that would be another
+//! owner's count. A map that keeps a layout version
+//! ([`MemoryMap::layout_version`](crate::memmap::MemoryMap::layout_version))
+//! lets a batch skip the second lookups when no unit changed during it.
+//!
 //! # What the kernel's unmap must do
 //!
 //! Before a data page mapped through a table is freed, its leaf entry **or the
@@ -47,8 +67,9 @@
 //! memory map names ([`MemoryMap::unit`](crate::memmap::MemoryMap::unit)); the
 //! leaf's size plays no part. A 2 MiB leaf mapping a 2 MiB unit costs one RMW; a
 //! 2 MiB leaf over 4 KiB units costs 512; 4 KiB leaves over a 2 MiB unit cost one
-//! each, on the same head. [`release`] and [`release_run`] release by any
-//! grouping.
+//! each, on the same head. A leaf over many units is taken in chunks of up to
+//! 32 gets, each chunk re-checked after its gets. [`release`] and
+//! [`release_run`] release by any grouping.
 
 mod fast;
 mod fault;
