@@ -3,8 +3,9 @@
 //! Truncate of 1 GiB (262 144 single-page units, mapped by 4 KiB leaves in one
 //! address space): `mark` + `unmap` + `drain` + `free` through the typestate API,
 //! against the baseline of one `fetch_or` pass over the same metas, measured in
-//! the same run. Figures are per 4 KiB page. Also: the same truncate while one
-//! page is pinned and released by another thread once the drain waits for it.
+//! the same run. Figures are per 4 KiB page. Also: `mark` alone against the
+//! same baseline, and the same truncate while one page is pinned and released
+//! by another thread once the drain waits for it.
 //!
 //! Setup (allocating the pages and mapping them again) is outside the timing.
 
@@ -79,6 +80,23 @@ fn bench(c: &mut Criterion) {
                 for w in words {
                     w.fetch_and(!(1 << 61), Ordering::Relaxed);
                 }
+            }
+            total
+        })
+    });
+
+    g.bench_function("mark (one compare-exchange pass)", |b| {
+        // `Truncate::mark` alone over the same metas, the figure to hold
+        // against the `fetch_or` pass: the mark is a load and a
+        // compare-exchange per unit, so it never sets `TRUNCATING` on a free
+        // word. The cancel that clears the marks is outside the timing.
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let start = Instant::now();
+                let marked = Truncate::mark(&memmap, core::iter::once(extent)).unwrap();
+                total += start.elapsed();
+                assert_eq!(marked.cancel().units, PAGES as u64);
             }
             total
         })
