@@ -5,7 +5,7 @@ use super::flags::GupFlags;
 use super::outcome::{GupError, Stop, Taken};
 use crate::guard::WalkGuard;
 use crate::memmap::{MemoryMap, OutsideMap, Pfn, Unit};
-use crate::meta::{Hold, MAX_BATCH};
+use crate::meta::{Hold, MAX_BATCH, PageMeta};
 use crate::sync::AtomicU64;
 use crate::table::walk::{LeafRun, Step, check_canonical};
 use crate::table::{
@@ -333,7 +333,7 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, M: MemoryMap + ?Sized> Gup<'a
             let mut kept = gets.len();
             if kept != 0 {
                 if checks.unit && self.layout_moved(version) {
-                    kept = self.first_moved(&gets);
+                    kept = self.first_moved(gets.len(), flags, |i| gets.get(i).copied());
                 }
                 // The leaf entry and the table entry above it must still hold the
                 // values the walk read: a page freed (or reused) after the walk's
@@ -428,9 +428,13 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, M: MemoryMap + ?Sized> Gup<'a
         let mut cache = None;
         let mut raws = [0u64; RUN_BATCH];
         let mut words: [Option<&AtomicU64>; RUN_BATCH] = [None; RUN_BATCH];
+        // Leaves of one base page: leaf `j`'s unit (its counting meta and
+        // head), looked up in step 1 and got in step 2.
+        let mut metas: [Option<&'a PageMeta>; RUN_BATCH] = [None; RUN_BATCH];
+        let mut heads = [Pfn(0); RUN_BATCH];
+        // Leaves of several base pages: their gets, and the index in `gets` of
+        // leaf `j`'s first get (and, at `taken`, one past the last leaf's).
         let mut gets = Gets::new();
-        // Leaves of several base pages: the index in `gets` of leaf `j`'s first
-        // get (and, at `taken`, one past the last leaf's).
         let mut leaf_gets = [0u16; RUN_BATCH + 1];
         let mut done = 0usize;
         while done < max {
@@ -501,13 +505,8 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, M: MemoryMap + ?Sized> Gup<'a
                         stop = Some(Stop::LongTermOnLayoutManaged { va, pfn });
                         break;
                     }
-                    // Recorded now, got in step 2 (`gets` then keeps only the
-                    // gets that succeeded).
-                    gets.record(Got {
-                        unit,
-                        first: pfn,
-                        count: 1,
-                    });
+                    metas[loaded] = Some(unit.meta);
+                    heads[loaded] = unit.head;
                 }
                 words[loaded] = Some(word);
                 raws[loaded] = raw;
@@ -525,14 +524,14 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, M: MemoryMap + ?Sized> Gup<'a
             let mut taken = 0;
             if single {
                 while taken < loaded {
-                    let unit = gets.unit(taken);
+                    let Some(meta) = metas[taken] else { break };
                     // The get: Acquire, pairing with the Release of the
                     // allocator's allocate/free transitions on this word (see
                     // `meta`), which is what makes the re-check after it sound
                     // without a fence.
-                    if let Err(e) = unit.meta.get(hold, 1) {
+                    if let Err(e) = meta.get(hold, 1) {
                         if e.wake.is_due() {
-                            self.memmap.wake(unit.head);
+                            self.memmap.wake(heads[taken]);
                         }
                         stop = Some(Stop::Refused {
                             va: va_of(taken),
@@ -543,8 +542,6 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, M: MemoryMap + ?Sized> Gup<'a
                     }
                     taken += 1;
                 }
-                // Only the gets made stay recorded.
-                gets.truncate(taken);
             } else {
                 while taken < loaded {
                     if gets.room() < lp {
@@ -575,6 +572,21 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, M: MemoryMap + ?Sized> Gup<'a
                 }
                 leaf_gets[taken] = gets.len() as u16;
             }
+            // Get `i` of the batch (leaf `i`'s one get, for leaves of one page).
+            // (`None` only past the gets made.)
+            let got = |i: usize| {
+                if single {
+                    metas[i].map(|meta| Got {
+                        meta,
+                        head: heads[i],
+                        first: slots[i],
+                        count: 1,
+                    })
+                } else {
+                    gets.get(i).copied()
+                }
+            };
+            let got_count = if single { taken } else { gets.len() };
             // The leaf that get `g` belongs to, and leaf `j`'s first get.
             let leaf_of = |g: usize| {
                 if single {
@@ -589,8 +601,8 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, M: MemoryMap + ?Sized> Gup<'a
             let mut kept = taken;
             if taken != 0 {
                 if checks.unit && self.layout_moved(version) {
-                    let moved = self.first_moved(&gets);
-                    if moved < gets.len() {
+                    let moved = self.first_moved(got_count, flags, got);
+                    if moved < got_count {
                         kept = leaf_of(moved);
                     }
                 }
@@ -612,7 +624,9 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, M: MemoryMap + ?Sized> Gup<'a
                 }
             }
             if kept < taken {
-                self.undo(&gets[first_get_of(kept)..], hold);
+                for got in (first_get_of(kept)..got_count).filter_map(got) {
+                    self.undo_one(got, hold);
+                }
                 return (done + kept, Some(Stop::Changed { va: va_of(kept) }));
             }
             done += taken;
@@ -701,7 +715,8 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, M: MemoryMap + ?Sized> Gup<'a
                 return (done, Some(stop));
             }
             gets.record(Got {
-                unit,
+                meta: unit.meta,
+                head: unit.head,
                 first: pfn,
                 count,
             });
@@ -721,53 +736,81 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, M: MemoryMap + ?Sized> Gup<'a
         }
     }
 
-    /// The unit-identity re-check: the index of the first get of `gets` whose
-    /// page is no longer counted on the meta it was made on (the map, asked
-    /// again, names another head or meta, or a unit that no longer holds all of
-    /// its pages); `gets.len()` if there is none.
+    /// The unit-identity re-check: the index of the first of the `gets` gets
+    /// (get `i` is `got(i)`, `Some` for every `i < gets`) whose pages are no longer counted on the meta it
+    /// was made on (the map, asked again, names another head or meta, or a
+    /// unit that no longer holds all of them, or, for a long-term pin, a
+    /// layout-managed one); `gets` if there is none.
     ///
     /// Made after the gets. A get that passes holds its head, which cannot be
     /// split or merged while it is held (the map's contract), so the answer is
     /// stable until the pages are released: later gets inside a unit that
     /// already passed need no lookup of their own.
-    fn first_moved(&self, gets: &[Got<'a>]) -> usize {
+    #[inline]
+    fn first_moved(
+        &self,
+        gets: usize,
+        flags: GupFlags,
+        got: impl Fn(usize) -> Option<Got<'a>>,
+    ) -> usize {
+        let longterm = flags.contains(GupFlags::LONGTERM);
         let mut passed: Option<Unit<'a>> = None;
-        for (i, got) in gets.iter().enumerate() {
-            let pages = u64::from(got.count);
-            if passed.is_some_and(|unit| unit.still_counts(&got.unit, got.first, pages)) {
+        for i in 0..gets {
+            let Some(Got {
+                meta,
+                head,
+                first,
+                count,
+            }) = got(i)
+            else {
+                return i;
+            };
+            let pages = u64::from(count);
+            if passed.is_some_and(|unit| unit.still_counts(head, meta, first, pages)) {
                 continue;
             }
-            match self.memmap.unit(got.first) {
-                Ok(now) if now.still_counts(&got.unit, got.first, pages) => passed = Some(now),
+            match self.memmap.unit(first) {
+                Ok(now)
+                    if now.still_counts(head, meta, first, pages)
+                        && !(longterm && now.layout_managed) =>
+                {
+                    passed = Some(now)
+                }
                 _ => return i,
             }
         }
-        gets.len()
+        gets
     }
 
-    /// Undoes `gets` (a refusal or a failed re-check): each is released on the
-    /// meta it was made on, never on a fresh lookup's (which, after a split,
-    /// would be another owner's).
+    /// Undoes `gets` (a refusal or a failed re-check).
     fn undo(&self, gets: &[Got<'a>], hold: Hold) {
-        for got in gets {
-            // Cannot fail: this context holds `count` pages of `hold` on this
-            // meta (just got), so it is neither free nor short of them. The put
-            // is Release (see `PageMeta::put`); a final put on a truncating unit
-            // wakes its drain.
-            if let Ok(wake) = got.unit.meta.put(hold, got.count) {
-                if wake.is_due() {
-                    self.memmap.wake(got.unit.head);
-                }
+        for &got in gets {
+            self.undo_one(got, hold);
+        }
+    }
+
+    /// Undoes one get, on the meta it was made on, never on a fresh lookup's
+    /// (which, after a split, would be another owner's).
+    #[inline]
+    fn undo_one(&self, got: Got<'a>, hold: Hold) {
+        // Cannot fail: this context holds `count` pages of `hold` on this meta
+        // (just got), so it is neither free nor short of them. The put is
+        // Release (see `PageMeta::put`); a final put on a truncating unit wakes
+        // its drain.
+        if let Ok(wake) = got.meta.put(hold, got.count) {
+            if wake.is_due() {
+                self.memmap.wake(got.head);
             }
         }
     }
 }
 
-/// One get GUP-fast made: `count` base pages from `first`, counted on
-/// `unit.meta` as the map's lookup reported it before the get.
+/// One get GUP-fast made: `count` base pages from `first`, counted on `meta`,
+/// the meta of `head`, as the map's lookup reported them before the get.
 #[derive(Clone, Copy)]
 struct Got<'a> {
-    unit: Unit<'a>,
+    meta: &'a PageMeta,
+    head: Pfn,
     first: Pfn,
     count: u32,
 }
@@ -782,8 +825,6 @@ trait GetsExt<'a> {
     fn room(&self) -> usize;
     /// Records a get; the caller checked [`room`](Self::room).
     fn record(&mut self, got: Got<'a>);
-    /// The unit of get `i` (`i < len`).
-    fn unit(&self, i: usize) -> Unit<'a>;
     /// The pages of the first `gets` gets.
     fn pages_before(&self, gets: usize) -> u64;
 }
@@ -798,11 +839,6 @@ impl<'a> GetsExt<'a> for Gets<'a> {
     fn record(&mut self, got: Got<'a>) {
         // Never full here: every caller checked `room` first.
         let _ = self.push(got);
-    }
-
-    #[inline(always)]
-    fn unit(&self, i: usize) -> Unit<'a> {
-        self[i].unit
     }
 
     #[inline]

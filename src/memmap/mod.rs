@@ -64,23 +64,21 @@ impl Unit<'_> {
         }
     }
 
-    /// Whether this unit (a fresh answer of the map) is still the one a get
-    /// counted `pages` pages from `first` on: the same head, the same counting
-    /// meta (by address), the same `layout_managed`, and every one of those
+    /// Whether this unit (a fresh answer of the map) still counts the `pages`
+    /// pages from `first` on that a get counted on `meta`, the meta of `head`:
+    /// the same head, the same meta (by address), and every one of those
     /// pages inside it. The unit-identity check of GUP-fast (see
     /// [`MemoryMap`]).
     #[inline]
-    pub fn still_counts(&self, counted: &Unit<'_>, first: Pfn, pages: u64) -> bool {
-        self.head == counted.head
-            && core::ptr::eq(self.meta, counted.meta)
-            && self.layout_managed == counted.layout_managed
+    pub(crate) fn still_counts(&self, head: Pfn, meta: &PageMeta, first: Pfn, pages: u64) -> bool {
+        self.head == head
+            && core::ptr::eq(self.meta, meta)
             // Offsets from the head, so a unit reaching the last PFN compares
             // exactly (`first + pages` may be 2^64).
-            && first.0.checked_sub(self.head.0).is_some_and(|offset| {
-                offset
-                    .checked_add(pages)
-                    .is_some_and(|end| end <= self.pages)
-            })
+            && first
+                .0
+                .checked_sub(self.head.0)
+                .is_some_and(|offset| offset.checked_add(pages).is_some_and(|end| end <= self.pages))
     }
 }
 
