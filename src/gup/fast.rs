@@ -14,9 +14,11 @@ use crate::table::{
 };
 
 /// The most leaves of one table [`Gup::take_run`] loads, takes and re-checks
-/// as one batch, and the most gets one batch or chunk records. Each leaf's raw
-/// entry and entry word (16 bytes) and each get (48 bytes) live on the stack,
-/// 2 KiB in all; 32, 64 and 128 measured the same on the GUP benchmark.
+/// as one batch, and the most gets one batch or chunk records. Per leaf of one
+/// base page the batch keeps its raw entry, entry word, counting meta and head
+/// on the stack (32 bytes); a get of a larger leaf or chunk is a 32-byte
+/// record: about 2 KiB in all. 32, 64 and 128 measured the same on the GUP
+/// benchmark.
 const RUN_BATCH: usize = 32;
 
 /// GUP-fast over one address space: a [`Walker`] of its tables and the kernel's
