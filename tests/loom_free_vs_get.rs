@@ -1,4 +1,4 @@
-//! RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release --target-dir target/loom --test loom_free_vs_get
+//! RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 cargo test --release --target-dir target/loom --test loom_free_vs_get
 //!
 //! The allocator frees a page, reinitialises its contents and allocates it again,
 //! while a speculative getter (fetch-add + undo) takes a reference and reads the

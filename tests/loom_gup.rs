@@ -1,4 +1,4 @@
-//! RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release --target-dir target/loom --test loom_gup
+//! RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 cargo test --release --target-dir target/loom --test loom_gup
 //!
 //! GUP-fast on the toy 2-level format (4 entries per table) against the writers
 //! it races, two threads each. The tables, the page metas and the data pages'

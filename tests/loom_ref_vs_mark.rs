@@ -1,4 +1,4 @@
-//! RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release --target-dir target/loom --test loom_ref_vs_mark
+//! RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 cargo test --release --target-dir target/loom --test loom_ref_vs_mark
 //!
 //! A reference (or pin) races a truncate's mark on one page.
 //!

@@ -1,4 +1,4 @@
-//! RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release --target-dir target/loom --test loom_release
+//! RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 cargo test --release --target-dir target/loom --test loom_release
 //!
 //! Two threads release the one reference of a page that holds one reference and
 //! one pin: the reference was taken once, so one of the two releases is a double

@@ -1,4 +1,4 @@
-//! RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release --target-dir target/loom --test loom_schemes
+//! RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 cargo test --release --target-dir target/loom --test loom_schemes
 //!
 //! The schemes of the 2018 LKML thread "mm, fs, dax: handle layout changes to
 //! pinned dax mappings", side by side with pagepin's, as loom models. Each

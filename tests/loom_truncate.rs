@@ -1,4 +1,4 @@
-//! RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release --target-dir target/loom --test loom_truncate
+//! RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 cargo test --release --target-dir target/loom --test loom_truncate
 //!
 //! The truncate protocol against GUP-fast, and the drain's wake-up handshake,
 //! two threads each, on the toy format. The truncating thread parks for real

@@ -1,4 +1,4 @@
-//! RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release --target-dir target/loom --test loom_unit_split
+//! RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 cargo test --release --target-dir target/loom --test loom_unit_split
 //!
 //! `gup_vs_unit_split`: GUP-fast against an allocator that splits the unit it
 //! looked up (DESIGN.md invariant 7, unit identity). The toy 2-level format
