@@ -58,14 +58,15 @@ pub(crate) struct Checks {
 
 impl Checks {
     /// Every check. Built with `--cfg pagepin_broken_no_recheck` (set only by
-    /// the bare-metal kernels' deliberately broken boot, through `RUSTFLAGS`,
-    /// never by a cargo feature that a dependency could turn on), the re-check
-    /// is left out, so that a boot can show what it catches.
+    /// the deliberately broken boots and stress runs, through `RUSTFLAGS`,
+    /// never by a cargo feature that a dependency could turn on), the entry
+    /// re-check is left out; with `--cfg pagepin_broken_no_unit_recheck`, the
+    /// unit re-check; so that a run can show what it catches.
     pub(crate) const ALL: Checks = Checks {
         leaf: !cfg!(pagepin_broken_no_recheck),
         parent: !cfg!(pagepin_broken_no_recheck),
         guard_across_get: true,
-        unit: true,
+        unit: !cfg!(pagepin_broken_no_unit_recheck),
     };
 }
 
