@@ -66,26 +66,32 @@
 //! become gettable again); it is `#[must_use]` so that doing so by accident is
 //! a warning, and [`Truncate::cancel`] says it explicitly.
 
+mod drain;
 mod extent;
 mod lease;
+mod outcome;
 mod unmap;
 
+pub use drain::Wait;
+#[cfg(loom)]
+#[doc(hidden)]
+pub use drain::broken;
 pub use extent::{Extent, SetError};
 pub use lease::{Lease, LeaseId, LeaseRegistry, RegistryFull, Revoke};
+pub use outcome::{
+    BusyUnit, Cancelled, DrainError, Failed, FreeSetError, Freed, MarkSetError, StillBusy,
+};
 pub use unmap::{FileMapping, HostTlb, TableUnmapError, TableUnmapper, TlbShootdown, Unmapper};
 
 use core::fmt;
 use core::marker::PhantomData;
 use core::mem::ManuallyDrop;
 
-use heapless::Vec;
-
 use extent::Units;
 
-use crate::memmap::{MemoryMap, Pfn, Unit};
+use crate::memmap::{MemoryMap, Unit};
 use crate::meta::{FreeError, MarkError};
-use crate::sync::{op_count, spin_wait_hint};
-use crate::wait::{Clock, Parked, Waiter};
+use crate::sync::spin_wait_hint;
 
 /// State: every unit of the set is marked truncating.
 #[derive(Debug)]
@@ -119,180 +125,6 @@ impl<M: MemoryMap + ?Sized, I: Iterator<Item = Extent> + Clone, S> fmt::Debug
             .field("units", &self.units)
             .finish()
     }
-}
-
-/// Why marking the set failed; every mark this truncate made has been cleared.
-#[non_exhaustive]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum MarkSetError {
-    /// The set itself is wrong (empty or wrapping extent, a page outside the
-    /// map, part of a unit, a unit listed twice).
-    Set(SetError),
-    /// A unit refused the mark: another truncate holds it, or it is free (never
-    /// this truncate itself: that is [`SetError::Duplicate`]).
-    Unit {
-        /// The unit's head.
-        head: Pfn,
-        /// Why.
-        error: MarkError,
-    },
-}
-
-impl fmt::Display for MarkSetError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            MarkSetError::Set(e) => write!(f, "{e}"),
-            MarkSetError::Unit { head, error } => write!(f, "unit at {head}: {error}"),
-        }
-    }
-}
-
-impl core::error::Error for MarkSetError {}
-
-/// A unit still holding references or pins.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct BusyUnit {
-    /// Its head.
-    pub head: Pfn,
-    /// References at the time.
-    pub refs: u32,
-    /// Pins at the time.
-    pub pins: u32,
-}
-
-/// A failed step: the truncate, back in the state it was in, and why.
-pub struct Failed<T, E> {
-    /// The truncate, to retry or cancel.
-    pub truncate: T,
-    /// Why the step failed.
-    pub error: E,
-}
-
-impl<T, E: fmt::Debug> fmt::Debug for Failed<T, E> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Failed")
-            .field("error", &self.error)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<T, E: fmt::Display> fmt::Display for Failed<T, E> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "truncate step failed: {}", self.error)
-    }
-}
-
-impl<T, E: core::error::Error + 'static> core::error::Error for Failed<T, E> {
-    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
-        Some(&self.error)
-    }
-}
-
-/// What `try_drain` found busy: the first `N` busy units and how many in all.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StillBusy<const N: usize> {
-    /// The first busy units, in set order (at most `N`).
-    pub first: Vec<BusyUnit, N>,
-    /// Busy units in all.
-    pub total: u64,
-}
-
-impl<const N: usize> fmt::Display for StillBusy<N> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} units still busy", self.total)?;
-        if let Some(b) = self.first.first() {
-            write!(f, ", first {} ({} refs, {} pins)", b.head, b.refs, b.pins)?;
-        }
-        Ok(())
-    }
-}
-
-impl<const N: usize> core::error::Error for StillBusy<N> {}
-
-/// Why a blocking drain gave up.
-#[non_exhaustive]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DrainError {
-    /// The deadline passed with this unit still busy.
-    TimedOut(BusyUnit),
-    /// The deadline passed with this revoked lease still held.
-    LeaseHeld(LeaseId),
-}
-
-impl fmt::Display for DrainError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            DrainError::TimedOut(b) => write!(
-                f,
-                "unit at {} still busy at the deadline ({} refs, {} pins)",
-                b.head, b.refs, b.pins
-            ),
-            DrainError::LeaseHeld(id) => write!(f, "{id} still held at the deadline"),
-        }
-    }
-}
-
-impl core::error::Error for DrainError {}
-
-/// How a drain waits: a waiter, a clock and an optional deadline (in the clock's
-/// nanoseconds).
-#[derive(Clone, Copy)]
-pub struct Wait<'w> {
-    /// Parks the draining thread.
-    pub waiter: &'w dyn Waiter,
-    /// Measures the deadline.
-    pub clock: &'w dyn Clock,
-    /// When to give up; `None` waits for ever.
-    pub deadline_ns: Option<u64>,
-}
-
-impl fmt::Debug for Wait<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Wait")
-            .field("deadline_ns", &self.deadline_ns)
-            .finish_non_exhaustive()
-    }
-}
-
-/// What [`Truncate::free`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Freed {
-    /// Units freed.
-    pub units: u64,
-}
-
-/// Why [`Truncate::free`] could not free some units: somebody freed or
-/// unmarked them behind the truncate's back (a bug outside pagepin), or a unit
-/// stayed busy (see [`Truncate::free`]). Every other unit was freed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct FreeSetError {
-    /// The first unit that could not be freed.
-    pub head: Pfn,
-    /// Why.
-    pub error: FreeError,
-    /// Units freed.
-    pub freed: u64,
-    /// Units not freed (the first is `head`).
-    pub failed: u64,
-}
-
-impl fmt::Display for FreeSetError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "unit at {}: {} ({} units freed, {} not)",
-            self.head, self.error, self.freed, self.failed
-        )
-    }
-}
-
-impl core::error::Error for FreeSetError {}
-
-/// What [`Truncate::cancel`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Cancelled {
-    /// Units unmarked.
-    pub units: u64,
 }
 
 impl<'m, M: MemoryMap + ?Sized, I: Iterator<Item = Extent> + Clone> Truncate<'m, M, I, Marked> {
@@ -394,182 +226,6 @@ impl<'m, M: MemoryMap + ?Sized, I: Iterator<Item = Extent> + Clone> Truncate<'m,
         }
         Ok(self.into_state())
     }
-}
-
-impl<'m, M: MemoryMap + ?Sized, I: Iterator<Item = Extent> + Clone> Truncate<'m, M, I, Unmapped> {
-    /// Checks, without waiting, whether every unit is idle (Linux's
-    /// `dax_layout_busy_page`): if so the set is drained.
-    ///
-    /// # Errors
-    ///
-    /// [`StillBusy`] with the first `N` busy units and the total, and the
-    /// truncate back, still `Unmapped`.
-    pub fn try_drain<const N: usize>(
-        self,
-    ) -> Result<Truncate<'m, M, I, Drained>, Failed<Self, StillBusy<N>>> {
-        let mut busy = StillBusy {
-            first: Vec::new(),
-            total: 0,
-        };
-        for unit in self.units().skip(self.first_busy as usize).flatten() {
-            let w = unit.meta.load();
-            if !w.is_idle() {
-                busy.total += 1;
-                let _ = busy.first.push(BusyUnit {
-                    head: unit.head,
-                    refs: w.refs(),
-                    pins: w.pins(),
-                });
-            }
-        }
-        if busy.total == 0 {
-            Ok(self.into_state())
-        } else {
-            Err(Failed {
-                truncate: self,
-                error: busy,
-            })
-        }
-    }
-
-    /// Waits until every unit of the set is idle.
-    ///
-    /// Scans the set; on the first busy unit it registers in that unit's wait
-    /// slot, re-checks, and parks until a release on the slot wakes it (or the
-    /// deadline passes), then resumes the scan there. It holds no lock while it
-    /// waits.
-    ///
-    /// # Errors
-    ///
-    /// [`DrainError::TimedOut`] naming a unit still busy at the deadline, with
-    /// the truncate back, still `Unmapped`.
-    pub fn drain(
-        self,
-        wait: &Wait<'_>,
-    ) -> Result<Truncate<'m, M, I, Drained>, Failed<Self, DrainError>> {
-        match self.wait_idle(wait, DrainOrder::RegisterThenCheck) {
-            Ok(()) => Ok(self.into_state()),
-            Err(error) => Err(Failed {
-                truncate: self,
-                error,
-            }),
-        }
-    }
-
-    /// [`drain`](Self::drain), first revoking every lease of `leases` that
-    /// overlaps the set: each revoke callback is called with no registry lock
-    /// held, then the drain waits (to the same deadline) for those leases to be
-    /// dropped, then for the pages.
-    ///
-    /// # Errors
-    ///
-    /// [`DrainError::LeaseHeld`] naming a revoked lease still held at the
-    /// deadline, or [`DrainError::TimedOut`]; the truncate back, still
-    /// `Unmapped`.
-    pub fn drain_with_leases<const L: usize>(
-        self,
-        leases: &LeaseRegistry<'_, L>,
-        wait: &Wait<'_>,
-    ) -> Result<Truncate<'m, M, I, Drained>, Failed<Self, DrainError>> {
-        let revoked =
-            leases.take_overlapping(|lease| self.extents.clone().any(|e| e.overlaps(lease)));
-        for (id, revoke) in &revoked {
-            revoke.revoke(*id);
-        }
-        let slot = leases.released_slot();
-        for (id, _) in &revoked {
-            let gone = || !leases.is_held(*id);
-            // Register, then re-check: a drop between the two is seen by the
-            // re-check; one after it bumps the slot (`crate::wait`'s handshake).
-            let ticket = slot.register();
-            let timed_out = !gone()
-                && wait.waiter.park(
-                    &|| gone() || slot.woken_since(&ticket),
-                    wait.clock,
-                    wait.deadline_ns,
-                ) == Parked::TimedOut;
-            slot.deregister(ticket);
-            if timed_out && !gone() {
-                return Err(Failed {
-                    truncate: self,
-                    error: DrainError::LeaseHeld(*id),
-                });
-            }
-        }
-        self.drain(wait)
-    }
-
-    /// The drain loop. `order` exists for the loom model's broken twin only.
-    fn wait_idle(&self, wait: &Wait<'_>, order: DrainOrder) -> Result<(), DrainError> {
-        // One pass from the first unit busy at the mark: a unit found idle stays
-        // idle, so after a park the scan resumes at the unit it parked on.
-        for unit in self.units().skip(self.first_busy as usize).flatten() {
-            while !unit.meta.is_idle() {
-                self.park_on(unit, wait, order)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Waits for one busy unit: register, re-check, park.
-    fn park_on(
-        &self,
-        unit: Unit<'_>,
-        wait: &Wait<'_>,
-        order: DrainOrder,
-    ) -> Result<(), DrainError> {
-        let slot = self.memmap.wait_slot(unit.head);
-        let ticket = match order {
-            DrainOrder::RegisterThenCheck => {
-                // The waiter's side of the handshake: the registration (with its
-                // SeqCst fence) comes before the re-check below.
-                let ticket = slot.register();
-                if unit.meta.is_idle() {
-                    slot.deregister(ticket);
-                    return Ok(());
-                }
-                ticket
-            }
-            #[cfg(loom)]
-            DrainOrder::CheckThenRegister => slot.register(),
-            #[cfg(loom)]
-            DrainOrder::RegisterWithoutFence => {
-                let ticket = slot.register_without_fence();
-                if unit.meta.is_idle() {
-                    slot.deregister(ticket);
-                    return Ok(());
-                }
-                ticket
-            }
-        };
-        op_count::park();
-        let parked = wait
-            .waiter
-            .park(&|| slot.woken_since(&ticket), wait.clock, wait.deadline_ns);
-        slot.deregister(ticket);
-        let w = unit.meta.load();
-        if parked == Parked::TimedOut && !w.is_idle() {
-            return Err(DrainError::TimedOut(BusyUnit {
-                head: unit.head,
-                refs: w.refs(),
-                pins: w.pins(),
-            }));
-        }
-        Ok(())
-    }
-}
-
-/// The order of the drain's handshake. Only the first exists outside loom
-/// builds; the others are the broken twins the loom models show failing.
-#[derive(Clone, Copy)]
-enum DrainOrder {
-    RegisterThenCheck,
-    /// Checks the count (in the scan) and registers after, without re-checking.
-    #[cfg(loom)]
-    CheckThenRegister,
-    /// Registers without the waiter-side fence.
-    #[cfg(loom)]
-    RegisterWithoutFence,
 }
 
 /// How many times [`Truncate::free`] retries a unit that is marked but not idle
@@ -699,49 +355,6 @@ impl<M: MemoryMap + ?Sized, I: Iterator<Item = Extent> + Clone, S> Drop for Trun
             .flatten()
         {
             let _ = unit.meta.unmark_truncating();
-        }
-    }
-}
-
-#[cfg(loom)]
-#[doc(hidden)]
-pub mod broken {
-    //! The drain's broken twins, for the loom models only.
-    use super::*;
-
-    /// Which handshake mistake the drain makes.
-    #[derive(Debug, Clone, Copy)]
-    pub enum Mistake {
-        /// Checks the count, then registers, and parks without re-checking.
-        CheckThenRegister,
-        /// Registers without the waiter-side SeqCst fence.
-        NoWaiterFence,
-    }
-
-    /// [`Truncate::drain`] with `mistake`.
-    ///
-    /// # Errors
-    ///
-    /// As [`Truncate::drain`].
-    #[allow(clippy::type_complexity)]
-    pub fn drain<'m, M: MemoryMap + ?Sized, I: Iterator<Item = Extent> + Clone>(
-        truncate: Truncate<'m, M, I, Unmapped>,
-        wait: &Wait<'_>,
-        mistake: Mistake,
-    ) -> Result<Truncate<'m, M, I, Drained>, Failed<Truncate<'m, M, I, Unmapped>, DrainError>> {
-        let order = match mistake {
-            Mistake::CheckThenRegister => DrainOrder::CheckThenRegister,
-            Mistake::NoWaiterFence => DrainOrder::RegisterWithoutFence,
-        };
-        // A lost wake-up makes loom abort the model from inside the wait; the
-        // truncate must not then run its cancelling `Drop` (loom operations
-        // during that unwind abort the process instead of failing the test).
-        let truncate = ManuallyDrop::new(truncate);
-        let result = truncate.wait_idle(wait, order);
-        let truncate = ManuallyDrop::into_inner(truncate);
-        match result {
-            Ok(()) => Ok(truncate.into_state()),
-            Err(error) => Err(Failed { truncate, error }),
         }
     }
 }
