@@ -123,16 +123,16 @@ impl fmt::Display for DrainError {
 
 impl core::error::Error for DrainError {}
 
-/// What [`Truncate::free`] did.
+/// What [`Truncate::free`](super::Truncate::free) did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Freed {
     /// Units freed.
     pub units: u64,
 }
 
-/// Why [`Truncate::free`] could not free some units: somebody freed or
+/// Why [`Truncate::free`](super::Truncate::free) could not free some units: somebody freed or
 /// unmarked them behind the truncate's back (a bug outside pagepin), or a unit
-/// stayed busy (see [`Truncate::free`]). Every other unit was freed.
+/// stayed busy (see [`Truncate::free`](super::Truncate::free)). Every other unit was freed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FreeSetError {
     /// The first unit that could not be freed.
@@ -157,7 +157,7 @@ impl fmt::Display for FreeSetError {
 
 impl core::error::Error for FreeSetError {}
 
-/// What [`Truncate::cancel`] did.
+/// What [`Truncate::cancel`](super::Truncate::cancel) did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Cancelled {
     /// Units unmarked.
