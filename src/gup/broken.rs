@@ -2,7 +2,7 @@
 //! loom models can show that each check they drop is needed (DESIGN.md,
 //! invariant 8). Nothing outside `tests/loom_*.rs` may call these.
 
-use super::fast::{Checks, Gup};
+use super::fast::{AllChecks, Checks, Gup};
 use super::{GupError, GupFlags, NoFault, Taken};
 use crate::guard::WalkGuard;
 use crate::memmap::{MemoryMap, Pfn};
@@ -41,15 +41,56 @@ where
     M: MemoryMap + ?Sized,
     G: WalkGuard + ?Sized,
 {
-    let mut checks = Checks::ALL;
     match dropped {
-        Dropped::Recheck => {
-            checks.leaf = false;
-            checks.parent = false;
+        Dropped::Recheck => gup.run::<_, _, NoRecheck>(guard, start, len, flags, out, &mut NoFault),
+        Dropped::ParentRecheck => {
+            gup.run::<_, _, NoParentRecheck>(guard, start, len, flags, out, &mut NoFault)
         }
-        Dropped::ParentRecheck => checks.parent = false,
-        Dropped::GuardAcrossGet => checks.guard_across_get = false,
-        Dropped::UnitRecheck => checks.unit = false,
+        Dropped::GuardAcrossGet => {
+            gup.run::<_, _, GuardEndsBeforeGet>(guard, start, len, flags, out, &mut NoFault)
+        }
+        Dropped::UnitRecheck => {
+            gup.run::<_, _, NoUnitRecheck>(guard, start, len, flags, out, &mut NoFault)
+        }
     }
-    gup.run(guard, start, len, flags, out, &mut NoFault, checks)
+}
+
+/// No re-check of the leaf entry nor of the parent.
+enum NoRecheck {}
+
+impl Checks for NoRecheck {
+    const LEAF: bool = false;
+    const PARENT: bool = false;
+    const GUARD_ACROSS_GET: bool = AllChecks::GUARD_ACROSS_GET;
+    const UNIT: bool = AllChecks::UNIT;
+}
+
+/// The leaf entry is re-checked, the parent is not.
+enum NoParentRecheck {}
+
+impl Checks for NoParentRecheck {
+    const LEAF: bool = AllChecks::LEAF;
+    const PARENT: bool = false;
+    const GUARD_ACROSS_GET: bool = AllChecks::GUARD_ACROSS_GET;
+    const UNIT: bool = AllChecks::UNIT;
+}
+
+/// The read section ends before the gets.
+enum GuardEndsBeforeGet {}
+
+impl Checks for GuardEndsBeforeGet {
+    const LEAF: bool = AllChecks::LEAF;
+    const PARENT: bool = AllChecks::PARENT;
+    const GUARD_ACROSS_GET: bool = false;
+    const UNIT: bool = AllChecks::UNIT;
+}
+
+/// No unit-identity re-check.
+enum NoUnitRecheck {}
+
+impl Checks for NoUnitRecheck {
+    const LEAF: bool = AllChecks::LEAF;
+    const PARENT: bool = AllChecks::PARENT;
+    const GUARD_ACROSS_GET: bool = AllChecks::GUARD_ACROSS_GET;
+    const UNIT: bool = false;
 }

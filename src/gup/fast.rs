@@ -42,32 +42,33 @@ impl<F, A: ?Sized, M: ?Sized> core::fmt::Debug for Gup<'_, F, A, M> {
     }
 }
 
-/// Which safety checks a walk runs. The real path runs all of them; the
-/// deliberately broken variants exist only for the loom models (`broken`).
-#[derive(Clone, Copy)]
-pub(crate) struct Checks {
+/// Which safety checks a walk runs, as constants, so that a walk's code has
+/// no branch for a check it always makes. [`AllChecks`] is the only set the
+/// public API runs; the deliberately broken sets exist only in builds that ask
+/// for them (`broken`).
+pub(crate) trait Checks {
     /// Re-read the leaf entry after the get.
-    pub(crate) leaf: bool,
+    const LEAF: bool;
     /// Re-read the table entry above the leaf after the get.
-    pub(crate) parent: bool,
+    const PARENT: bool;
     /// Keep the walk guard across the get and the re-check.
-    pub(crate) guard_across_get: bool,
+    const GUARD_ACROSS_GET: bool;
     /// Look each unit up again after the get (unit identity).
-    pub(crate) unit: bool,
+    const UNIT: bool;
 }
 
-impl Checks {
-    /// Every check. Built with `--cfg pagepin_broken_no_recheck` (set only by
-    /// the deliberately broken boots and stress runs, through `RUSTFLAGS`,
-    /// never by a cargo feature that a dependency could turn on), the entry
-    /// re-check is left out; with `--cfg pagepin_broken_no_unit_recheck`, the
-    /// unit re-check; so that a run can show what it catches.
-    pub(crate) const ALL: Checks = Checks {
-        leaf: !cfg!(pagepin_broken_no_recheck),
-        parent: !cfg!(pagepin_broken_no_recheck),
-        guard_across_get: true,
-        unit: !cfg!(pagepin_broken_no_unit_recheck),
-    };
+/// Every check. Built with `--cfg pagepin_broken_no_recheck` (set only by
+/// the deliberately broken boots and stress runs, through `RUSTFLAGS`,
+/// never by a cargo feature that a dependency could turn on), the entry
+/// re-check is left out; with `--cfg pagepin_broken_no_unit_recheck`, the
+/// unit re-check; so that a run can show what it catches.
+pub(crate) enum AllChecks {}
+
+impl Checks for AllChecks {
+    const LEAF: bool = !cfg!(pagepin_broken_no_recheck);
+    const PARENT: bool = !cfg!(pagepin_broken_no_recheck);
+    const GUARD_ACROSS_GET: bool = true;
+    const UNIT: bool = !cfg!(pagepin_broken_no_unit_recheck);
 }
 
 impl<'a, F: PagingFormat, A: TableAccess + ?Sized, M: MemoryMap + ?Sized> Gup<'a, F, A, M> {
@@ -134,7 +135,7 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, M: MemoryMap + ?Sized> Gup<'a
         flags: GupFlags,
         out: &mut [Pfn],
     ) -> Result<Taken, GupError> {
-        self.run(guard, start, len, flags, out, &mut NoFault, Checks::ALL)
+        self.run::<_, _, AllChecks>(guard, start, len, flags, out, &mut NoFault)
     }
 
     /// [`get_pages`](Self::get_pages) with a slow path: where the walk stops on
@@ -153,11 +154,11 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, M: MemoryMap + ?Sized> Gup<'a
         out: &mut [Pfn],
         fault: &mut H,
     ) -> Result<Taken, GupError> {
-        self.run(guard, start, len, flags, out, fault, Checks::ALL)
+        self.run::<_, _, AllChecks>(guard, start, len, flags, out, fault)
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn run<G: WalkGuard + ?Sized, H: FaultHandler + ?Sized>(
+    pub(crate) fn run<G: WalkGuard + ?Sized, H: FaultHandler + ?Sized, C: Checks>(
         &self,
         guard: &G,
         start: VirtAddr,
@@ -165,7 +166,6 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, M: MemoryMap + ?Sized> Gup<'a
         flags: GupFlags,
         out: &mut [Pfn],
         fault: &mut H,
-        checks: Checks,
     ) -> Result<Taken, GupError> {
         let range = VaRange::new(start, len).map_err(GupError::Range)?;
         let page = 1u64 << M::PAGE_SHIFT;
@@ -211,13 +211,12 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, M: MemoryMap + ?Sized> Gup<'a
                     let item = match walk.next_step(runs) {
                         None => break,
                         Some(Ok(Step::Run(run))) => {
-                            let (leaves, run_stop) = self.take_run(
+                            let (leaves, run_stop) = self.take_run::<_, C>(
                                 &run,
                                 hold,
                                 needed,
                                 flags,
                                 &mut out[filled..],
-                                checks,
                                 &mut section,
                             );
                             filled += leaves * leaf_pages;
@@ -251,12 +250,12 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, M: MemoryMap + ?Sized> Gup<'a
                         };
                         break;
                     }
-                    if !checks.guard_across_get {
+                    if !C::GUARD_ACROSS_GET {
                         // Broken variant: the read section ends before the get.
                         section = None;
                     }
                     let (taken, leaf_stop) =
-                        self.take_leaf(&leaf, hold, flags, &mut out[filled..], checks);
+                        self.take_leaf::<C>(&leaf, hold, flags, &mut out[filled..]);
                     filled += taken;
                     if let Some(s) = leaf_stop {
                         stop = s;
@@ -298,13 +297,12 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, M: MemoryMap + ?Sized> Gup<'a
     ///
     /// Returns the pages taken (their PFNs are in `out`) and the stop, if the
     /// leaf was not taken whole.
-    fn take_leaf(
+    fn take_leaf<C: Checks>(
         &self,
         leaf: &LeafItem,
         hold: Hold,
         flags: GupFlags,
         out: &mut [Pfn],
-        checks: Checks,
     ) -> (usize, Option<Stop>) {
         let va = leaf.va.start();
         let in_leaf = leaf.va.size() >> M::PAGE_SHIFT;
@@ -335,7 +333,7 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, M: MemoryMap + ?Sized> Gup<'a
             // The re-check, after every get of the chunk.
             let mut kept = gets.len();
             if kept != 0 {
-                if checks.unit && self.layout_moved(version) {
+                if C::UNIT && self.layout_moved(version) {
                     kept = self.first_moved(gets.len(), flags, |i| gets.get(i).copied());
                 }
                 // The leaf entry and the table entry above it must still hold the
@@ -343,8 +341,8 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, M: MemoryMap + ?Sized> Gup<'a
                 // load had its leaf, or the entry pointing to its table, changed
                 // before its free, and that free is ordered before our get by the
                 // meta word.
-                let unchanged = (!checks.leaf || self.walker.is_unchanged(&leaf.entry) == Ok(true))
-                    && (!checks.parent
+                let unchanged = (!C::LEAF || self.walker.is_unchanged(&leaf.entry) == Ok(true))
+                    && (!C::PARENT
                         || leaf
                             .parent
                             .is_none_or(|p| self.walker.is_unchanged(&p) == Ok(true)));
@@ -403,14 +401,13 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, M: MemoryMap + ?Sized> Gup<'a
     /// Returns the whole leaves taken (their PFNs are in `out`, in order) and
     /// the stop, if the run ended early.
     #[allow(clippy::too_many_arguments)]
-    fn take_run<S>(
+    fn take_run<S, C: Checks>(
         &self,
         run: &LeafRun,
         hold: Hold,
         needed: Perms,
         flags: GupFlags,
         out: &mut [Pfn],
-        checks: Checks,
         section: &mut Option<S>,
     ) -> (usize, Option<Stop>) {
         // A run is always at the last level, whose entries span the format's
@@ -519,7 +516,7 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, M: MemoryMap + ?Sized> Gup<'a
                 }
                 loaded += 1;
             }
-            if !checks.guard_across_get {
+            if !C::GUARD_ACROSS_GET {
                 // Broken variant: the read section ends before the gets.
                 *section = None;
             }
@@ -603,13 +600,13 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, M: MemoryMap + ?Sized> Gup<'a
             // parent once, then each leaf (see `take_leaf` for why it is sound).
             let mut kept = taken;
             if taken != 0 {
-                if checks.unit && self.layout_moved(version) {
+                if C::UNIT && self.layout_moved(version) {
                     let moved = self.first_moved(got_count, flags, got);
                     if moved < got_count {
                         kept = leaf_of(moved);
                     }
                 }
-                if checks.parent
+                if C::PARENT
                     && run
                         .parent
                         .is_some_and(|p| self.walker.is_unchanged(&p) != Ok(true))
@@ -620,7 +617,7 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, M: MemoryMap + ?Sized> Gup<'a
                     // The words step 1 resolved, loaded through the table access
                     // (where a model observes reads of a freed table).
                     let word = words[j];
-                    if checks.leaf && word.map(|w| self.walker.load_leaf(w)) != Some(raws[j]) {
+                    if C::LEAF && word.map(|w| self.walker.load_leaf(w)) != Some(raws[j]) {
                         kept = j;
                         break;
                     }
