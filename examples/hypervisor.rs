@@ -13,7 +13,10 @@
 //! The same code runs over two second-stage formats: aarch64 stage 2
 //! (`Stage2G4K40`: 4 KiB granule, 40-bit IPAs, a start level of two
 //! concatenated tables, built with `TableBuilder::with_root`) and x86 EPT
-//! (`Ept4Level`).
+//! (`Ept4Level`), and, in `run_riscv`, the RISC-V hypervisor extension's
+//! G-stage (`Sv39x4`: 41-bit guest-physical addresses, a 16 KiB root of four
+//! concatenated tables, also built with `with_root`; U set on every leaf,
+//! since G-stage accesses are user-mode accesses).
 //!
 //! Everything above the `Demo` marker is the **glue** a VMM writes: the
 //! per-format constants, the memory map with a condition-variable waiter that
@@ -32,6 +35,7 @@ use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use pagepin::arch::aarch64::{Shareability, Stage2G4K40, stage2_mem_type};
+use pagepin::arch::riscv64::{PBMT_PMA, Sv39x4};
 use pagepin::arch::x86_64::Ept4Level;
 use pagepin::guard::{Epoch, EpochRetire};
 use pagepin::gup::{Gup, GupFlags, Stop, Taken, release};
@@ -86,6 +90,20 @@ impl SecondStage for Ept4Level {
     /// EPT memory type 6 (WB), PAT honoured.
     const WRITE_BACK: MemType = MemType(6);
     const SHOOTDOWN: &'static str = "INVEPT single-context, on every CPU running the VM";
+}
+
+impl SecondStage for Sv39x4 {
+    /// 16 KiB: four 4 KiB tables, 16 KiB aligned (hgatp.PPN bits 1:0 zero).
+    const ROOT_FRAMES: usize = Sv39x4::ROOT_TABLES;
+    /// R/W/X and A; the format sets U itself (G-stage accesses are U-mode).
+    const GUEST_RAM: Perms = Perms::READ
+        .union(Perms::WRITE)
+        .union(Perms::EXEC)
+        .union(Perms::ACCESSED);
+    /// Svpbmt's PMA: the region's own attributes (main memory, cacheable).
+    const WRITE_BACK: MemType = PBMT_PMA;
+    const SHOOTDOWN: &'static str =
+        "HFENCE.GVMA gpa>>2, vmid per page on every hart running the VM (SBI remote HFENCE)";
 }
 
 // ---------------------------------------------------------------------------
@@ -488,8 +506,20 @@ pub fn run() -> Summary {
     s
 }
 
+/// Runs the demo over the RISC-V G-stage (Sv39x4).
+pub fn run_riscv() -> Summary {
+    let mut s = Summary::default();
+    run_vm::<Sv39x4>(&mut s);
+    s
+}
+
 fn main() {
-    let summary = run();
+    let (a, b) = (run(), run_riscv());
+    let summary = Summary {
+        pinned: a.pinned + b.pinned,
+        truncated: a.truncated + b.truncated,
+        violations: a.violations + b.violations,
+    };
     println!("{summary}");
     if summary.violations != 0 {
         std::process::exit(1);

@@ -5,4 +5,5 @@
 //! architecture's instructions is gated by `cfg(target_arch)`.
 
 pub mod aarch64;
+pub mod riscv64;
 pub mod x86_64;

@@ -1,0 +1,194 @@
+//! Run: `cargo test --test gup_riscv`
+//!
+//! GUP-fast over every RISC-V mode (Sv39, Sv48, Sv57 in both halves of the
+//! address space, and the G-stage Sv39x4, Sv48x4, Sv57x4 with their 16 KiB
+//! roots built by `TableBuilder::with_root`), as `tests/gup_formats.rs` does
+//! for the other formats: a run of 4 KiB pages over single-page units (one
+//! RMW per page) and one superpage over a unit of its size (one RMW for the
+//! whole leaf: 2 MiB everywhere, 1 GiB for Sv39 and in the G-stage's
+//! concatenated root), pinned, checked against the mapping, released; then the
+//! same range in the upper half for the Sv modes, and a hole past the mapping.
+
+use pagepin::arch::riscv64::*;
+use pagepin::guard::TablesNeverFreed;
+use pagepin::gup::{Gup, GupFlags, Stop, Taken, release};
+use pagepin::memmap::{HostMemMap, MemoryMap, Pfn, Region};
+use pagepin::meta::{Hold, MetaWord, PageMeta};
+use pagepin::sync::op_count;
+use pagepin::table::*;
+
+const KIB4: u64 = 4 << 10;
+/// Physical memory for data: blocks from 1 GiB (aligned for every block size up
+/// to 512 MiB), then the small pages right after the block.
+const DATA: u64 = 1 << 30;
+/// Small leaves mapped per format.
+const SMALL_LEAVES: u64 = 4;
+const TABLE_BASE: PhysAddr = PhysAddr(0x10_0000);
+
+/// Checks `block`-sized and 4 KiB leaves in the low half and, where the
+/// format has one, the upper (sign-extended) half.
+fn check<F: PagingFormat>(block: u64) {
+    let low = 2 * block;
+    let high = (u64::MAX << F::GEOMETRY.va_bits()).wrapping_add(2 * block);
+    check_at::<F>(block, low);
+    if F::is_canonical(VirtAddr(high)) {
+        check_at::<F>(block, high);
+    }
+}
+
+fn check_at<F: PagingFormat>(block: u64, base: u64) {
+    let page = 1u64 << F::GEOMETRY.page_shift();
+    assert!(F::GEOMETRY.leaf_level(block).is_some(), "{}", F::NAME);
+    // Memory map: one block-sized unit at DATA, then single pages.
+    let small_pa = DATA + block;
+    let pages = ((block + SMALL_LEAVES * page) / KIB4) as usize;
+    let metas: Vec<PageMeta> = (0..pages).map(|_| PageMeta::new_allocated()).collect();
+    let mut memmap = HostMemMap::<1>::new(Pfn(DATA >> 12), &metas);
+    memmap
+        .add_region(Region {
+            first: Pfn(DATA >> 12),
+            pages: block / KIB4,
+            unit_pages: block / KIB4,
+            layout_managed: false,
+        })
+        .unwrap();
+    // Tables: granule-sized frames after a root that may span several.
+    let per_table = (page / KIB4) as usize;
+    let root_frames =
+        ((F::GEOMETRY.entries(0).unwrap() as u64 * 8).div_ceil(KIB4) as usize).max(per_table);
+    let frames: Vec<HostFrame> = (0..root_frames + 16 * per_table)
+        .map(|_| HostFrame::new())
+        .collect();
+    let memory = HostMemory::new(&frames, TABLE_BASE).unwrap();
+    let mut slots: Vec<PhysAddr> = memory
+        .frame_pas()
+        .skip(root_frames)
+        .step_by(per_table)
+        .collect();
+    let mut tables = if F::GEOMETRY.entries(0) > F::GEOMETRY.entries(1) {
+        TableBuilder::<F, _, _>::with_root(
+            &memory,
+            TABLE_BASE,
+            FramePool::new(&mut slots),
+            ReclaimNow,
+        )
+        .unwrap()
+    } else {
+        slots.push(TABLE_BASE);
+        TableBuilder::<F, _, _>::new(&memory, FramePool::new(&mut slots), ReclaimNow).unwrap()
+    };
+    let perms = Perms::READ | Perms::WRITE;
+    tables
+        .map(&MapRequest::new(VirtAddr(base), PhysAddr(DATA), block, block).with_perms(perms))
+        .unwrap();
+    let small_va = base + block;
+    tables
+        .map(
+            &MapRequest::new(
+                VirtAddr(small_va),
+                PhysAddr(small_pa),
+                SMALL_LEAVES * page,
+                page,
+            )
+            .with_perms(perms),
+        )
+        .unwrap();
+    // SAFETY: no table is freed while this test walks.
+    let guard = unsafe { TablesNeverFreed::new() };
+    let gup = Gup::new(tables.walker(), &memmap);
+    let mut out = vec![Pfn(0); pages];
+    let flags = GupFlags::PIN | GupFlags::WRITE;
+
+    op_count::reset();
+    let taken = gup
+        .get_pages(
+            &guard,
+            VirtAddr(base),
+            block + SMALL_LEAVES * page,
+            flags,
+            &mut out,
+        )
+        .unwrap();
+    let small_pages = SMALL_LEAVES * page / KIB4;
+    assert_eq!(
+        taken,
+        Taken {
+            pages,
+            stop: Stop::Complete
+        },
+        "{}",
+        F::NAME
+    );
+    assert_eq!(
+        op_count::get().rmw,
+        1 + small_pages,
+        "{}: one RMW for the block, one per 4 KiB unit",
+        F::NAME
+    );
+    for (i, pfn) in out.iter().enumerate() {
+        assert_eq!(pfn.0, (DATA >> 12) + i as u64, "{}", F::NAME);
+    }
+    assert_eq!(
+        memmap.unit(Pfn(DATA >> 12)).unwrap().meta.pins() as u64,
+        block / KIB4
+    );
+    release(&memmap, &out, Hold::Pin).unwrap();
+    assert!(
+        metas.iter().all(|m| m.load() == MetaWord::ALLOCATED_IDLE),
+        "{}",
+        F::NAME
+    );
+
+    // The range past the mapping is a hole (where the address space has room).
+    let end = small_va + SMALL_LEAVES * page;
+    if !F::is_canonical(VirtAddr(end)) {
+        return;
+    }
+    let taken = gup
+        .get_pages(&guard, VirtAddr(end), page, flags, &mut out)
+        .unwrap();
+    assert_eq!(
+        taken,
+        Taken {
+            pages: 0,
+            stop: Stop::Absent { va: VirtAddr(end) }
+        },
+        "{}",
+        F::NAME
+    );
+}
+
+const MIB2: u64 = 2 << 20;
+const GIB: u64 = 1 << 30;
+
+#[test]
+fn sv39() {
+    check::<Sv39>(MIB2);
+    check::<Sv39>(GIB);
+}
+
+#[test]
+fn sv48() {
+    check::<Sv48>(MIB2);
+}
+
+#[test]
+fn sv57() {
+    check::<Sv57>(MIB2);
+}
+
+#[test]
+fn sv39x4() {
+    check::<Sv39x4>(MIB2);
+    check::<Sv39x4>(GIB);
+}
+
+#[test]
+fn sv48x4() {
+    check::<Sv48x4>(MIB2);
+}
+
+#[test]
+fn sv57x4() {
+    check::<Sv57x4>(MIB2);
+}
