@@ -1,21 +1,29 @@
 #!/usr/bin/env bash
 # Builds pagepin's x86_64 PVH test kernel and boots it in QEMU (q35, 4 CPUs).
 #
-#   bash targets/x86_64-pvh/run.sh 4|5
+#   bash targets/x86_64-pvh/run.sh 4|5 [race|sweep]
 #       One boot: 4-level paging (-cpu qemu64,+pdpe1gb) or 5-level paging
-#       (-cpu qemu64,+la57,+pdpe1gb), -m 2G. Passes when QEMU exits through
-#       isa-debug-exit with the kernel's success value (status 33) and the last
-#       line on COM1 is the summary with cpus=4 and violations=0; anything else
+#       (-cpu qemu64,+la57,+pdpe1gb), -m 2G; `race` (the default) is the
+#       GUP-fast/truncate race, `sweep` compares pagepin's walk with the MMU
+#       (with +smep,+smap: the U/S bit is checked through SMAP and SMEP).
+#       Passes when QEMU exits through isa-debug-exit with the kernel's success
+#       value (status 33) and the last line on COM1 is the summary
+#       `pagepin-qemu arch=x86_64 mode=<mode> cpus=4 granule=4k levels=<l>
+#       checks=<n> mismatches=0 violations=0` with n > 0; anything else
 #       (another status, a timeout, a missing or not-last summary) fails.
 #
-#   bash targets/x86_64-pvh/run.sh 4|5 --broken FEATURE [--runs N]
-#       Builds with a deliberately broken cargo feature (broken-no-ack), or
-#       pagepin's GUP-fast without its re-check (broken-no-recheck), and
-#       boots it N times (default 20); prints how many runs detected it
-#       (violations > 0, an exception, or another failure). Exits 0 whatever
-#       the rate.
+#   bash targets/x86_64-pvh/run.sh 4|5 [race|sweep] --broken FEATURE [--runs N]
+#       Builds a deliberately broken kernel and boots it N times (default 20);
+#       prints how many runs detected it (violations or mismatches > 0, an
+#       exception, or another failure). Exits 0 whatever the rate. Race:
+#       the kernel feature broken-no-ack; pagepin's GUP-fast without its entry
+#       re-check (broken-no-recheck, through --cfg pagepin_broken_no_recheck)
+#       or without its unit re-check (broken-no-unit-recheck, through --cfg
+#       pagepin_broken_no_unit_recheck). Sweep: broken-table-grants (the
+#       walker ignores table entries' R/W, U/S and XD).
 #
-# Environment: ROUNDS (writer rounds, default 1000), SEED (default: from the
+# Environment: ROUNDS (race: writer rounds, default 1000; sweep: table sets
+# swept, default 1000), SEED (default: from the
 # clock; printed), CPUS (default 4), BOOT_TIMEOUT (seconds per boot, default
 # 150), PAGEPIN_BARE_METAL=rustup|debian (the toolchain, as .ci/run chose it;
 # default: rustup if its x86_64-unknown-none target is installed), QEMU_CACHE
@@ -29,18 +37,23 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 QEMU_CACHE=${QEMU_CACHE:-$REPO/target/qemu-x86_64}
 BOOT_TIMEOUT=${BOOT_TIMEOUT:-150}
+ROUNDS_SET=${ROUNDS:-}
 ROUNDS=${ROUNDS:-1000}
 CPUS=${CPUS:-4}
 TARGET=x86_64-unknown-none
 
 usage() {
-    echo "usage: $0 4|5 [--broken FEATURE] [--runs N]" >&2
+    echo "usage: $0 4|5 [race|sweep] [--broken FEATURE] [--runs N]" >&2
     exit 2
 }
 
 [ $# -ge 1 ] || usage
 LEVELS=$1
 shift
+MODE=race
+case "${1:-}" in
+    race|sweep) MODE=$1; shift ;;
+esac
 BROKEN=
 RUNS=20
 while [ $# -gt 0 ]; do
@@ -55,6 +68,15 @@ case "$LEVELS" in
     5) CPU_MODEL=qemu64,+la57,+pdpe1gb ;;
     *) usage ;;
 esac
+if [ "$MODE" = sweep ]; then
+    # The sweep checks U/S through SMAP (data) and SMEP (fetches).
+    CPU_MODEL=$CPU_MODEL,+smep,+smap
+    ROUNDS=${ROUNDS_SET:-1000}
+    case "$BROKEN" in
+        ''|broken-table-grants) ;;
+        *) echo "run.sh: a sweep takes only --broken broken-table-grants" >&2; exit 2 ;;
+    esac
+fi
 
 if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
 export DEBIAN_FRONTEND=noninteractive
@@ -120,10 +142,10 @@ fi
 
 # --- boot ---------------------------------------------------------------------
 # One boot; returns 0 for a clean pass, 1 for anything else. Its log is in $LOG.
-LOG=$HERE/target/boot-$LEVELS${BROKEN:+-$BROKEN}.log
+LOG=$HERE/target/boot-$LEVELS-$MODE${BROKEN:+-$BROKEN}.log
 boot() {
     local seed=$1 status summary t0
-    echo "run.sh: boot, $LEVELS-level paging, -cpu $CPU_MODEL -smp $CPUS, rounds=$ROUNDS seed=$seed"
+    echo "run.sh: $MODE boot, $LEVELS-level paging, -cpu $CPU_MODEL -smp $CPUS, rounds=$ROUNDS seed=$seed"
     t0=$(date +%s)
     set +e
     timeout "$BOOT_TIMEOUT" "$QEMU" \
@@ -131,7 +153,7 @@ boot() {
         -machine q35 -cpu "$CPU_MODEL" -smp "$CPUS" -m 2G \
         -display none -serial stdio -monitor none -nic none -no-reboot \
         -device isa-debug-exit,iobase=0xf4,iosize=0x04 \
-        -kernel "$KERNEL" -append "rounds=$ROUNDS seed=$seed cpus=$CPUS" \
+        -kernel "$KERNEL" -append "mode=$MODE rounds=$ROUNDS seed=$seed cpus=$CPUS" \
         </dev/null | tr -d '\r' >"$LOG"
     status=${PIPESTATUS[0]}
     set -e
@@ -143,7 +165,8 @@ boot() {
         *) echo "run.sh: FAILED: QEMU exit status $status (33 is success)"; return 1 ;;
     esac
     case "$summary" in
-        "pagepin-qemu arch=x86_64 cpus=$CPUS granule=4k levels=$LEVELS rounds=$ROUNDS "*" violations=0") ;;
+        *" checks=0 "*) echo "run.sh: FAILED: nothing was checked: $summary"; return 1 ;;
+        "pagepin-qemu arch=x86_64 mode=$MODE cpus=$CPUS granule=4k levels=$LEVELS checks="*" mismatches=0 violations=0") ;;
         *) echo "run.sh: FAILED: the last line is not a clean summary: $summary"; return 1 ;;
     esac
 }
@@ -152,7 +175,7 @@ if [ -z "$BROKEN" ]; then
     SEED=${SEED:-$(($(date +%s) % 100000))}
     if boot "$SEED"; then
         cat "$LOG"
-        echo "run.sh: $LEVELS-level boot passed"
+        echo "run.sh: $LEVELS-level $MODE boot passed"
     else
         cat "$LOG"
         exit 1
@@ -165,7 +188,7 @@ else
             echo "run.sh: run $run: NOT detected: $(tail -n 1 "$LOG")"
         else
             detected=$((detected + 1))
-            echo "run.sh: run $run: detected: $(grep -m 1 -E 'violation|EXCEPTION|PANIC' "$LOG" || true)"
+            echo "run.sh: run $run: detected: $(grep -m 1 -E 'violation|MISMATCH|EXCEPTION|PANIC' "$LOG" || true)"
             echo "run.sh:     $(grep -m 1 '^violations: ' "$LOG" || grep -v '^$' "$LOG" | tail -n 1)"
         fi
     done

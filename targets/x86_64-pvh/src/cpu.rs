@@ -125,3 +125,63 @@ pub fn pause(n: u64) {
         core::hint::spin_loop();
     }
 }
+
+/// CPUID leaf `leaf`, subleaf `subleaf`: `[eax, ebx, ecx, edx]`.
+pub fn cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
+    let (eax, ebx, ecx, edx): (u32, u32, u32, u32);
+    // SAFETY: CPUID only reads processor identification; no memory effect. LLVM
+    // reserves rbx, so it is saved in another register around the instruction.
+    unsafe {
+        asm!(
+            "mov {rbx_save:r}, rbx",
+            "cpuid",
+            "xchg {rbx_save:r}, rbx",
+            rbx_save = out(reg) ebx,
+            inout("eax") leaf => eax,
+            inout("ecx") subleaf => ecx,
+            out("edx") edx,
+            options(nomem, nostack, preserves_flags)
+        )
+    }
+    [eax, ebx, ecx, edx]
+}
+
+/// CR4.
+pub fn cr4() -> u64 {
+    let value: u64;
+    // SAFETY: reads CR4; no memory effect.
+    unsafe { asm!("mov {}, cr4", out(reg) value, options(nomem, nostack, preserves_flags)) }
+    value
+}
+
+/// Writes CR4.
+///
+/// # Safety
+///
+/// `value` keeps every bit the kernel relies on as it is (PAE, LA57: changing
+/// LA57 with paging on faults) and sets only features CPUID reports; the
+/// caller accepts the new checks it turns on (SMEP, SMAP) for every access that
+/// follows on this CPU.
+pub unsafe fn write_cr4(value: u64) {
+    // SAFETY: the caller's promise. Not `nomem`: accesses after it must see the
+    // new checks (a compiler barrier).
+    unsafe { asm!("mov cr4, {}", in(reg) value, options(nostack, preserves_flags)) }
+}
+
+/// Sets RFLAGS.AC: with CR4.SMAP, supervisor data accesses to user pages are
+/// allowed again (`stac`).
+pub fn stac() {
+    // SAFETY: only relaxes SMAP's check for the accesses that follow; every
+    // page the kernel reaches is its own. A compiler barrier (no `nomem`): the
+    // probes after it are not moved before it. Needs CPUID SMAP (checked by
+    // the caller; otherwise #UD, which the IDT reports).
+    unsafe { asm!("stac", options(nostack)) }
+}
+
+/// Clears RFLAGS.AC (`clac`): with CR4.SMAP, a supervisor data access to a
+/// user page faults.
+pub fn clac() {
+    // SAFETY: only makes SMAP's check apply to the accesses that follow (a
+    // compiler barrier, as `stac`).
+    unsafe { asm!("clac", options(nostack)) }
+}

@@ -1,6 +1,7 @@
 //! The interrupt descriptor table: every exception prints what happened
 //! (vector, error code, RIP, CR2) and exits QEMU with a failure code, instead
-//! of triple-faulting silently; vector [`SHOOTDOWN_VECTOR`] is the TLB
+//! of triple-faulting silently, except a fault of one of `probe`'s accesses,
+//! which resumes in the probe; vector [`SHOOTDOWN_VECTOR`] is the TLB
 //! shootdown IPI.
 
 use core::arch::global_asm;
@@ -67,13 +68,21 @@ exc_stubs:
     EXC_ERR 30
     EXC_NOERR 31
 
+    /* The handler returns only for a probe's fault (see `probe`), with the
+     * RIP to resume at: rbx (callee-saved, so the handler keeps it) holds the
+     * frame across the call; the resumed code gets its own rbx back. */
 exc_common:
-    movq %rsp, %rdi
+    pushq %rbx
+    leaq 8(%rsp), %rdi
+    movq %rsp, %rbx
     andq $-16, %rsp
+    cld
     call exception_handler
-1:  cli
-    hlt
-    jmp 1b
+    movq %rbx, %rsp
+    popq %rbx
+    movq %rax, 16(%rsp)
+    addq $16, %rsp
+    iretq
 
     /* The shootdown IPI: save the caller-saved registers (the kernel has no
      * SSE state), call the Rust handler, return. The CPU pushed 5 words on a
@@ -163,8 +172,9 @@ pub fn load() {
     let descriptor = DESCRIPTOR.get().expect("idt::init runs before idt::load");
     // SAFETY: the IDT is a static, filled by `init` before (the Once orders it)
     // and never changed after; every gate points to a stub above that follows
-    // the interrupt convention (exceptions never return, the IPI stub saves
-    // what it clobbers and `iretq`s).
+    // the interrupt convention (an exception returns only into a probe's
+    // fixup, which expects every caller-saved register clobbered; the IPI stub
+    // saves what it clobbers and `iretq`s).
     unsafe { cpu::lidt(core::ptr::from_ref(descriptor).cast()) }
 }
 
@@ -205,12 +215,17 @@ const NAMES: [&str; 32] = [
 ];
 
 /// Called by `exc_common` with the address of `[vector, error, rip, cs, rflags,
-/// rsp, ss]`; reports and ends the machine with a failure.
+/// rsp, ss]`. A fault of one of `probe`'s accesses returns the RIP to resume
+/// at (`exc_common` puts it in the frame and returns from the exception);
+/// anything else is reported and ends the machine with a failure.
 #[unsafe(no_mangle)]
-extern "C" fn exception_handler(frame: *const u64) -> ! {
+extern "C" fn exception_handler(frame: *const u64) -> u64 {
     // SAFETY: `exc_common` passes the stack address of the words the stub and
     // the CPU pushed: vector, error code, then the CPU's five-word frame.
     let [vector, error, rip, cs, rflags, rsp, _ss] = unsafe { frame.cast::<[u64; 7]>().read() };
+    if let Some(resume) = crate::probe::fixup(vector, error, rip, cpu::cr2()) {
+        return resume;
+    }
     let name = NAMES.get(vector as usize).copied().unwrap_or("?");
     serial::print_unlocked(format_args!(
         "\nEXCEPTION on CPU {}: vector {vector} ({name}), error code {error:#x}, RIP {rip:#x}, \

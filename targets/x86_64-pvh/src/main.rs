@@ -1,19 +1,28 @@
 //! pagepin's x86_64 test kernel (QEMU, PVH direct boot, 4 CPUs, 4- or 5-level
-//! paging): GUP-fast pins through the live MMU tables while another CPU
-//! truncates. See `race` for what runs and what is checked, `boot` for how it
-//! gets to 64-bit Rust, `tables` for pagepin's traits as this kernel
-//! implements them.
+//! paging). Two modes:
 //!
-//! The kernel command line (`-append`) takes `rounds=N seed=N cpus=N`, and
-//! `fault=1` to check the exception path (a read of the unmapped file region
-//! right after the switch to the kernel's tables: the boot must end with the
-//! page fault reported and a failure status). The last
+//! - `mode=race` (the default): GUP-fast pins through the live MMU tables
+//!   while another CPU truncates. See `race` for what runs and what is
+//!   checked.
+//! - `mode=sweep`: CPU 0 compares pagepin's walk of random tables with what
+//!   the MMU does at sampled addresses (faults caught by the IDT, with CR2);
+//!   the APs come up and halt. See `sweep`.
+//!
+//! `boot` says how the kernel gets to 64-bit Rust, `tables` how it implements
+//! pagepin's traits, `probe` how a faulting access returns.
+//!
+//! The kernel command line (`-append`) takes `mode=race|sweep rounds=N
+//! seed=N cpus=N`, and `fault=1` to check the exception path (a read of the
+//! unmapped file region right after the switch to the kernel's tables: the
+//! boot must end with the page fault reported and a failure status). The last
 //! line on COM1 is
 //!
-//! `pagepin-qemu arch=x86_64 cpus=<n> granule=4k levels=<4|5> rounds=<n> pins=<n> truncates=<n> violations=<n>`
+//! `pagepin-qemu arch=x86_64 mode=<race|sweep> cpus=<n> granule=4k levels=<4|5> checks=<n> mismatches=<n> violations=<n>`
 //!
-//! and the kernel exits through isa-debug-exit with `serial::EXIT_SUCCESS` only
-//! if there was no violation.
+//! (race: `checks` counts the pinned pages checked, `mismatches` is 0; sweep:
+//! MMU accesses compared with pagepin's answer, and the disagreements), and
+//! the kernel exits through isa-debug-exit with `serial::EXIT_SUCCESS` only if
+//! there was no violation and no mismatch.
 
 #![no_std]
 #![no_main]
@@ -22,9 +31,11 @@ mod apic;
 mod boot;
 mod cpu;
 mod idt;
+mod probe;
 mod race;
 mod serial;
 mod shootdown;
+mod sweep;
 mod tables;
 
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -44,6 +55,8 @@ struct Config {
     seed: u64,
     cpus: usize,
     fault: bool,
+    /// `mode=sweep`: the MMU sweep (`sweep`) instead of the race.
+    sweep: bool,
 }
 
 impl Config {
@@ -52,6 +65,7 @@ impl Config {
         seed: 0x1234_5678,
         cpus: 4,
         fault: false,
+        sweep: false,
     };
 
     /// Parses `key=value` words of the PVH command line (start info offset 24:
@@ -91,6 +105,10 @@ impl Config {
             let Some((key, value)) = word.split_once('=') else {
                 continue;
             };
+            if key == "mode" {
+                config.sweep = value == "sweep";
+                continue;
+            }
             let Ok(value) = value.parse::<u64>() else {
                 continue;
             };
@@ -115,6 +133,8 @@ static SEED: AtomicU64 = AtomicU64::new(0);
 static CHECKED_IN: AtomicUsize = AtomicUsize::new(0);
 /// CPU 0 has mapped the file: walkers may start.
 static GO: AtomicBool = AtomicBool::new(false);
+/// A sweep boot: the APs only check in and halt.
+static SWEEP: AtomicBool = AtomicBool::new(false);
 
 /// AP stacks (64 KiB each): only their addresses are taken, the APs' `rsp`
 /// uses them.
@@ -129,15 +149,18 @@ extern "C" fn kmain_bsp(start_info: u32, la57: u32) -> ! {
     let config = Config::parse(u64::from(start_info));
     let levels = if la57 != 0 { 5 } else { 4 };
     println!(
-        "pagepin x86_64 PVH kernel: {levels}-level paging, rounds={} seed={} cpus={}",
-        config.rounds, config.seed, config.cpus
+        "pagepin x86_64 PVH kernel: {levels}-level paging, mode={} rounds={} seed={} cpus={}",
+        if config.sweep { "sweep" } else { "race" },
+        config.rounds,
+        config.seed,
+        config.cpus
     );
     idt::init();
     idt::load();
     let kernel_end = &raw const boot::__kernel_end as u64;
     assert!(
-        kernel_end <= race::DATA_BASE,
-        "kernel image overlaps the data pages"
+        kernel_end <= race::DATA_BASE && race::DATA_BASE <= sweep::POOL_BASE,
+        "kernel image overlaps the data pages or the sweep's pool"
     );
     race::init();
     if levels == 5 {
@@ -200,8 +223,12 @@ fn run<F: PagingFormat>(config: Config, levels: usize, start_tsc: u64) -> ! {
     LEVELS.store(levels, Ordering::Relaxed);
     ROOT.store(root.0, Ordering::Relaxed);
     SEED.store(config.seed, Ordering::Relaxed);
+    SWEEP.store(config.sweep, Ordering::Relaxed);
     let cpus = start_aps(config.cpus, levels, root);
     shootdown::set_online(cpus);
+    if config.sweep {
+        sweep_boot::<F>(config, levels, cpus, start_tsc);
+    }
     println!("{cpus} CPUs online; file at {:#x}", race::file_va(levels));
     // Release: the walkers' Acquire load of GO sees the memory map and tables.
     GO.store(true, Ordering::Release);
@@ -239,14 +266,49 @@ fn run<F: PagingFormat>(config: Config, levels: usize, start_tsc: u64) -> ! {
         tables::freed_reads()
     );
     println!(
-        "pagepin-qemu arch=x86_64 cpus={cpus} granule=4k levels={levels} rounds={} pins={pins} truncates={} violations={violations}",
+        "race: rounds={} pins={pins} truncates={}",
         config.rounds, writer.truncates
+    );
+    // The race has no MMU oracle: every pinned page is checked (its
+    // generation, owner slot, a write read back), and a failed check is a
+    // violation; `mismatches` is the sweep's count and 0 here.
+    println!(
+        "pagepin-qemu arch=x86_64 mode=race cpus={cpus} granule=4k levels={levels} checks={pins} mismatches=0 violations={violations}"
     );
     serial::exit(if violations == 0 && cpus == config.cpus {
         serial::EXIT_SUCCESS
     } else {
         serial::EXIT_FAILURE
     })
+}
+
+/// A sweep boot on CPU 0 (the APs are up and halted): `sweep::run`, its
+/// counts, the summary line, the exit.
+fn sweep_boot<F: PagingFormat>(config: Config, levels: usize, cpus: usize, start_tsc: u64) -> ! {
+    // Release: the APs' Acquire load of GO; they halt (SWEEP is set).
+    GO.store(true, Ordering::Release);
+    let c = sweep::run::<F>(config.rounds, config.seed, levels);
+    println!(
+        "sweep: {} rounds; leaves mapped: {} of 4 KiB, {} of 2 MiB, {} of 1 GiB ({} refused as overlapping); {} table entries above leaves changed",
+        c.rounds, c.leaves[0], c.leaves[1], c.leaves[2], c.overlaps, c.mutations
+    );
+    println!(
+        "sweep: samples: {} mapped ({} user, {} read-only, {} no-exec), {} holes, {} non-canonical; {} faults taken",
+        c.mapped, c.user, c.read_only, c.no_exec, c.holes, c.non_canonical, c.faults
+    );
+    println!("TSC ticks since entry: {}", cpu::rdtsc() - start_tsc);
+    let violations = c.violations + race::violations();
+    println!(
+        "pagepin-qemu arch=x86_64 mode=sweep cpus={cpus} granule=4k levels={levels} checks={} mismatches={} violations={violations}",
+        c.checks, c.mismatches
+    );
+    serial::exit(
+        if violations == 0 && c.mismatches == 0 && c.checks > 0 && cpus == config.cpus {
+            serial::EXIT_SUCCESS
+        } else {
+            serial::EXIT_FAILURE
+        },
+    )
 }
 
 /// Starts CPUs 1..`cpus` with INIT-SIPI-SIPI; returns how many CPUs run
@@ -326,6 +388,13 @@ extern "C" fn ap_entry() -> ! {
     // Acquire: pairs with CPU 0's Release store of GO.
     while !GO.load(Ordering::Acquire) {
         core::hint::spin_loop();
+    }
+    // Relaxed: written before the SIPI.
+    if SWEEP.load(Ordering::Relaxed) {
+        cpu::cli();
+        loop {
+            cpu::hlt();
+        }
     }
     // Relaxed: written before the SIPI and GO.
     let root = PhysAddr(ROOT.load(Ordering::Relaxed));
