@@ -2,9 +2,15 @@
 # Builds the pagepin aarch64 test kernel and boots it on QEMU `virt` with 4 CPUs.
 #
 #   bash targets/aarch64-virt/run.sh 4k|64k
-#       One boot (4 KiB granule: Stage1G4K48, -m 256M; 64 KiB granule:
+#       One race boot (4 KiB granule: Stage1G4K48, -m 256M; 64 KiB granule:
 #       Stage1G64K48, -m 2G). Fails on a non-zero QEMU status, a missing or
-#       not-last summary line, violations > 0, or a timeout.
+#       not-last summary line, violations > 0, mismatches > 0, or a timeout.
+#
+#   bash targets/aarch64-virt/run.sh sweep 4k|16k|64k
+#       The format sweep (src/sweep/): boots the sweep kernel at EL2
+#       (virtualization=on, -cpu max, one CPU, -m 2G) and compares pagepin's
+#       stage 1 walks of every configuration of the granule (TTBR0 and TTBR1)
+#       with the MMU's (AT + PAR_EL1, instruction fetches). Same verdict.
 #
 #   bash targets/aarch64-virt/run.sh 4k|64k --broken FEATURE [--runs N]
 #       Builds with a deliberately broken cargo feature (broken-no-drain,
@@ -28,11 +34,17 @@ BOOT_TIMEOUT=${BOOT_TIMEOUT:-240}
 TARGET=aarch64-unknown-none
 
 usage() {
-    echo "usage: $0 4k|64k [--broken FEATURE] [--runs N]" >&2
+    echo "usage: $0 [sweep] 4k|16k|64k [--broken FEATURE] [--runs N]" >&2
     exit 2
 }
 
 [ $# -ge 1 ] || usage
+MODE=race
+if [ "$1" = sweep ]; then
+    MODE=sweep
+    shift
+    [ $# -ge 1 ] || usage
+fi
 GRANULE=$1
 shift
 BROKEN=
@@ -44,15 +56,31 @@ while [ $# -gt 0 ]; do
         *) usage ;;
     esac
 done
-case "$GRANULE" in
-    4k) FEATURES=; MEMORY=256M ;;
-    64k) FEATURES=granule-64k; MEMORY=2G ;;
+case "$MODE:$GRANULE" in
+    race:4k) FEATURES=; MEMORY=256M ;;
+    race:64k) FEATURES=granule-64k; MEMORY=2G ;;
+    sweep:4k | sweep:16k | sweep:64k) FEATURES=; MEMORY=2G ;;
     *) usage ;;
 esac
+if [ "$MODE" = sweep ]; then
+    BIN=pagepin-aarch64-sweep
+    # EL2 (the sweep drives the EL1&0 regime from there), all granules.
+    MACHINE=virt,gic-version=3,virtualization=on
+    CPU=max
+    SMP=1
+else
+    BIN=pagepin-aarch64-virt
+    MACHINE=virt,gic-version=3
+    CPU=cortex-a72
+    SMP=4
+fi
 if [ -n "$BROKEN" ]; then
     FEATURES=${FEATURES:+$FEATURES,}$BROKEN
 fi
 VARIANT=g$GRANULE${BROKEN:+-$BROKEN}
+if [ "$MODE" != race ]; then
+    VARIANT=$MODE-$VARIANT
+fi
 
 if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
 export DEBIAN_FRONTEND=noninteractive
@@ -91,7 +119,7 @@ if [ -z "$BARE_METAL" ]; then
     fi
 fi
 TARGET_DIR=$HERE/target/$VARIANT-$BARE_METAL
-build=(cargo build --release --target "$TARGET" --target-dir "$TARGET_DIR")
+build=(cargo build --release --target "$TARGET" --target-dir "$TARGET_DIR" --bin "$BIN")
 if [ -n "$FEATURES" ]; then
     build+=(--features "$FEATURES")
 fi
@@ -102,7 +130,7 @@ else
     (cd "$HERE" && PATH="/usr/bin:$PATH" RUSTC_BOOTSTRAP=1 "${build[@]}" \
         -Zbuild-std=core -Zbuild-std-features=compiler-builtins-mem)
 fi
-KERNEL=$TARGET_DIR/$TARGET/release/pagepin-aarch64-virt
+KERNEL=$TARGET_DIR/$TARGET/release/$BIN
 
 # --- boot ---------------------------------------------------------------------
 # boot LOG: boots once, output to LOG (and the terminal); returns QEMU's status
@@ -110,8 +138,8 @@ KERNEL=$TARGET_DIR/$TARGET/release/pagepin-aarch64-virt
 boot() {
     local status=0
     timeout "$BOOT_TIMEOUT" "$QEMU" -L "$QEMU_CACHE/root/usr/share/qemu" \
-        -machine virt,gic-version=3 -cpu cortex-a72 -smp 4 -m "$MEMORY" \
-        -nographic -nic none -semihosting-config enable=on,target=native \
+        -machine "$MACHINE" -cpu "$CPU" -smp "$SMP" -m "$MEMORY" \
+        -nographic -nic none -semihosting-config "enable=on,target=native,arg=$MODE,arg=$GRANULE" \
         -kernel "$KERNEL" </dev/null | tr -d '\r' >"$1" || status=${PIPESTATUS[0]}
     return "$status"
 }
@@ -132,6 +160,8 @@ check() {
         echo "run.sh: FAILED: the summary line is not the last line"
     elif [ "$violations" != 0 ]; then
         echo "run.sh: FAILED: violations=$violations"
+    elif ! grep -q ' mismatches=0 ' <<<"$summary"; then
+        echo "run.sh: FAILED: the MMU and pagepin disagree: $summary"
     else
         echo "run.sh: ok: $summary"
         return 0
