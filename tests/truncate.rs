@@ -719,9 +719,11 @@ fn free_after_an_unmark_behind_the_back_is_an_error_not_a_hang() {
         // unmarked and left idle.
         let meta1 = memmap.unit(Pfn(SMALL + 1)).unwrap().meta;
         let meta2 = memmap.unit(Pfn(SMALL + 2)).unwrap().meta;
-        meta1.unmark_truncating().unwrap();
+        // SAFETY: deliberately breaks the contract (a stray unmark of a truncate's mark) to check that the truncate's free refuses the unit rather than free it under a holder.
+        unsafe { meta1.unmark_truncating() }.unwrap();
         meta1.get(Hold::Ref, 1).unwrap();
-        meta2.unmark_truncating().unwrap();
+        // SAFETY: deliberately breaks the contract (a stray unmark of a truncate's mark) to check that the truncate's free refuses the unit rather than free it under a holder.
+        unsafe { meta2.unmark_truncating() }.unwrap();
         let result = drained.free();
         // Neither is freed; the others are.
         let w1 = meta1.load();
@@ -766,7 +768,8 @@ fn free_of_a_unit_remarked_with_a_count_is_busy_not_a_hang() {
             .try_drain::<1>()
             .unwrap();
         let meta = memmap.unit(Pfn(SMALL + 1)).unwrap().meta;
-        meta.unmark_truncating().unwrap();
+        // SAFETY: deliberately breaks the contract (a stray unmark of a truncate's mark) to check that the truncate's free refuses the unit rather than free it under a holder.
+        unsafe { meta.unmark_truncating() }.unwrap();
         meta.get(Hold::Pin, 1).unwrap();
         meta.mark_truncating().unwrap();
         let err = drained.free().unwrap_err();

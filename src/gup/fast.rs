@@ -7,7 +7,7 @@ use crate::guard::WalkGuard;
 use crate::memmap::{MemoryMap, OutsideMap, Pfn, Unit};
 use crate::meta::{Hold, MAX_BATCH, PageMeta};
 use crate::sync::AtomicU64;
-use crate::table::walk::{LeafRun, Step, check_canonical};
+use crate::table::walk::{LeafRun, Step, check_canonical, decode_checked};
 use crate::table::{
     Entry, EntryLoc, LeafItem, PagingFormat, Perms, TableAccess, VaRange, VirtAddr, WalkError,
     WalkErrorKind, WalkItem, Walker,
@@ -315,12 +315,15 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, M: MemoryMap + ?Sized> Gup<'a
         // architecture's PA width), so `first + pages` cannot overflow below.
         let first = Pfn(leaf.pa.0 >> M::PAGE_SHIFT);
         let mut gets = Gets::new();
-        let mut cache = None;
         let mut done = 0u64;
         while done < n {
             gets.clear();
-            // Before the chunk's lookups (see `MemoryMap::layout_version`).
+            // Before the chunk's lookups (see `MemoryMap::layout_version`). The
+            // cached unit is dropped: it came from a lookup before this read,
+            // so an unchanged version would not vouch for it (the previous
+            // chunk's re-check confirmed only the pages it got there).
             let version = self.memmap.layout_version();
+            let mut cache = None;
             let (got, stop) = self.get_units(
                 Pfn(first.0 + done),
                 n - done,
@@ -425,7 +428,6 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, M: MemoryMap + ?Sized> Gup<'a
         // and get `j` is leaf `j`'s.
         let single = leaf_pages == 1;
         let max = run.count.min(out.len() / lp);
-        let mut cache = None;
         let mut raws = [0u64; RUN_BATCH];
         let mut words: [Option<&AtomicU64>; RUN_BATCH] = [None; RUN_BATCH];
         // Leaves of one base page: leaf `j`'s unit (its counting meta and
@@ -453,8 +455,12 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, M: MemoryMap + ?Sized> Gup<'a
                 level,
             };
             gets.clear();
-            // Before the batch's lookups (see `MemoryMap::layout_version`).
+            // Before the batch's lookups (see `MemoryMap::layout_version`). The
+            // cached unit is dropped: it came from a lookup before this read,
+            // so an unchanged version would not vouch for it (the previous
+            // batch's re-check confirmed only the pages it got there).
             let version = self.memmap.layout_version();
+            let mut cache = None;
             // (1) One load per entry, by the walker (Relaxed: a leaf-only level).
             let mut stop = None;
             let mut loaded = 0;
@@ -469,9 +475,9 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, M: MemoryMap + ?Sized> Gup<'a
                     }
                 };
                 let raw = self.walker.load_leaf(word);
-                let pfn = match F::decode(raw, level) {
+                let pfn = match decode_checked::<F>(raw, loc, va, run.grants) {
                     Ok(Entry::Leaf(leaf)) => {
-                        let missing = needed.difference(leaf.perms.limited_by(run.grants));
+                        let missing = needed.difference(leaf.perms);
                         if !missing.is_empty() {
                             stop = Some(Stop::NotPermitted { va, missing });
                             break;
@@ -482,14 +488,15 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, M: MemoryMap + ?Sized> Gup<'a
                         stop = Some(Stop::Absent { va });
                         break;
                     }
-                    // A table pointer at a level that holds none: the walk's
-                    // own check (format contract 3).
+                    // A table pointer at a level that holds none (format
+                    // contract 3): `decode_checked` refuses it, so this arm is
+                    // never taken; it stops the walk rather than trust that.
                     Ok(Entry::Table(_)) => {
                         stop = fail(WalkErrorKind::FormatContract { loc, raw });
                         break;
                     }
                     Err(error) => {
-                        stop = fail(WalkErrorKind::Decode { loc, raw, error });
+                        stop = Some(Stop::Malformed(error));
                         break;
                     }
                 };

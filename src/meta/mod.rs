@@ -481,12 +481,26 @@ impl PageMeta {
 
     /// Clears the truncating mark (a cancelled truncate): gets succeed again.
     ///
+    /// The mark carries no owner (the word has no room for one), so only the
+    /// party that set it may clear it; [`Truncate`](crate::truncate::Truncate)
+    /// does so for its own marks when it is cancelled or dropped.
+    ///
+    /// # Safety
+    ///
+    /// The caller set this mark with [`mark_truncating`](Self::mark_truncating)
+    /// and owns it (no truncate that marked the page is still using the mark).
+    /// Clearing a mark a truncate owns lets a get succeed on a page that
+    /// truncate has drained (breaking DESIGN.md invariant 2), and lets that
+    /// truncate's cancel or drop later clear the mark of another truncate that
+    /// marked the page since; its `free` then refuses the unit (`NotMarked`) rather
+    /// than free it under the new holder.
+    ///
     /// # Errors
     ///
     /// [`UnmarkError::NotTruncating`] if the page was not marked; the word is
     /// unchanged (clearing a clear bit changes nothing).
     #[inline]
-    pub fn unmark_truncating(&self) -> Result<(), UnmarkError> {
+    pub unsafe fn unmark_truncating(&self) -> Result<(), UnmarkError> {
         op_count::rmw();
         // Release: pairs with the Acquire of the next successful get, so whatever
         // the cancelled truncate did before giving the page back is visible to the

@@ -317,7 +317,10 @@ impl<'m, M: MemoryMap + ?Sized, I: Iterator<Item = Extent> + Clone, S> Truncate<
         let (memmap, extents, units, _) = self.into_parts();
         let mut cleared = 0;
         for unit in Units::new(memmap, extents).take(units as usize).flatten() {
-            if unit.meta.unmark_truncating().is_ok() {
+            // SAFETY: this truncate marked exactly the first `units` units of
+            // its set (`mark` refuses a unit marked by anyone else) and owns
+            // those marks until it frees or cancels.
+            if unsafe { unit.meta.unmark_truncating() }.is_ok() {
                 cleared += 1;
             }
         }
@@ -354,7 +357,8 @@ impl<M: MemoryMap + ?Sized, I: Iterator<Item = Extent> + Clone, S> Drop for Trun
             .take(self.units as usize)
             .flatten()
         {
-            let _ = unit.meta.unmark_truncating();
+            // SAFETY: as in `cancel`: these are this truncate's own marks.
+            let _ = unsafe { unit.meta.unmark_truncating() };
         }
     }
 }

@@ -1,0 +1,315 @@
+//! Run: `CARGO_TARGET_DIR=target/review cargo test --release --test review_races`
+//!
+//! Outside review, black-box: std threads on the host. Pinners run GUP-fast
+//! (PIN) over 4 KiB leaves while a splitter reshapes units (64 pages ↔ single
+//! pages, only while every head is idle, as the `MemoryMap` contract allows)
+//! and a truncater marks, drains, frees and reallocates other units. Every
+//! pinner checks, while it holds its pins, that each page is counted on the
+//! unit the map names now (invariant 7) and that the unit is not free
+//! (invariant 1), then releases through the public API, which must succeed.
+//! No sleeps: barriers, atomics, bounded iterations and a time cap.
+
+use core::convert::Infallible;
+use std::collections::HashMap;
+use std::sync::Barrier;
+use std::sync::atomic::{AtomicBool, AtomicU64 as StdAtomicU64, Ordering as StdOrdering};
+use std::time::{Duration, Instant};
+
+use pagepin::arch::x86_64::Paging4Level;
+use pagepin::guard::TablesNeverFreed;
+use pagepin::gup::{Gup, GupFlags, release};
+use pagepin::memmap::{MemoryMap, OutsideMap, Pfn, Unit};
+use pagepin::meta::{Hold, PageMeta};
+use pagepin::sync::{AtomicU64, Ordering};
+use pagepin::table::{
+    FramePool, HostFrame, HostMemory, MapRequest, Perms, PhysAddr, ReclaimNow, TableBuilder,
+    VirtAddr,
+};
+use pagepin::truncate::{Extent, Truncate, Unmapper, Wait};
+use pagepin::wait::{Clock, SpinWaiter, WaitSlot, WaitTable};
+
+const KIB4: u64 = 0x1000;
+const BASE: u64 = 0x1000;
+const PAGES: usize = 1024;
+const VA: u64 = 0x4000_0000;
+/// Pages 0..MAPPED are mapped; 0..256 are reshaped, 256..512 truncated.
+const MAPPED: u64 = 512;
+
+/// A memory map whose units can be reshaped. Each PFN's answer is one word
+/// (`head offset << 32 | pages`), so no answer is ever torn. Non-head metas are
+/// kept FREE (contract point 3).
+struct Layout {
+    metas: Vec<PageMeta>,
+    shape: Vec<AtomicU64>,
+    version: Option<AtomicU64>,
+    waits: WaitTable<64>,
+}
+
+impl Layout {
+    /// A map of `PAGES` pages: each `(first, pages, unit)` cuts its pages into
+    /// units of `unit` from `first` on (later segments win); heads allocated.
+    fn with_units(segments: &[(u64, u64, u64)], versioned: bool) -> Layout {
+        let mut answer = vec![(0u64, 1u64); PAGES];
+        for i in 0..PAGES as u64 {
+            answer[i as usize] = (i, 1);
+        }
+        for &(first, pages, unit) in segments {
+            for i in first..first + pages {
+                answer[i as usize] = (i - (i - first) % unit, unit);
+            }
+        }
+        let metas = (0..PAGES)
+            .map(|i| {
+                if answer[i].0 == i as u64 {
+                    PageMeta::new_allocated()
+                } else {
+                    PageMeta::new_free()
+                }
+            })
+            .collect();
+        let shape = answer
+            .iter()
+            .map(|&(h, n)| AtomicU64::new((h << 32) | n))
+            .collect();
+        Layout {
+            metas,
+            shape,
+            version: versioned.then(|| AtomicU64::new(0)),
+            waits: WaitTable::new(),
+        }
+    }
+
+    fn head_of(&self, i: u64) -> (u64, u64) {
+        let w = self.shape[i as usize].load(Ordering::Acquire);
+        (w >> 32, w & 0xffff_ffff)
+    }
+
+    /// Reshapes `first .. first + pages` into units of `unit` pages: frees
+    /// every head there (all must be idle, else nothing changes and `false`),
+    /// rewrites the answers, bumps the version, then allocates the new heads.
+    fn reshape(&self, first: u64, pages: u64, unit: u64) -> bool {
+        let mut freed = Vec::new();
+        for i in first..first + pages {
+            let (h, _) = self.head_of(i);
+            if h == i {
+                if self.metas[i as usize].free().is_err() {
+                    for &f in &freed {
+                        self.metas[f as usize].allocate().unwrap();
+                    }
+                    return false;
+                }
+                freed.push(i);
+            }
+        }
+        for i in first..first + pages {
+            let h = i - (i - first) % unit;
+            self.shape[i as usize].store((h << 32) | unit, Ordering::Relaxed);
+        }
+        if let Some(v) = &self.version {
+            v.fetch_add(1, Ordering::Release);
+        }
+        for h in (first..first + pages).step_by(unit as usize) {
+            self.metas[h as usize].allocate().unwrap();
+        }
+        true
+    }
+}
+
+// SAFETY: every answer is one word naming a unit that contains the PFN (1),
+// all PFNs of a unit are written before any head is allocated again (2, 3,
+// through `reshape`), metas never move (4), wake goes through the wait table
+// (5), and the version is bumped with a Release RMW after every change and
+// before any allocation (6).
+unsafe impl MemoryMap for Layout {
+    const PAGE_SHIFT: u32 = 12;
+
+    fn unit(&self, pfn: Pfn) -> Result<Unit<'_>, OutsideMap> {
+        let i = pfn
+            .0
+            .checked_sub(BASE)
+            .filter(|&i| i < PAGES as u64)
+            .ok_or(OutsideMap { pfn })?;
+        let (h, pages) = self.head_of(i);
+        Ok(Unit {
+            head: Pfn(BASE + h),
+            pages,
+            meta: &self.metas[h as usize],
+            layout_managed: false,
+        })
+    }
+
+    fn wait_slot(&self, head: Pfn) -> &WaitSlot {
+        self.waits.slot(head)
+    }
+
+    fn wake(&self, head: Pfn) {
+        self.waits.wake(head);
+    }
+
+    fn layout_version(&self) -> Option<u64> {
+        self.version.as_ref().map(|v| v.load(Ordering::Acquire))
+    }
+}
+
+struct NoUnmap;
+impl Unmapper for NoUnmap {
+    type Error = Infallible;
+    fn unmap_extent(&mut self, _extent: Extent) -> Result<(), Infallible> {
+        Ok(())
+    }
+}
+
+struct Mono(Instant);
+impl Clock for Mono {
+    fn now_ns(&self) -> u64 {
+        self.0.elapsed().as_nanos() as u64
+    }
+}
+
+fn stress(versioned: bool) -> (u64, u64, u64, u64) {
+    let layout = Layout::with_units(&[(0, 256, 64), (256, 256, 8)], versioned);
+    let frames: Vec<HostFrame> = (0..8).map(|_| HostFrame::new()).collect();
+    let memory = HostMemory::new(&frames, PhysAddr(0x100_0000_0000)).unwrap();
+    let mut pool: Vec<PhysAddr> = memory.frame_pas().collect();
+    let mut tables =
+        TableBuilder::<Paging4Level, _, _>::new(&memory, FramePool::new(&mut pool), ReclaimNow)
+            .unwrap();
+    tables
+        .map(
+            &MapRequest::new(VirtAddr(VA), PhysAddr(BASE * KIB4), MAPPED * KIB4, KIB4)
+                .with_perms(Perms::READ | Perms::WRITE),
+        )
+        .unwrap();
+    let gup = Gup::new(tables.walker(), &layout);
+    let stop = AtomicBool::new(false);
+    let violations = StdAtomicU64::new(0);
+    let pinned = StdAtomicU64::new(0);
+    let reshapes = StdAtomicU64::new(0);
+    let truncates = StdAtomicU64::new(0);
+    let start = Barrier::new(4);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    std::thread::scope(|s| {
+        for t in 0..2u64 {
+            let (gup, layout, stop, violations, pinned, start) =
+                (&gup, &layout, &stop, &violations, &pinned, &start);
+            s.spawn(move || {
+                // SAFETY: no table is freed in this test.
+                let guard = unsafe { TablesNeverFreed::new() };
+                let mut out = vec![Pfn(0); MAPPED as usize];
+                let mut x = 0x1234_5678 + t;
+                start.wait();
+                let mut iters = 0u64;
+                while !stop.load(StdOrdering::Relaxed) && iters < 200_000 {
+                    iters += 1;
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let from = x % MAPPED;
+                    let n = 1 + (x >> 20) % (MAPPED - from).min(96);
+                    let taken = gup
+                        .get_pages(
+                            &guard,
+                            VirtAddr(VA + from * KIB4),
+                            n * KIB4,
+                            GupFlags::PIN,
+                            &mut out,
+                        )
+                        .unwrap();
+                    let mut mine: HashMap<u64, u32> = HashMap::new();
+                    for (i, p) in out[..taken.pages].iter().enumerate() {
+                        if p.0 != BASE + from + i as u64 {
+                            violations.fetch_add(1, StdOrdering::Relaxed);
+                        }
+                        let u = layout.unit(*p).unwrap();
+                        *mine.entry(u.head.0).or_default() += 1;
+                    }
+                    for (&h, &n) in &mine {
+                        let m = layout.unit(Pfn(h)).unwrap().meta;
+                        let w = m.load();
+                        if w.is_free() || w.pins() < n {
+                            violations.fetch_add(1, StdOrdering::Relaxed);
+                        }
+                    }
+                    pinned.fetch_add(taken.pages as u64, StdOrdering::Relaxed);
+                    if let Err(e) = release(layout, &out[..taken.pages], Hold::Pin) {
+                        eprintln!("release: {e}");
+                        violations.fetch_add(1, StdOrdering::Relaxed);
+                    }
+                }
+            });
+        }
+        // The splitter: 64-page units <-> single pages, in pages 0..256.
+        {
+            let (layout, stop, reshapes, start) = (&layout, &stop, &reshapes, &start);
+            s.spawn(move || {
+                start.wait();
+                let mut k = 0u64;
+                while !stop.load(StdOrdering::Relaxed) {
+                    k += 1;
+                    let g = (k % 4) * 64;
+                    let single = layout.head_of(g + 1).0 == g + 1;
+                    if layout.reshape(g, 64, if single { 64 } else { 1 }) {
+                        reshapes.fetch_add(1, StdOrdering::Relaxed);
+                    }
+                    std::hint::spin_loop();
+                }
+            });
+        }
+        // The truncater, in pages 256..512 (units of 8): mark, drain, free,
+        // allocate again.
+        let clock = Mono(Instant::now());
+        start.wait();
+        let mut k = 0u64;
+        while Instant::now() < deadline {
+            k += 1;
+            let first = 256 + (k % 8) * 32;
+            let ext = [Extent::new(Pfn(BASE + first), 32)];
+            let t = Truncate::mark(&layout, ext.into_iter()).unwrap();
+            let wait = Wait {
+                waiter: &SpinWaiter,
+                clock: &clock,
+                deadline_ns: Some(clock.now_ns() + 5_000_000_000),
+            };
+            let t = t.unmap(&mut NoUnmap).unwrap().drain(&wait).unwrap();
+            for h in (first..first + 32).step_by(8) {
+                if !layout.metas[h as usize].load().is_idle() {
+                    violations.fetch_add(1, StdOrdering::Relaxed);
+                }
+            }
+            t.free().unwrap();
+            for h in (first..first + 32).step_by(8) {
+                layout.metas[h as usize].allocate().unwrap();
+            }
+            truncates.fetch_add(1, StdOrdering::Relaxed);
+        }
+        stop.store(true, StdOrdering::Relaxed);
+    });
+    assert!(
+        layout.metas.iter().all(|m| m.load().is_idle()),
+        "counts left over"
+    );
+    (
+        violations.load(StdOrdering::Relaxed),
+        pinned.load(StdOrdering::Relaxed),
+        reshapes.load(StdOrdering::Relaxed),
+        truncates.load(StdOrdering::Relaxed),
+    )
+}
+
+#[test]
+fn pinners_vs_splitter_vs_truncater_without_layout_version() {
+    let (violations, pinned, reshapes, truncates) = stress(false);
+    eprintln!("pinned={pinned} reshapes={reshapes} truncates={truncates}");
+    assert!(pinned > 0 && reshapes > 0 && truncates > 0);
+    assert_eq!(violations, 0);
+}
+
+/// Fails intermittently (about one run in three here): finding 1 in a real race.
+#[test]
+
+fn pinners_vs_splitter_vs_truncater_with_layout_version() {
+    let (violations, pinned, reshapes, truncates) = stress(true);
+    eprintln!("pinned={pinned} reshapes={reshapes} truncates={truncates}");
+    assert!(pinned > 0 && reshapes > 0 && truncates > 0);
+    assert_eq!(violations, 0);
+}
