@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU32, Ordering as StdOrdering};
 use std::time::Instant;
 
 use pagepin::memmap::{HostMemMap, MemoryMap, Pfn, Region};
-use pagepin::meta::{FreeError, GetErrorKind, Hold, MarkError, PageMeta};
+use pagepin::meta::{FreeError, Hold, MarkError, PageMeta};
 use pagepin::truncate::{
     DrainError, Extent, Failed, LeaseId, LeaseRegistry, MarkSetError, Revoke, Truncate, Unmapper,
     Wait,
@@ -216,7 +216,7 @@ fn cancel_after_a_stolen_mark_never_frees_under_the_pin_that_got_through() {
         (Pfn(BASE + 8), FreeError::NotMarked, 0, 1)
     );
     assert!(!metas[8].is_free(), "never freed under the pin");
-    metas[8].put(Hold::Pin, 1).unwrap();
+    assert!(!metas[8].put(Hold::Pin, 1).unwrap().is_due(), "not truncating any more");
     assert!(metas[8].load().is_idle() && !metas[8].is_truncating());
 }
 
