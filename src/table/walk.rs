@@ -60,6 +60,40 @@ pub(crate) fn load_entry<F: PagingFormat, A: TableAccess + ?Sized>(
     }
 }
 
+/// Decodes the raw entry `raw` found at `loc` while walking `va`, and checks
+/// the format's contract on it: a leaf only at a level that holds leaves, a
+/// table pointer only at a level that holds tables. A leaf's permissions are
+/// limited by `grants`, the grants of the table entries above it. The one
+/// place where a walk, the builder and GUP-fast turn a raw entry into an
+/// [`Entry`].
+///
+/// # Errors
+///
+/// [`WalkErrorKind::Decode`] for an entry the format refuses,
+/// [`WalkErrorKind::FormatContract`] for a leaf or table pointer at a level
+/// that cannot hold one.
+#[inline(always)]
+pub(crate) fn decode_checked<F: PagingFormat>(
+    raw: u64,
+    loc: EntryLoc,
+    va: VirtAddr,
+    grants: Perms,
+) -> Result<Entry, WalkError> {
+    let fail = |kind| WalkError { va, kind };
+    match F::decode(raw, loc.level) {
+        Ok(Entry::Absent) => Ok(Entry::Absent),
+        Ok(Entry::Leaf(mut leaf)) if F::GEOMETRY.holds_leaves(loc.level) => {
+            leaf.perms = leaf.perms.limited_by(grants);
+            Ok(Entry::Leaf(leaf))
+        }
+        Ok(Entry::Table(next)) if F::GEOMETRY.holds_tables(loc.level) => Ok(Entry::Table(next)),
+        Ok(Entry::Leaf(_) | Entry::Table(_)) => {
+            Err(fail(WalkErrorKind::FormatContract { loc, raw }))
+        }
+        Err(error) => Err(fail(WalkErrorKind::Decode { loc, raw, error })),
+    }
+}
+
 /// The word of the entry at `loc`, which must be at a level that holds no
 /// tables (the last level), for a caller that loads it more than once (GUP-fast's
 /// runs: the walk's load, then the re-check). Load it with [`load_leaf_word`].
@@ -549,8 +583,7 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized> Walk<'a, F, A> {
             };
             let raw = load_entry::<F, A>(self.walker.access, loc)
                 .map_err(|error| fail(WalkErrorKind::Access { loc, error }))?;
-            let entry = F::decode(raw, level)
-                .map_err(|error| fail(WalkErrorKind::Decode { loc, raw, error }))?;
+            let entry = decode_checked::<F>(raw, loc, VirtAddr(va), step.grants)?;
             let shift = geometry.shift_at(level);
             // Masks, not sums: the entry's span ends at `span_last` even when
             // that is `u64::MAX` (the last entry of the upper half).
@@ -569,7 +602,7 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized> Walk<'a, F, A> {
                     entry: here,
                     parent: step.via,
                 }),
-                Entry::Leaf(leaf) if geometry.holds_leaves(level) => WalkItem::Leaf(LeafItem {
+                Entry::Leaf(leaf) => WalkItem::Leaf(LeafItem {
                     va: VaRange::spanning(VirtAddr(va), VirtAddr(item_last)),
                     // `va - span_first < 2^shift`, the leaf's size, and a
                     // leaf's `pa` is aligned to its size (format contract 3),
@@ -582,12 +615,12 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized> Walk<'a, F, A> {
                     leaf_pa: leaf.pa,
                     level,
                     size: 1 << shift,
-                    perms: leaf.perms.limited_by(step.grants),
+                    perms: leaf.perms,
                     mem_type: leaf.mem_type,
                     entry: here,
                     parent: step.via,
                 }),
-                Entry::Table(next) if geometry.holds_tables(level) => {
+                Entry::Table(next) => {
                     // `holds_tables(level)` is `level + 1 < depth <= MAX_LEVELS`:
                     // the next level exists and indexes `path`.
                     level += 1;
@@ -600,9 +633,6 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized> Walk<'a, F, A> {
                     };
                     self.path_len = level + 1;
                     continue;
-                }
-                Entry::Leaf(_) | Entry::Table(_) => {
-                    return Err(fail(WalkErrorKind::FormatContract { loc, raw }));
                 }
             };
             if item_last >= self.last {
