@@ -22,7 +22,9 @@
 #       pagepin_broken_no_unit_recheck). Sweep: broken-table-grants (the
 #       walker ignores table entries' R/W, U/S and XD).
 #
-# Environment: ROUNDS (race: writer rounds, default 1000; sweep: table sets
+# Environment: KERNEL_ARGS (more kernel command-line words, e.g. `guard=epoch
+# stretch=20000`: the race's walkers in epoch read sections with interrupts
+# on, their memory-map lookups stretched), ROUNDS (race: writer rounds, default 1000; sweep: table sets
 # swept, default 1000), SEED (default: from the
 # clock; printed), CPUS (default 4), BOOT_TIMEOUT (seconds per boot, default
 # 150), PAGEPIN_BARE_METAL=rustup|debian (the toolchain, as .ci/run chose it;
@@ -106,12 +108,21 @@ fi
 
 # --- kernel -------------------------------------------------------------------
 FEATURE_ARGS=()
-if [ "$BROKEN" = broken-no-recheck ]; then
-    # Not a kernel feature: pagepin's GUP-fast without its re-check, by a cfg
-    # that only this environment variable sets (it replaces .cargo/config's
-    # target rustflags, so those are repeated here).
-    export CARGO_TARGET_X86_64_UNKNOWN_NONE_RUSTFLAGS="-C relocation-model=static --cfg pagepin_broken_no_recheck"
-elif [ -n "$BROKEN" ]; then
+case "$BROKEN" in
+    broken-no-recheck|broken-no-unit-recheck)
+        # Not kernel features: pagepin's GUP-fast without its entry re-check
+        # or without its unit re-check, by a cfg that only this environment
+        # variable sets (it replaces .cargo/config's target rustflags, so those
+        # are repeated here). The boots use the epoch walk guard (interrupts
+        # on: with interrupts off no shootdown, and so no free, can complete
+        # inside a walk, and neither re-check can matter) and stretch the
+        # window between the entry load and the get (KERNEL_ARGS overrides).
+        cfg=pagepin_$BROKEN
+        export CARGO_TARGET_X86_64_UNKNOWN_NONE_RUSTFLAGS="-C relocation-model=static --cfg ${cfg//-/_}"
+        KERNEL_ARGS=${KERNEL_ARGS-guard=epoch stretch=20000}
+        ;;
+esac
+if [ -n "$BROKEN" ] && [ -z "${CARGO_TARGET_X86_64_UNKNOWN_NONE_RUSTFLAGS:-}" ]; then
     FEATURE_ARGS=(--features "$BROKEN")
 fi
 TOOLCHAIN=${PAGEPIN_BARE_METAL:-}
@@ -145,7 +156,7 @@ fi
 LOG=$HERE/target/boot-$LEVELS-$MODE${BROKEN:+-$BROKEN}.log
 boot() {
     local seed=$1 status summary t0
-    echo "run.sh: $MODE boot, $LEVELS-level paging, -cpu $CPU_MODEL -smp $CPUS, rounds=$ROUNDS seed=$seed"
+    echo "run.sh: $MODE boot, $LEVELS-level paging, -cpu $CPU_MODEL -smp $CPUS, rounds=$ROUNDS seed=$seed ${KERNEL_ARGS:-}"
     t0=$(date +%s)
     set +e
     timeout "$BOOT_TIMEOUT" "$QEMU" \
@@ -153,7 +164,7 @@ boot() {
         -machine q35 -cpu "$CPU_MODEL" -smp "$CPUS" -m 2G \
         -display none -serial stdio -monitor none -nic none -no-reboot \
         -device isa-debug-exit,iobase=0xf4,iosize=0x04 \
-        -kernel "$KERNEL" -append "mode=$MODE rounds=$ROUNDS seed=$seed cpus=$CPUS" \
+        -kernel "$KERNEL" -append "mode=$MODE rounds=$ROUNDS seed=$seed cpus=$CPUS ${KERNEL_ARGS:-}" \
         </dev/null | tr -d '\r' >"$LOG"
     status=${PIPESTATUS[0]}
     set -e

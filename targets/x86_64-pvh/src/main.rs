@@ -57,6 +57,11 @@ struct Config {
     fault: bool,
     /// `mode=sweep`: the MMU sweep (`sweep`) instead of the race.
     sweep: bool,
+    /// `guard=epoch`: the race's walkers use an epoch read section with
+    /// interrupts on instead of interrupts off (see `race::walker`).
+    epoch: bool,
+    /// `stretch=N`: the walkers' memory-map lookups spin (see `race::Stretched`).
+    stretch: u64,
 }
 
 impl Config {
@@ -66,6 +71,8 @@ impl Config {
         cpus: 4,
         fault: false,
         sweep: false,
+        epoch: false,
+        stretch: 0,
     };
 
     /// Parses `key=value` words of the PVH command line (start info offset 24:
@@ -109,6 +116,10 @@ impl Config {
                 config.sweep = value == "sweep";
                 continue;
             }
+            if key == "guard" {
+                config.epoch = value == "epoch";
+                continue;
+            }
             let Ok(value) = value.parse::<u64>() else {
                 continue;
             };
@@ -117,6 +128,7 @@ impl Config {
                 "seed" => config.seed = value,
                 "cpus" => config.cpus = (value as usize).clamp(1, MAX_CPUS),
                 "fault" => config.fault = value != 0,
+                "stretch" => config.stretch = value,
                 _ => {}
             }
         }
@@ -135,6 +147,8 @@ static CHECKED_IN: AtomicUsize = AtomicUsize::new(0);
 static GO: AtomicBool = AtomicBool::new(false);
 /// A sweep boot: the APs only check in and halt.
 static SWEEP: AtomicBool = AtomicBool::new(false);
+/// The walkers' `stretch=N`.
+static STRETCH: AtomicU64 = AtomicU64::new(0);
 
 /// AP stacks (64 KiB each): only their addresses are taken, the APs' `rsp`
 /// uses them.
@@ -149,11 +163,13 @@ extern "C" fn kmain_bsp(start_info: u32, la57: u32) -> ! {
     let config = Config::parse(u64::from(start_info));
     let levels = if la57 != 0 { 5 } else { 4 };
     println!(
-        "pagepin x86_64 PVH kernel: {levels}-level paging, mode={} rounds={} seed={} cpus={}",
+        "pagepin x86_64 PVH kernel: {levels}-level paging, mode={} rounds={} seed={} cpus={} guard={} stretch={}",
         if config.sweep { "sweep" } else { "race" },
         config.rounds,
         config.seed,
-        config.cpus
+        config.cpus,
+        if config.epoch { "epoch" } else { "irq-off" },
+        config.stretch
     );
     idt::init();
     idt::load();
@@ -224,6 +240,12 @@ fn run<F: PagingFormat>(config: Config, levels: usize, start_tsc: u64) -> ! {
     ROOT.store(root.0, Ordering::Relaxed);
     SEED.store(config.seed, Ordering::Relaxed);
     SWEEP.store(config.sweep, Ordering::Relaxed);
+    STRETCH.store(config.stretch, Ordering::Relaxed);
+    if config.epoch {
+        // Before the SIPIs (which order it for the APs) and before any
+        // table is retired.
+        tables::EPOCH.call_once(pagepin::guard::Epoch::new);
+    }
     let cpus = start_aps(config.cpus, levels, root);
     shootdown::set_online(cpus);
     if config.sweep {
@@ -400,11 +422,12 @@ extern "C" fn ap_entry() -> ! {
     let root = PhysAddr(ROOT.load(Ordering::Relaxed));
     let levels = LEVELS.load(Ordering::Relaxed);
     let seed = SEED.load(Ordering::Relaxed);
+    let stretch = STRETCH.load(Ordering::Relaxed);
     let file_va = race::file_va(levels);
     if levels == 5 {
-        race::walker::<Paging5Level>(cpu, root, file_va, seed);
+        race::walker::<Paging5Level>(cpu, root, file_va, seed, stretch);
     } else {
-        race::walker::<Paging4Level>(cpu, root, file_va, seed);
+        race::walker::<Paging4Level>(cpu, root, file_va, seed, stretch);
     }
     loop {
         cpu::hlt();

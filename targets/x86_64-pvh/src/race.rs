@@ -33,16 +33,18 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
+use pagepin::guard::WalkGuard;
 use pagepin::gup::{Gup, GupFlags, Stop, release};
-use pagepin::memmap::{HostMemMap, MemoryMap, Pfn, Region};
+use pagepin::memmap::{HostMemMap, MemoryMap, OutsideMap, Pfn, Region, Unit};
 use pagepin::meta::{GetErrorKind, Hold, PageMeta};
 use pagepin::table::{MapRequest, PagingFormat, Perms, PhysAddr, TableBuilder, VirtAddr, Walker};
 use pagepin::truncate::{Extent, FileMapping, TableUnmapper, Truncate, Wait};
 use pagepin::wait::{Clock, SpinWaiter};
 
 use crate::shootdown::MAX_CPUS;
-use crate::tables::{IdentityTables, IpiRetire, IpiShootdown, IrqOffWalk};
+use crate::tables::{EPOCH, IdentityTables, IpiRetire, IpiShootdown, IrqOffWalk};
 use crate::{cpu, println};
+use pagepin::wait::WaitSlot;
 
 const KIB4: u64 = 4 << 10;
 const MIB2: u64 = 2 << 20;
@@ -243,15 +245,81 @@ impl Rng {
     }
 }
 
+/// The memory map as the walkers see it in a *stretch* boot (`stretch=N`):
+/// every eighth lookup spins about `N` pauses before answering. GUP-fast looks
+/// a page's unit up between its load of the entry and its get, so this widens
+/// the window in which the entry can be cleared, the unit freed and allocated
+/// again (the window the re-checks close) from a few instructions to
+/// microseconds. Test instrumentation of this kernel only; pagepin is
+/// unchanged.
+struct Stretched {
+    map: &'static HostMemMap<'static>,
+    spins: u64,
+    calls: core::cell::Cell<u64>,
+}
+
+// SAFETY: every answer is the inner map's, unchanged (only delayed), so each
+// point of the contract holds as it does for `HostMemMap`.
+unsafe impl MemoryMap for Stretched {
+    const PAGE_SHIFT: u32 = 12;
+
+    fn unit(&self, pfn: Pfn) -> Result<Unit<'_>, OutsideMap> {
+        let calls = self.calls.get().wrapping_add(1);
+        self.calls.set(calls);
+        if self.spins != 0 && calls.is_multiple_of(8) {
+            cpu::pause(self.spins);
+        }
+        self.map.unit(pfn)
+    }
+
+    fn wait_slot(&self, head: Pfn) -> &WaitSlot {
+        self.map.wait_slot(head)
+    }
+
+    fn wake(&self, head: Pfn) {
+        self.map.wake(head);
+    }
+
+    fn layout_version(&self) -> Option<u64> {
+        self.map.layout_version()
+    }
+}
+
 /// The walker of CPU `cpu` (1..): pins, checks, writes and releases until CPU 0
-/// says stop; then publishes its counts.
-pub fn walker<F: PagingFormat>(cpu: usize, root: PhysAddr, file_va: u64, seed: u64) {
-    let gup = Gup::new(Walker::<F, _>::new(&IdentityTables::WALKER, root), memmap());
-    // SAFETY: the only table freer is CPU 0's builder, whose retire hook
-    // (`IpiRetire`) reuses a detached table only after a shootdown started after
-    // the detachment was acknowledged by every online CPU, this one included.
-    // (The `broken-no-ack` build breaks this promise on purpose.)
-    let guard = unsafe { IrqOffWalk::new() };
+/// says stop; then publishes its counts. The walk guard is interrupts-off, or
+/// an epoch read section if the boot set up [`EPOCH`] (`guard=epoch`);
+/// `stretch` is the spin of [`Stretched`] (0: none).
+pub fn walker<F: PagingFormat>(cpu: usize, root: PhysAddr, file_va: u64, seed: u64, stretch: u64) {
+    let map = Stretched {
+        map: memmap(),
+        spins: stretch,
+        calls: core::cell::Cell::new(0),
+    };
+    let gup = Gup::new(Walker::<F, _>::new(&IdentityTables::WALKER, root), &map);
+    match EPOCH.get() {
+        Some(epoch) => match epoch.reader() {
+            Ok(reader) => walk(cpu, &gup, &reader, file_va, seed),
+            Err(e) => violation(format_args!("epoch reader: {e}")),
+        },
+        None => {
+            // SAFETY: the only table freer is CPU 0's builder, whose retire
+            // hook (`IpiRetire`) reuses a detached table only after a
+            // shootdown started after the detachment was acknowledged by every
+            // online CPU, this one included. (The `broken-no-ack` build breaks
+            // this promise on purpose.)
+            let guard = unsafe { IrqOffWalk::new() };
+            walk(cpu, &gup, &guard, file_va, seed);
+        }
+    }
+}
+
+fn walk<F: PagingFormat, G: WalkGuard>(
+    cpu: usize,
+    gup: &Gup<'_, F, IdentityTables, Stretched>,
+    guard: &G,
+    file_va: u64,
+    seed: u64,
+) {
     let mut rng = Rng(seed.wrapping_add(0x9e37_79b9 * cpu as u64) | 1);
     let mut out = [Pfn(0); MAX_WALKER_PAGES];
     // Per page held: its unit's instrumentation index and generation when checked.
@@ -272,7 +340,7 @@ pub fn walker<F: PagingFormat>(cpu: usize, root: PhysAddr, file_va: u64, seed: u
         let len = (pages * KIB4).min(end - start);
         counts.calls += 1;
         let taken = match gup.get_pages(
-            &guard,
+            guard,
             VirtAddr(start),
             len,
             GupFlags::PIN | GupFlags::WRITE,

@@ -4,11 +4,15 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use pagepin::guard::WalkGuard;
+use pagepin::guard::{Epoch, WalkGuard};
 use pagepin::table::{AccessError, FramePool, PhysAddr, PoolFull, Retire, TableAccess, VaRange};
 use pagepin::truncate::TlbShootdown;
 
+use crate::shootdown::MAX_CPUS;
 use crate::{cpu, shootdown};
+
+/// The epoch domain of `guard=epoch` boots: one reader slot per CPU.
+pub static EPOCH: spin::Once<Epoch<MAX_CPUS>> = spin::Once::new();
 
 /// Page-table frames: every table the kernel builds (the identity map and the
 /// file region) is one of these.
@@ -136,9 +140,14 @@ fn poison(table: PhysAddr) {
 /// shootdown that started after its detachment has completed (every CPU
 /// acknowledged the IPI, so no walk that could have loaded the old entry is
 /// still running).
+///
+/// With `guard=epoch` (walkers in epoch read sections, interrupts on, so a
+/// walker acknowledges a shootdown in the middle of a walk) a table also
+/// waits until [`EPOCH`] says no read section that could hold it is open.
 pub struct IpiRetire {
-    /// Detached tables and the shootdown generation that frees them.
-    pending: heapless::Vec<(PhysAddr, u64), FRAMES>,
+    /// Detached tables, the shootdown generation that frees them and their
+    /// retirement epoch (0 without an epoch).
+    pending: heapless::Vec<(PhysAddr, u64, u64), FRAMES>,
     /// Tables retired so far.
     pub retired: u64,
     /// Tables poisoned and given back.
@@ -172,17 +181,19 @@ impl Retire for IpiRetire {
         // The builder calls this after clearing the entry that pointed to
         // `table`; the unmapper's shootdown (generation `next()`) starts after.
         let frees_at = shootdown::next();
+        let epoch = EPOCH.get().map_or(0, Epoch::retire_epoch);
         self.pending
-            .push((table, frees_at))
-            .map_err(|(frame, _)| PoolFull { frame })
+            .push((table, frees_at, epoch))
+            .map_err(|(frame, _, _)| PoolFull { frame })
     }
 
     fn reclaim(&mut self, pool: &mut FramePool<'_>) -> Result<(), PoolFull> {
         let done = shootdown::completed();
         let mut i = 0;
         while i < self.pending.len() {
-            let (table, frees_at) = self.pending[i];
-            if frees_at <= done {
+            let (table, frees_at, epoch) = self.pending[i];
+            let walks_done = EPOCH.get().is_none_or(|e| e.is_safe(epoch));
+            if frees_at <= done && walks_done {
                 self.give_back(table, pool)?;
                 self.pending.swap_remove(i);
             } else {
