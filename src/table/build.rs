@@ -23,7 +23,7 @@ use super::entry::{Entry, EntryLoc, LeafEntry, MemType, Perms};
 use super::error::{MapError, UnmapError, WalkError, WalkErrorKind};
 use super::format::PagingFormat;
 use super::pool::{FramePool, Retire};
-use super::walk::{WalkItem, Walker, check_canonical, load_entry};
+use super::walk::{WalkItem, Walker, check_canonical, decode_checked, load_entry};
 use crate::sync::{AtomicU64, Ordering};
 
 /// One mapping to build: `len` bytes from `va` to `pa` in leaves of `leaf_size`.
@@ -298,7 +298,12 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, R: Retire> TableBuilder<'a, F
                 let word = self.word(table, va, level)?;
                 // Relaxed: the builder is the only writer (see the module docs).
                 let raw = word.load(Ordering::Relaxed);
-                table = match F::decode(raw, level) {
+                let loc = EntryLoc {
+                    table,
+                    index: F::GEOMETRY.index(va, level),
+                    level,
+                };
+                table = match decode_checked::<F>(raw, loc, va, Perms::all()) {
                     Ok(Entry::Table(next)) => next.table,
                     Ok(Entry::Absent) => self.install_table(word, level)?,
                     // The survey found no leaf and no malformed entry here.
@@ -429,7 +434,7 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, R: Retire> TableBuilder<'a, F
             let fail = |kind| MapError::Walk(WalkError { va, kind });
             let raw = load_entry::<F, A>(self.access, loc)
                 .map_err(|error| fail(WalkErrorKind::Access { loc, error }))?;
-            match F::decode(raw, level) {
+            match decode_checked::<F>(raw, loc, va, Perms::all()) {
                 // Saturating: a mapping of 4 KiB leaves over a large range of a
                 // 5-level format needs up to 2^36 tables, more than a 32-bit
                 // `usize` holds. A saturated count is more than any pool
@@ -448,7 +453,7 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, R: Retire> TableBuilder<'a, F
                     )?);
                 }
                 Ok(Entry::Table(_) | Entry::Leaf(_)) => return Err(MapError::Overlap { va }),
-                Err(error) => return Err(fail(WalkErrorKind::Decode { loc, raw, error })),
+                Err(error) => return Err(MapError::Walk(error)),
             }
         }
         Ok(needed)
@@ -477,7 +482,7 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, R: Retire> TableBuilder<'a, F
                 .map_err(|error| fail(WalkErrorKind::Access { loc, error }))?;
             // Relaxed: the builder is the only writer.
             let raw = word.load(Ordering::Relaxed);
-            match F::decode(raw, level) {
+            match decode_checked::<F>(raw, loc, va, Perms::all()) {
                 Ok(Entry::Absent) => {}
                 Ok(Entry::Leaf(_)) => {
                     // Relaxed: a cleared entry publishes nothing. A walker that
@@ -491,7 +496,7 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, R: Retire> TableBuilder<'a, F
                     // than `usize::MAX`.
                     done.leaves += 1;
                 }
-                Ok(Entry::Table(next)) if geometry.holds_tables(level) => {
+                Ok(Entry::Table(next)) => {
                     self.clear(next.table, level + 1, span, done)?;
                     // A table whose whole span was in the range has had every
                     // entry cleared (or detached) just above: no need to scan it.
@@ -509,10 +514,7 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, R: Retire> TableBuilder<'a, F
                         done.tables += 1;
                     }
                 }
-                Ok(Entry::Table(_)) => {
-                    return Err(fail(WalkErrorKind::FormatContract { loc, raw }));
-                }
-                Err(error) => return Err(fail(WalkErrorKind::Decode { loc, raw, error })),
+                Err(error) => return Err(UnmapError::Walk(error)),
             }
         }
         Ok(())
