@@ -221,7 +221,9 @@ pub fn flush_tlb_range(va: u64, len: u64, step: u64) {
         // translations.
         while ack.load(Ordering::Acquire) < round {
             if counter().0 - start > 10 * TIMEBASE_HZ {
-                print_line(format_args!("pagepin-qemu FAILED: a hart did not acknowledge the shootdown"));
+                print_line(format_args!(
+                    "pagepin-qemu FAILED: a hart did not acknowledge the shootdown"
+                ));
                 exit(5);
             }
             core::hint::spin_loop();
@@ -231,7 +233,8 @@ pub fn flush_tlb_range(va: u64, len: u64, step: u64) {
 
 /// Per hart: a probe is in progress / the probe faulted.
 static PROBING: [AtomicBool; CPUS as usize] = [const { AtomicBool::new(false) }; CPUS as usize];
-static PROBE_FAULTED: [AtomicBool; CPUS as usize] = [const { AtomicBool::new(false) }; CPUS as usize];
+static PROBE_FAULTED: [AtomicBool; CPUS as usize] =
+    [const { AtomicBool::new(false) }; CPUS as usize];
 
 /// Reads the 64-bit word at `va` through this hart's MMU: `None` if the
 /// access takes a page fault (the M-mode handler skips the load).
@@ -334,7 +337,11 @@ pub fn counter() -> (u64, u64) {
 
 /// Ends the boot: QEMU exits with status `code` (0: pass).
 pub fn exit(code: u32) -> ! {
-    let value = if code == 0 { 0x5555 } else { code << 16 | 0x3333 };
+    let value = if code == 0 {
+        0x5555
+    } else {
+        code << 16 | 0x3333
+    };
     // SAFETY: the SiFive test device, identity-mapped.
     unsafe { core::ptr::write_volatile(TEST_DEVICE as *mut u32, value) };
     halt()

@@ -699,12 +699,8 @@ extern "C" fn kernel_main() -> ! {
     let Ok(mut tables) = Tables::new(&IDENTITY, FramePool::new(&mut frames), retire) else {
         fail_early("TableBuilder::new");
     };
-    let kernel_rwx = Perms::READ
-        | Perms::WRITE
-        | Perms::EXEC
-        | Perms::ACCESSED
-        | Perms::DIRTY
-        | Perms::GLOBAL;
+    let kernel_rwx =
+        Perms::READ | Perms::WRITE | Perms::EXEC | Perms::ACCESSED | Perms::DIRTY | Perms::GLOBAL;
     let maps = [
         // The test device, CLINT, PLIC and UART: I/O by their PMAs.
         MapRequest::new(
