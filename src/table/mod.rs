@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | paging format | [`format`] | [`PagingFormat`], [`Geometry`], the [`Toy`] format |
 //! | entries | [`entry`] | [`Entry`], [`Perms`], [`MemType`], [`EntryLoc`], [`EntrySnapshot`] |
-//! | table access | [`access`] | [`TableAccess`], [`HostMemory`] over [`HostFrame`]s |
+//! | table access | [`access`], [`direct`] | [`TableAccess`]; [`DirectMap`] (a kernel's direct or identity map); [`HostMemory`] over [`HostFrame`]s |
 //! | walker | [`walk`] | [`Walker`]: translate, and walk a range leaf by leaf |
 //! | builder | [`build`] | [`TableBuilder`]: map and unmap in caller-provided frames |
 //! | frames and retirement | [`pool`] | [`FramePool`], the [`Retire`] hook, [`ReclaimNow`] |
@@ -48,6 +48,8 @@
 pub mod access;
 pub mod addr;
 pub mod build;
+#[cfg(not(loom))]
+pub mod direct;
 pub mod entry;
 pub mod error;
 pub mod format;
@@ -57,6 +59,8 @@ pub mod walk;
 pub use access::{HOST_FRAME_ENTRIES, HOST_FRAME_SIZE, HostFrame, HostMemory, TableAccess};
 pub use addr::{PhysAddr, VaRange, VirtAddr};
 pub use build::{MapRequest, TableBuilder, Unmapped};
+#[cfg(not(loom))]
+pub use direct::DirectMap;
 pub use entry::{Entry, EntryLoc, EntrySnapshot, LeafEntry, MemType, Perms, TableEntry};
 pub use error::{
     AccessError, DecodeError, EncodeError, HostMemoryError, MapError, PoolFull, RangeError,
