@@ -2,6 +2,7 @@
 
 use super::fault::{FaultHandler, NoFault};
 use super::flags::GupFlags;
+use super::held::HeldPages;
 use super::outcome::{GupError, Stop, Taken};
 use crate::guard::WalkGuard;
 use crate::memmap::{MemoryMap, OutsideMap, Pfn, Unit};
@@ -136,6 +137,36 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, M: MemoryMap + ?Sized> Gup<'a
         out: &mut [Pfn],
     ) -> Result<Taken, GupError> {
         self.run::<_, _, AllChecks>(guard, start, len, flags, out, &mut NoFault)
+    }
+
+    /// [`get_pages`](Self::get_pages), returning the pages taken as a
+    /// [`HeldPages`] handle that releases them when dropped (or explicitly
+    /// with [`HeldPages::release`]); `out` holds their PFNs for as long as the
+    /// handle lives.
+    ///
+    /// # Errors
+    ///
+    /// As [`get_pages`](Self::get_pages); nothing is taken then.
+    pub fn get_held<'o, G: WalkGuard + ?Sized>(
+        &self,
+        guard: &G,
+        start: VirtAddr,
+        len: u64,
+        flags: GupFlags,
+        out: &'o mut [Pfn],
+    ) -> Result<HeldPages<'o, M>, GupError>
+    where
+        'a: 'o,
+    {
+        let taken = self.get_pages(guard, start, len, flags, out)?;
+        let hold = if flags.contains(GupFlags::PIN) {
+            Hold::Pin
+        } else {
+            Hold::Ref
+        };
+        // `taken.pages <= out.len()` (`get_pages` fills a prefix of `out`).
+        let pfns = &out[..taken.pages.min(out.len())];
+        Ok(HeldPages::new(self.memmap, pfns, hold, taken.stop))
     }
 
     /// [`get_pages`](Self::get_pages) with a slow path: where the walk stops on

@@ -74,6 +74,7 @@
 mod fast;
 mod fault;
 mod flags;
+mod held;
 mod outcome;
 mod release;
 
@@ -84,5 +85,6 @@ pub mod broken;
 pub use fast::Gup;
 pub use fault::{FaultHandler, NoFault};
 pub use flags::GupFlags;
+pub use held::HeldPages;
 pub use outcome::{GupError, ReleaseError, ReleaseErrorKind, Stop, Taken};
 pub use release::{release, release_run};
