@@ -172,7 +172,7 @@ mod tests {
                 table: PhysAddr(0x1004)
             })
         );
-        let top = u64::MAX & !7;
+        let top = !7u64;
         assert_eq!(err(top, 1), unreachable(top, 1));
         assert_eq!(err(0x1000, usize::MAX), unreachable(0x1000, usize::MAX));
         assert!(err(0x1000, 511).is_none());
