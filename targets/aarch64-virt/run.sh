@@ -74,9 +74,18 @@ else
     CPU=cortex-a72
     SMP=4
 fi
-if [ -n "$BROKEN" ]; then
-    FEATURES=${FEATURES:+$FEATURES,}$BROKEN
-fi
+case "$BROKEN" in
+    "") ;;
+    broken-no-recheck | broken-no-unit-recheck)
+        # Not kernel features: pagepin built without GUP-fast's entry re-check
+        # (--cfg pagepin_broken_no_recheck) or unit re-check (--cfg
+        # pagepin_broken_no_unit_recheck), set only through this variable;
+        # the kernel's `stretch` widens the window they leave open.
+        export CARGO_TARGET_AARCH64_UNKNOWN_NONE_RUSTFLAGS="--cfg pagepin_${BROKEN//-/_}"
+        FEATURES=${FEATURES:+$FEATURES,}stretch
+        ;;
+    *) FEATURES=${FEATURES:+$FEATURES,}$BROKEN ;;
+esac
 VARIANT=g$GRANULE${BROKEN:+-$BROKEN}
 if [ "$MODE" != race ]; then
     VARIANT=$MODE-$VARIANT

@@ -165,6 +165,12 @@ fn violation(what: core::fmt::Arguments<'_>) {
     if VIOLATIONS.fetch_add(1, Ordering::Relaxed) < 12 {
         println!("violation (CPU {}): {}", arch::cpu_index(), what);
     }
+    if cfg!(feature = "stretch") {
+        // A broken-build boot: detected; stop here (a pin on the wrong meta
+        // can leave CPU 0 waiting for ever).
+        println!("pagepin-qemu FAILED: violation in a stretch (broken-build) boot");
+        arch::semihosting_exit(1);
+    }
 }
 
 /// xorshift64*.
@@ -207,9 +213,12 @@ fn slot_va(slot: usize) -> u64 {
 #[derive(Clone, Copy)]
 enum SlotState {
     Empty,
-    /// One block over block-sized unit `unit`.
+    /// One block over block-sized unit `unit`; with `split`, the block's
+    /// pages are single-page units (the memory map's `SPLIT`), mapped by the
+    /// same block entry.
     Huge {
         unit: u64,
+        split: bool,
     },
     /// [`SMALL_SLOT_PAGES`] pages over the single-page units of block `block`.
     Small {
@@ -222,7 +231,7 @@ impl SlotState {
     fn mapped(self) -> Option<(u64, u64, u64)> {
         match self {
             SlotState::Empty => None,
-            SlotState::Huge { unit } => Some((
+            SlotState::Huge { unit, .. } => Some((
                 (HUGE_BASE >> PAGE_SHIFT) + unit * UNIT_PAGES,
                 UNIT_PAGES,
                 BLOCK,
@@ -359,6 +368,8 @@ fn take_bit(mask: &mut u64, r: u64) -> Option<u64> {
 struct TruncaterStats {
     truncates: u64,
     waited: u64,
+    /// Block-sized units split or merged and mapped again at their slot.
+    remaps: u64,
 }
 
 /// Truncates `slot` with the typestate API and returns its units to the free
@@ -426,8 +437,14 @@ fn truncate_slot(
     }
     let (huge_free, small_free) = free_masks;
     match slots[slot] {
-        SlotState::Huge { unit } => {
-            poison(first, pages);
+        SlotState::Huge { unit, split } => {
+            if split {
+                for p in 0..pages {
+                    poison(first + p, 1);
+                }
+            } else {
+                poison(first, pages);
+            }
             *huge_free |= 1 << unit;
         }
         SlotState::Small { block } => {
@@ -462,10 +479,10 @@ fn map_slot(
     let va = slot_va(slot);
     let (state, pa, len, leaf) = if r & (1 << 32) == 0 && *huge_free != 0 {
         let unit = take_bit(huge_free, r >> 16).expect("a free unit");
-        let head = (HUGE_BASE >> PAGE_SHIFT) + unit * UNIT_PAGES;
-        allocate(memmap, head, UNIT_PAGES, slot);
+        let split = (r >> 33) & 1 != 0;
+        allocate_huge(memmap, unit, split, slot);
         (
-            SlotState::Huge { unit },
+            SlotState::Huge { unit, split },
             HUGE_BASE + unit * BLOCK,
             BLOCK,
             BLOCK,
@@ -504,13 +521,59 @@ fn map_slot(
     }
 }
 
-/// The head of the unit containing `pfn`.
+/// The head of the unit containing `pfn` (now).
 fn unit_head(pfn: u64) -> u64 {
-    if pfn >= HUGE_BASE >> PAGE_SHIFT {
-        pfn & !(UNIT_PAGES - 1)
+    memory::unit_of(pfn).0
+}
+
+/// Allocates block-sized unit `unit` for `slot`: merged (one unit) or split
+/// into single-page units. The unit is free (CPU 0 took it from the free
+/// mask), so flipping its split flag is allowed.
+fn allocate_huge(memmap: &KernelMemMap, unit: u64, split: bool, slot: usize) {
+    let head = (HUGE_BASE >> PAGE_SHIFT) + unit * UNIT_PAGES;
+    // Relaxed: published by the Release `allocate` calls below (see
+    // `memory::unit_of`).
+    memory::SPLIT[unit as usize].store(split, Ordering::Relaxed);
+    if split {
+        for p in 0..UNIT_PAGES {
+            allocate(memmap, head + p, 1, slot);
+        }
     } else {
-        pfn
+        allocate(memmap, head, UNIT_PAGES, slot);
     }
+}
+
+/// Maps block-sized unit `unit` (free, taken out of `huge_free` here) at
+/// empty `slot` again, split or merged: the same block entry as before, over
+/// units of another size (what GUP-fast's unit re-check is for).
+fn remap_huge(
+    shared: &'static Shared,
+    tables: &mut Tables<'_>,
+    slots: &mut [SlotState; SLOTS],
+    slot: usize,
+    huge_free: &mut u64,
+    unit: u64,
+    split: bool,
+) {
+    if *huge_free & (1 << unit) == 0 {
+        return;
+    }
+    *huge_free &= !(1 << unit);
+    allocate_huge(&shared.memmap, unit, split, slot);
+    let req = MapRequest::new(
+        VirtAddr(slot_va(slot)),
+        PhysAddr(HUGE_BASE + unit * BLOCK),
+        BLOCK,
+        BLOCK,
+    )
+    .with_perms(file_perms())
+    .with_mem_type(normal());
+    if let Err(e) = tables.map(&req) {
+        violation(format_args!("remap slot {slot}: {e}"));
+        return;
+    }
+    arch::tables_written();
+    slots[slot] = SlotState::Huge { unit, split };
 }
 
 /// CPU 0: the truncater.
@@ -526,6 +589,13 @@ fn truncater(shared: &'static Shared, tables: &mut Tables<'_>) -> TruncaterStats
         let masks = (&mut huge_free, &mut small_free);
         match slots[slot] {
             SlotState::Empty => map_slot(shared, tables, &mut slots, slot, masks, r),
+            SlotState::Huge { unit, split } if (r >> 40) & 1 != 0 => {
+                // Truncate, then split or merge the unit and map it at the
+                // same slot again with the same block entry.
+                truncate_slot(shared, tables, &mut slots, slot, masks, &mut stats);
+                remap_huge(shared, tables, &mut slots, slot, &mut huge_free, unit, !split);
+                stats.remaps += 1;
+            }
             _ => truncate_slot(shared, tables, &mut slots, slot, masks, &mut stats),
         }
     }
@@ -605,6 +675,14 @@ fn walker(shared: &'static Shared, cpu: u64) {
                     "PFN {:#x} pinned through slot {through} but mapped at slot {}",
                     pfn.0,
                     owner as i64 - 1
+                ));
+            }
+            // Invariant 7: the pin is on the meta that counts for the page
+            // now (held pins keep the unit from being split or merged).
+            if memory::counting_meta(pfn.0).pins() == 0 {
+                violation(format_args!(
+                    "PFN {:#x} pinned, but the meta that counts for it (head {:#x}) holds no pin",
+                    pfn.0, head
                 ));
             }
             seen[i] = generation;
@@ -813,13 +891,14 @@ extern "C" fn kernel_main() -> ! {
     println!(
         "pagepin-qemu: {} ms; GUP calls {}, stopped by a changed entry {}, refused (truncating/free) {}; \
          pinned slots already unmapped in the MMU {}; \
-         truncates that waited for pins {}; page tables retired {}, poisoned and reused {}",
+         truncates that waited for pins {}; units split or merged and remapped {}; page tables retired {}, poisoned and reused {}",
         elapsed_ms,
         CALLS.load(Ordering::Relaxed),
         CHANGED.load(Ordering::Relaxed),
         REFUSED.load(Ordering::Relaxed),
         PROBE_FAULTS.load(Ordering::Relaxed),
         stats.waited,
+        stats.remaps,
         retire.retired,
         retire.reused,
     );

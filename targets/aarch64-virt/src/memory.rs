@@ -12,6 +12,69 @@ use pagepin::wait::{WaitSlot, WaitTable};
 use crate::WALKERS;
 use crate::layout::*;
 
+/// Per block-sized unit of the huge region: set while its pages are
+/// single-page units (split), clear while it is one unit (merged). CPU 0
+/// flips it only while every page of the block is free, before the
+/// allocation that publishes the new units.
+pub static SPLIT: [AtomicBool; HUGE_UNITS as usize] =
+    [const { AtomicBool::new(false) }; HUGE_UNITS as usize];
+
+/// The unit containing `pfn` (a data page): its head and its size in pages.
+pub fn unit_of(pfn: u64) -> (u64, u64) {
+    let unit_pages = BLOCK / PAGE;
+    let huge_first = HUGE_BASE >> PAGE_SHIFT;
+    if pfn < huge_first {
+        return (pfn, 1);
+    }
+    // Relaxed: a stale answer is what GUP-fast's unit re-check is for; after
+    // a successful get on the unit's meta (Acquire, reading from the Release
+    // `allocate` that followed the flip) the answer is current and stays so
+    // while the count is held (a unit is split or merged only while free).
+    if SPLIT[((pfn - huge_first) / unit_pages) as usize].load(Ordering::Relaxed) {
+        (pfn, 1)
+    } else {
+        (pfn & !(unit_pages - 1), unit_pages)
+    }
+}
+
+/// The meta that counts for `pfn` now (no stretch: the oracle's lookup).
+pub fn counting_meta(pfn: u64) -> &'static PageMeta {
+    &METAS[meta_index(unit_of(pfn).0)]
+}
+
+/// The "stretch" of the broken-build boots: on a walking CPU, every
+/// [`STRETCH_EVERY`]th call spins for [`STRETCH_NS`] before `MemoryMap::unit`
+/// returns, i.e. between GUP-fast's entry load and its get (the window the
+/// entry and unit re-checks close), long enough for CPU 0 to truncate, free,
+/// split or merge and remap a slot meanwhile. Only in builds with the
+/// `stretch` feature; never in the library.
+fn stretch() {
+    if !cfg!(feature = "stretch") {
+        return;
+    }
+    let cpu = crate::arch::cpu_index() as usize;
+    if cpu == 0 || cpu >= STRETCH_CALLS.len() {
+        return;
+    }
+    // Relaxed: a per-CPU call counter, only this CPU touches its slot.
+    let calls = STRETCH_CALLS[cpu].fetch_add(1, Ordering::Relaxed);
+    if calls % STRETCH_EVERY != 0 {
+        return;
+    }
+    let (start, freq) = crate::arch::counter();
+    let ticks = STRETCH_NS * freq / 1_000_000_000;
+    while crate::arch::counter().0.wrapping_sub(start) < ticks {
+        core::hint::spin_loop();
+    }
+}
+
+/// Calls of `unit` per walking CPU (the stretch's pacing).
+static STRETCH_CALLS: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
+/// How long one stretch spins.
+const STRETCH_NS: u64 = 10_000_000;
+/// One call of `unit` in this many stretches.
+const STRETCH_EVERY: u64 = 32;
+
 /// The page-table frames: every table the MMU and GUP-fast walk is one of
 /// these (the builder's pool holds exactly them).
 pub static TABLES: [Frame; TABLE_FRAMES] =
@@ -125,8 +188,10 @@ impl KernelMemMap {
 
 // SAFETY: (1) `unit` returns the block containing `pfn` (head aligned down to
 // the block's pages) or `pfn` alone, after checking `pfn` is a data page; (2)
-// the split is fixed by address, so every PFN of a unit computes the same head,
-// size and meta, and units are never split or merged; (3) the metas are a
+// every PFN of a unit computes the same head, size and meta from the same
+// `SPLIT` flag, and a block-sized unit is split or merged (its flag flipped)
+// only while all its pages are free, by CPU 0, before the Release `allocate`
+// of the new units, so a count held on a unit's meta keeps the answer; (3) the metas are a
 // static array; (4) `wake` bumps the slot `wait_slot` returns (same hash) and
 // the only waiter kind, `SpinWaiter`, polls it.
 unsafe impl MemoryMap for KernelMemMap {
@@ -136,12 +201,8 @@ unsafe impl MemoryMap for KernelMemMap {
         if !(DATA_FIRST..DATA_END).contains(&pfn.0) {
             return Err(OutsideMap { pfn });
         }
-        let unit_pages = BLOCK / PAGE;
-        let (head, pages) = if pfn.0 >= HUGE_BASE >> PAGE_SHIFT {
-            (pfn.0 & !(unit_pages - 1), unit_pages)
-        } else {
-            (pfn.0, 1)
-        };
+        let (head, pages) = unit_of(pfn.0);
+        stretch();
         Ok(Unit {
             head: Pfn(head),
             pages,
