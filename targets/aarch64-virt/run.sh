@@ -14,7 +14,10 @@
 #
 #   bash targets/aarch64-virt/run.sh 4k|64k --broken FEATURE [--runs N]
 #       Builds with a deliberately broken cargo feature (broken-no-drain,
-#       broken-early-table-reuse, broken-no-tlbi) and boots it N times
+#       broken-early-table-reuse, broken-no-tlbi), or pagepin without a
+#       GUP-fast re-check (broken-no-recheck, broken-no-unit-recheck: the
+#       library cfgs through CARGO_TARGET_AARCH64_UNKNOWN_NONE_RUSTFLAGS, plus
+#       the kernel's `stretch` feature), and boots it N times
 #       (default 20); prints how many runs detected it (violations > 0, an
 #       exception, or a non-zero status). Exits 0 whatever the rate.
 #

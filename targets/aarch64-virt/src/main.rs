@@ -69,6 +69,20 @@
 //! tables without waiting for the epoch; `--features broken-no-tlbi` skips the
 //! TLB invalidation after unmapping. `run.sh 4k --broken FEATURE --runs 20`
 //! boots one repeatedly and reports how often the checks catch it.
+//!
+//! `--broken broken-no-recheck` and `--broken broken-no-unit-recheck` break
+//! the library instead: pagepin's GUP-fast built without its entry re-check
+//! (`--cfg pagepin_broken_no_recheck`) or its unit-identity re-check (`--cfg
+//! pagepin_broken_no_unit_recheck`), with the kernel's `stretch` feature,
+//! which makes a walking CPU's `MemoryMap::unit` spin 10 ms (between
+//! GUP-fast's entry load and its get) on every lookup of a block-sized unit
+//! and on every 32nd other call. The unit re-check matters
+//! because CPU 0 also truncates a block-mapped slot and maps the same
+//! 2 MiB (512 MiB) unit at the same slot again, split into single-page units
+//! or merged back, with the same block entry; each walker checks that every
+//! page it holds is pinned on the meta that counts for it now
+//! (`memory::counting_meta`), DESIGN.md's invariant 7. A stretch boot stops
+//! at its first violation.
 
 #![no_std]
 #![no_main]

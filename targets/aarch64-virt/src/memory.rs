@@ -42,13 +42,13 @@ pub fn counting_meta(pfn: u64) -> &'static PageMeta {
     &METAS[meta_index(unit_of(pfn).0)]
 }
 
-/// The "stretch" of the broken-build boots: on a walking CPU, every
-/// [`STRETCH_EVERY`]th call spins for [`STRETCH_NS`] before `MemoryMap::unit`
+/// The "stretch" of the broken-build boots: on a walking CPU, every lookup
+/// of a block-sized unit and every [`STRETCH_EVERY`]th other call spins for [`STRETCH_NS`] before `MemoryMap::unit`
 /// returns, i.e. between GUP-fast's entry load and its get (the window the
 /// entry and unit re-checks close), long enough for CPU 0 to truncate, free,
 /// split or merge and remap a slot meanwhile. Only in builds with the
 /// `stretch` feature; never in the library.
-fn stretch() {
+fn stretch(block_unit: bool) {
     if !cfg!(feature = "stretch") {
         return;
     }
@@ -58,7 +58,7 @@ fn stretch() {
     }
     // Relaxed: a per-CPU call counter, only this CPU touches its slot.
     let calls = STRETCH_CALLS[cpu].fetch_add(1, Ordering::Relaxed);
-    if calls % STRETCH_EVERY != 0 {
+    if !block_unit && calls % STRETCH_EVERY != 0 {
         return;
     }
     let (start, freq) = crate::arch::counter();
@@ -202,7 +202,7 @@ unsafe impl MemoryMap for KernelMemMap {
             return Err(OutsideMap { pfn });
         }
         let (head, pages) = unit_of(pfn.0);
-        stretch();
+        stretch(pages > 1);
         Ok(Unit {
             head: Pfn(head),
             pages,
