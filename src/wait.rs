@@ -99,12 +99,6 @@ impl WaitSlot {
         self.wakes.load(Ordering::Acquire) != ticket.seen
     }
 
-    /// The wake count: a waiter parks until it differs from its ticket's.
-    #[inline]
-    pub fn wake_count(&self) -> &AtomicU64 {
-        &self.wakes
-    }
-
     /// Registered waiters (a snapshot).
     #[inline]
     pub fn waiters(&self) -> usize {
@@ -137,14 +131,6 @@ impl WaitSlot {
 #[must_use = "a registration must be ended with `WaitSlot::deregister`"]
 pub struct WaitTicket {
     seen: u64,
-}
-
-impl WaitTicket {
-    /// The slot's wake count when the waiter registered.
-    #[inline]
-    pub fn seen(&self) -> u64 {
-        self.seen
-    }
 }
 
 /// A fixed table of `SLOTS` wait slots, hashed by head PFN. `SLOTS` must be a

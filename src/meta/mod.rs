@@ -36,10 +36,7 @@ pub use error::{
     AllocError, FreeError, GetError, GetErrorKind, MarkError, PutError, UnmarkError, Wake,
 };
 pub use get_path::{CasLoop, DefaultGetPath, FetchAddUndo, GetPath, SafeGetPath};
-pub use word::{
-    COUNT_BITS, COUNT_MAX, HEADROOM, Hold, MAX_BATCH, MAX_CPUS, MetaFlags, MetaWord, PINS_SHIFT,
-    REFS_SHIFT,
-};
+pub use word::{COUNT_MAX, HEADROOM, Hold, MAX_BATCH, MAX_CPUS, MetaFlags, MetaWord};
 
 use crate::sync::{AtomicU64, Ordering, op_count, spin_wait_hint};
 

@@ -48,13 +48,13 @@ use bitflags::bitflags;
 use static_assertions::const_assert;
 
 /// Bit position of the reference count.
-pub const REFS_SHIFT: u32 = 0;
+pub(crate) const REFS_SHIFT: u32 = 0;
 /// Bit position of the pin count.
-pub const PINS_SHIFT: u32 = 30;
+pub(crate) const PINS_SHIFT: u32 = 30;
 /// Width of each count field in bits.
-pub const COUNT_BITS: u32 = 30;
+pub(crate) const COUNT_BITS: u32 = 30;
 /// Mask of one count field, shifted down to bit 0.
-pub const COUNT_FIELD_MASK: u64 = (1 << COUNT_BITS) - 1;
+pub(crate) const COUNT_FIELD_MASK: u64 = (1 << COUNT_BITS) - 1;
 
 /// Largest number of base pages one read-modify-write adds or removes: a 1 GiB leaf
 /// of 4 KiB pages. Larger leaves take several RMWs.
@@ -94,7 +94,7 @@ const_assert!(
 );
 
 /// Bits that no operation ever sets (62 and 63).
-pub const RESERVED_MASK: u64 = 0b11 << 62;
+pub(crate) const RESERVED_MASK: u64 = 0b11 << 62;
 
 bitflags! {
     /// State bits of the metadata word.
@@ -126,17 +126,11 @@ pub enum Hold {
 impl Hold {
     /// Bit position of this count's field.
     #[inline]
-    pub const fn shift(self) -> u32 {
+    pub(crate) const fn shift(self) -> u32 {
         match self {
             Hold::Ref => REFS_SHIFT,
             Hold::Pin => PINS_SHIFT,
         }
-    }
-
-    /// The word-sized increment of one page of this count.
-    #[inline]
-    pub const fn unit(self) -> u64 {
-        1 << self.shift()
     }
 }
 
@@ -267,7 +261,7 @@ mod tests {
         assert_eq!(MetaWord::FREE.flags(), MetaFlags::FREE);
         assert!(MetaWord::FREE.is_idle());
         assert!(MetaWord::ALLOCATED_IDLE.is_idle());
-        assert_eq!(Hold::Ref.unit(), 1);
-        assert_eq!(Hold::Pin.unit(), 1 << 30);
+        assert_eq!(MetaWord(0).plus(Hold::Ref, 1).raw(), 1);
+        assert_eq!(MetaWord(0).plus(Hold::Pin, 1).raw(), 1 << 30);
     }
 }
