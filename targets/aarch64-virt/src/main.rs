@@ -607,7 +607,15 @@ fn truncater(shared: &'static Shared, tables: &mut Tables<'_>) -> TruncaterStats
                 // Truncate, then split or merge the unit and map it at the
                 // same slot again with the same block entry.
                 truncate_slot(shared, tables, &mut slots, slot, masks, &mut stats);
-                remap_huge(shared, tables, &mut slots, slot, &mut huge_free, unit, !split);
+                remap_huge(
+                    shared,
+                    tables,
+                    &mut slots,
+                    slot,
+                    &mut huge_free,
+                    unit,
+                    !split,
+                );
                 stats.remaps += 1;
             }
             _ => truncate_slot(shared, tables, &mut slots, slot, masks, &mut stats),

@@ -58,7 +58,7 @@ fn stretch(block_unit: bool) {
     }
     // Relaxed: a per-CPU call counter, only this CPU touches its slot.
     let calls = STRETCH_CALLS[cpu].fetch_add(1, Ordering::Relaxed);
-    if !block_unit && calls % STRETCH_EVERY != 0 {
+    if !block_unit && !calls.is_multiple_of(STRETCH_EVERY) {
         return;
     }
     let (start, freq) = crate::arch::counter();
