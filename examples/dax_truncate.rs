@@ -98,17 +98,25 @@
 //!
 //! # Test pressure
 //!
-//! A GUP-fast call's windows (between an entry's load and the get, and
-//! between the unit lookup and the get) are nanoseconds long. To show that the
-//! re-checks are needed, [`DaxMap::unit`] sleeps for [`PRESSURE_US`] µs on
-//! one of every [`PRESSURE_EVERY`] lookups a walker makes inside GUP-fast
-//! (never in the truncater, the oracle or releases): a lookup is allowed to
-//! be slow (a kernel's may take a cache miss, an interrupt, a preemption of a
-//! virtual CPU), and it sits in both windows. With the re-checks the run stays
-//! clean; built without one (`--cfg pagepin_broken_no_recheck` or
-//! `--cfg pagepin_broken_no_unit_recheck`) most runs report violations.
-//! Walkers and the truncater prefer a hot eighth of the file half of the time,
-//! so that a stalled walker often looks at a block being truncated.
+//! A GUP-fast call's windows (from an entry's load to the get, and from the
+//! unit lookup to the get) are nanoseconds wide, and a truncate of the one
+//! block a walker is in them for is rare. To show that the re-checks are
+//! needed, one GUP-fast call in [`STALL_EVERY`] arms a stall: its first
+//! [`DaxMap::unit`] lookup returns only after the truncater has had a go at
+//! the file block holding that page, or after [`STALL_MAX`] (the walker
+//! publishes the PFN in `DaxMap::stalled`; the truncater, at its next step,
+//! truncates that block or punches a hole in it, and half of the time refills
+//! it at once, at the same offset, with the other unit size; the LIFO
+//! allocator hands the same physical block back, so the entries come back
+//! bit for bit, while the unit that counts for the page changed). The stall
+//! comes after the lookup, so the walker's answer is the old one. A lookup is
+//! allowed to be slow (a cache miss, an interrupt, a preempted virtual CPU),
+//! and the stall only schedules the truncater adversarially: it changes
+//! nothing the protocol relies on. With the re-checks the run stays clean;
+//! built without one (`--cfg pagepin_broken_no_recheck` or `--cfg
+//! pagepin_broken_no_unit_recheck`) it reports violations. Time spent
+//! stalled is left out of `ns_per_op`. Walkers and the truncater also prefer
+//! a hot eighth of the file half of the time.
 //!
 //! The last line printed is
 //!
@@ -120,8 +128,9 @@
 //! (2 MiB units split into 4 KiB units, and merged back); `leases_revoked`
 //! counts leases whose holders gave their pins back on revocation;
 //! `ns_per_op` is walker wall time per GUP-fast call (pin or reference, check
-//! and release of up to 600 pages). Runs over 10 s print a progress line on
-//! stderr every 5 s.
+//! and release of up to 600 pages), stalls left out. Runs over 10 s print a
+//! progress line on stderr every 5 s. The process exits with status 1 on a
+//! violation.
 
 use std::cell::Cell;
 use std::sync::OnceLock;
