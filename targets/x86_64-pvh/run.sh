@@ -23,7 +23,7 @@
 #       walker ignores table entries' R/W, U/S and XD).
 #
 # Environment: KERNEL_ARGS (more kernel command-line words, e.g. `guard=epoch
-# stretch=20000`: the race's walkers in epoch read sections with interrupts
+# stretch=2000`: the race's walkers in epoch read sections with interrupts
 # on, their memory-map lookups stretched), ROUNDS (race: writer rounds, default 1000; sweep: table sets
 # swept, default 1000), SEED (default: from the
 # clock; printed), CPUS (default 4), BOOT_TIMEOUT (seconds per boot, default
@@ -119,7 +119,7 @@ case "$BROKEN" in
         # window between the entry load and the get (KERNEL_ARGS overrides).
         cfg=pagepin_$BROKEN
         export CARGO_TARGET_X86_64_UNKNOWN_NONE_RUSTFLAGS="-C relocation-model=static --cfg ${cfg//-/_}"
-        KERNEL_ARGS=${KERNEL_ARGS-guard=epoch stretch=20000}
+        KERNEL_ARGS=${KERNEL_ARGS-guard=epoch stretch=2000}
         ;;
 esac
 if [ -n "$BROKEN" ] && [ -z "${CARGO_TARGET_X86_64_UNKNOWN_NONE_RUSTFLAGS:-}" ]; then

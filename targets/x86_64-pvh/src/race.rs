@@ -245,13 +245,18 @@ impl Rng {
     }
 }
 
+/// Truncates CPU 0 has finished (for [`Stretched`]).
+static TRUNCATES_DONE: AtomicU64 = AtomicU64::new(0);
+
 /// The memory map as the walkers see it in a *stretch* boot (`stretch=N`):
-/// every eighth lookup spins about `N` pauses before answering. GUP-fast looks
-/// a page's unit up between its load of the entry and its get, so this widens
+/// every eighth lookup waits, before answering, until CPU 0 has finished four
+/// more truncates, or for at most `N` pause loops of 100. GUP-fast looks a
+/// page's unit up between its load of the entry and its get, so this widens
 /// the window in which the entry can be cleared, the unit freed and allocated
-/// again (the window the re-checks close) from a few instructions to
-/// microseconds. Test instrumentation of this kernel only; pagepin is
-/// unchanged.
+/// again (the window the re-checks close) from a few instructions to four
+/// truncates, whatever the host's load does to the vCPUs' relative speed.
+/// (Bounded: the walker may hold pins that the truncate's drain waits for.)
+/// Test instrumentation of this kernel only; pagepin is unchanged.
 struct Stretched {
     map: &'static HostMemMap<'static>,
     spins: u64,
@@ -267,7 +272,15 @@ unsafe impl MemoryMap for Stretched {
         let calls = self.calls.get().wrapping_add(1);
         self.calls.set(calls);
         if self.spins != 0 && calls.is_multiple_of(8) {
-            cpu::pause(self.spins);
+            // Relaxed: only a progress hint; nothing is read through it.
+            let start = TRUNCATES_DONE.load(Ordering::Relaxed);
+            for _ in 0..self.spins {
+                // Relaxed: as above.
+                if TRUNCATES_DONE.load(Ordering::Relaxed) >= start + 4 {
+                    break;
+                }
+                cpu::pause(100);
+            }
         }
         self.map.unit(pfn)
     }
@@ -504,6 +517,17 @@ fn poison(first: Pfn, pages: u64, unit_pages: u64) {
     }
 }
 
+/// Which of `len` free units to allocate: half the time the one freed last
+/// (an allocator's hot list: the unit a walker may still be looking at comes
+/// back at once, under another slot), else one at random.
+fn reuse(r: u64, pick: usize, len: usize) -> usize {
+    if r & (1 << 40) != 0 {
+        len - 1
+    } else {
+        pick % len
+    }
+}
+
 /// CPU 0's side: `rounds` operations, each mapping an empty slot or truncating
 /// a mapped one, on `tables` (the live tables every CPU runs on).
 pub fn writer<F: PagingFormat>(
@@ -550,13 +574,13 @@ pub fn writer<F: PagingFormat>(
             }
             SlotState::Empty => {
                 if r & (1 << 32) == 0 && !huge_free.is_empty() {
-                    let unit = huge_free.swap_remove(pick % huge_free.len());
+                    let unit = huge_free.swap_remove(reuse(r, pick, huge_free.len()));
                     let pa = DATA_BASE + unit * MIB2;
                     allocate(Pfn(pa / KIB4), 512, slot);
                     map(tables, pa, MIB2, MIB2);
                     state[slot] = SlotState::Huge { unit };
                 } else if !small_free.is_empty() {
-                    let block = small_free.swap_remove(pick % small_free.len());
+                    let block = small_free.swap_remove(reuse(r, pick, small_free.len()));
                     let pa = SMALL_BASE + block * SMALL_SLOT_PAGES * KIB4;
                     for i in 0..SMALL_SLOT_PAGES {
                         allocate(Pfn(pa / KIB4 + i), 1, slot);
@@ -630,6 +654,8 @@ pub fn writer<F: PagingFormat>(
                 }
                 state[slot] = SlotState::Empty;
                 counts.truncates += 1;
+                // Relaxed: a progress hint for stretched walkers.
+                TRUNCATES_DONE.fetch_add(1, Ordering::Relaxed);
                 // Detached tables whose shootdown is done: poisoned and back in
                 // the pool, to be zero-filled and reused by the next map.
                 if let Err(e) = tables.reclaim() {
