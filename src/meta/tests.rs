@@ -290,8 +290,11 @@ fn undo_never_borrows_after_a_bogus_release() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "op-count"),
+    ignore = "counts RMWs: run with --features op-count"
+)]
 fn one_rmw_per_uncontended_operation() {
-    const { assert!(op_count::ENABLED, "the crate's tests enable op-count") };
     each_path(|path, get| {
         let m = PageMeta::new_allocated();
         op_count::reset();
@@ -330,6 +333,10 @@ fn errors_display() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "op-count"),
+    ignore = "counts RMWs: run with --features op-count"
+)]
 fn mark_never_sets_truncating_on_a_free_word() {
     // A free word, bare or carrying a speculative getter's transient: the mark
     // is refused without a single RMW, so `FREE | TRUNCATING` never exists and a
@@ -403,6 +410,10 @@ fn racing_marks_on_an_allocated_page_one_wins() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "op-count"),
+    ignore = "counts RMWs: run with --features op-count"
+)]
 fn mark_keeps_the_counts() {
     let m = meta_with(allocated(2, 3));
     op_count::reset();
@@ -416,6 +427,10 @@ fn mark_keeps_the_counts() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "op-count"),
+    ignore = "counts RMWs: run with --features op-count"
+)]
 fn free_marked_frees_only_a_marked_idle_page() {
     // Marked and idle: freed, mark cleared.
     let m = PageMeta::new_allocated();
