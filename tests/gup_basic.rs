@@ -108,7 +108,10 @@ fn head_meta<'m>(memmap: &'m HostMemMap<'_>, pa: u64) -> &'m PageMeta {
 }
 
 #[test]
-#[cfg_attr(not(feature = "op-count"), ignore = "counts RMWs: run with --features op-count")]
+#[cfg_attr(
+    not(feature = "op-count"),
+    ignore = "counts RMWs: run with --features op-count"
+)]
 fn small_leaves_one_rmw_each() {
     let va = 0x40_0000;
     with_gup::<Paging4Level>(&[map(va, SMALL, 16 * KIB4, KIB4)], |gup, _| {
@@ -134,7 +137,10 @@ fn small_leaves_one_rmw_each() {
 }
 
 #[test]
-#[cfg_attr(not(feature = "op-count"), ignore = "counts RMWs: run with --features op-count")]
+#[cfg_attr(
+    not(feature = "op-count"),
+    ignore = "counts RMWs: run with --features op-count"
+)]
 fn a_huge_leaf_over_its_unit_is_one_rmw() {
     // 2 MiB leaves over 2 MiB units (4-level) and a 1 GiB leaf over a 1 GiB unit
     // (5-level): one RMW each, counted on the head.
@@ -177,7 +183,10 @@ fn a_huge_leaf_over_its_unit_is_one_rmw() {
 }
 
 #[test]
-#[cfg_attr(not(feature = "op-count"), ignore = "counts RMWs: run with --features op-count")]
+#[cfg_attr(
+    not(feature = "op-count"),
+    ignore = "counts RMWs: run with --features op-count"
+)]
 fn a_huge_leaf_over_small_units_counts_each() {
     let va = 0x4000_0000;
     with_gup::<Paging4Level>(&[map(va, SMALL, MIB2, MIB2)], |gup, _| {
@@ -611,7 +620,10 @@ fn the_recheck_catches_a_leaf_or_parent_change() {
 /// middle of a later batch undoes exactly the leaves the batched re-check says
 /// (from the changed leaf on; the whole batch for a changed parent).
 #[test]
-#[cfg_attr(not(feature = "op-count"), ignore = "counts RMWs: run with --features op-count")]
+#[cfg_attr(
+    not(feature = "op-count"),
+    ignore = "counts RMWs: run with --features op-count"
+)]
 fn batches_across_tables_keep_one_rmw_per_leaf_and_stop_exactly() {
     const LEAVES: u64 = 1000;
     let va = 0x40_0000 - 100 * KIB4; // leaves 0..100 in one table, the rest in the next ones
@@ -751,7 +763,10 @@ fn double_release_is_a_typed_error() {
 }
 
 #[test]
-#[cfg_attr(not(feature = "op-count"), ignore = "counts RMWs: run with --features op-count")]
+#[cfg_attr(
+    not(feature = "op-count"),
+    ignore = "counts RMWs: run with --features op-count"
+)]
 fn the_toy_format_works_too() {
     use pagepin::table::Toy;
     with_gup::<Toy>(
@@ -786,7 +801,10 @@ fn the_toy_format_works_too() {
 /// a start inside a leaf, whole leaves in runs, a leaf cut by the output, and
 /// one RMW per 4 KiB unit.
 #[test]
-#[cfg_attr(not(feature = "op-count"), ignore = "counts RMWs: run with --features op-count")]
+#[cfg_attr(
+    not(feature = "op-count"),
+    ignore = "counts RMWs: run with --features op-count"
+)]
 fn multi_page_leaves_in_runs() {
     use pagepin::arch::aarch64::Stage1G64K48;
     const KIB64: u64 = 64 << 10;

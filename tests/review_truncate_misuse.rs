@@ -216,7 +216,10 @@ fn cancel_after_a_stolen_mark_never_frees_under_the_pin_that_got_through() {
         (Pfn(BASE + 8), FreeError::NotMarked, 0, 1)
     );
     assert!(!metas[8].is_free(), "never freed under the pin");
-    assert!(!metas[8].put(Hold::Pin, 1).unwrap().is_due(), "not truncating any more");
+    assert!(
+        !metas[8].put(Hold::Pin, 1).unwrap().is_due(),
+        "not truncating any more"
+    );
     assert!(metas[8].load().is_idle() && !metas[8].is_truncating());
 }
 

@@ -466,7 +466,10 @@ fn a_memory_map_reaching_the_last_pfn() {
 }
 
 #[test]
-#[cfg_attr(not(feature = "op-count"), ignore = "counts RMWs: run with --features op-count")]
+#[cfg_attr(
+    not(feature = "op-count"),
+    ignore = "counts RMWs: run with --features op-count"
+)]
 fn releasing_a_unit_at_the_last_pfn_takes_one_rmw() {
     let metas: Vec<PageMeta> = (0..1024).map(|_| PageMeta::new_allocated()).collect();
     let map = top_map(&metas);

@@ -417,7 +417,10 @@ impl Waiter for ReleaseOnPark<'_> {
 }
 
 #[test]
-#[cfg_attr(not(feature = "op-count"), ignore = "counts RMWs: run with --features op-count")]
+#[cfg_attr(
+    not(feature = "op-count"),
+    ignore = "counts RMWs: run with --features op-count"
+)]
 fn one_pass_to_mark_and_one_park_per_set() {
     let host = Host::new();
     let memmap = host.memmap();
