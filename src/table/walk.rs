@@ -63,7 +63,8 @@ pub(crate) fn load_entry<F: PagingFormat, A: TableAccess + ?Sized>(
 /// Decodes the raw entry `raw` found at `loc` while walking `va`, and checks
 /// the format's contract on it: a leaf only at a level that holds leaves, a
 /// table pointer only at a level that holds tables. A leaf's permissions are
-/// limited by `grants`, the grants of the table entries above it. The one
+/// limited by `grants`, the grants of the table entries above it
+/// ([`PagingFormat::limit_leaf`]). The one
 /// place where a walk, the builder and GUP-fast turn a raw entry into an
 /// [`Entry`].
 ///
@@ -83,7 +84,7 @@ pub(crate) fn decode_checked<F: PagingFormat>(
     match F::decode(raw, loc.level) {
         Ok(Entry::Absent) => Ok(Entry::Absent),
         Ok(Entry::Leaf(mut leaf)) if F::GEOMETRY.holds_leaves(loc.level) => {
-            leaf.perms = leaf.perms.limited_by(grants);
+            leaf.perms = F::limit_leaf(raw, leaf.perms, grants);
             Ok(Entry::Leaf(leaf))
         }
         Ok(Entry::Table(next)) if F::GEOMETRY.holds_tables(loc.level) => Ok(Entry::Table(next)),

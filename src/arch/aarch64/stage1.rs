@@ -35,7 +35,11 @@
 //!   [`Perms::WRITE`] (APTable\[1\]) and [`Perms::EXEC`] when *either* XNTable
 //!   bit is set. The walker's grants cannot tell which privilege a leaf is
 //!   executed at, so it errs on the safe side: a leaf reported executable
-//!   always is.
+//!   always is. A user leaf under APTable\[0\] becomes a privileged leaf, so
+//!   its [`Perms::EXEC`] is then PXN clear, not UXN clear
+//!   ([`limit_leaf`](PagingFormat::limit_leaf); found by the MMU sweep of
+//!   `targets/aarch64-virt`, which checks every walk against `AT` and real
+//!   instruction fetches).
 //!
 //! Canonical addresses: the TTBR0 range (`0 .. 2^VA_BITS`, bits above
 //! `VA_BITS` zero) or, with `TTBR1 = true`, the TTBR1 range (`2^64 - 2^VA_BITS
@@ -274,6 +278,24 @@ unsafe impl<const GRANULE_SHIFT: u32, const VA_BITS: u32, const TTBR1: bool> Pag
             UXN | flag(no_exec, PXN)
         };
         Ok(raw)
+    }
+
+    /// A user leaf under a table descriptor with APTable\[0\] (no EL0 access
+    /// below) is reachable only from EL1, so its [`Perms::EXEC`] (UXN clear:
+    /// executable at EL0) no longer says anything: it is executable at EL1 only
+    /// if PXN is clear and the leaf does not grant EL0 write access (Arm ARM
+    /// D8.4 "Memory access control": memory writable at EL0 is implicitly PXN; whether that looks at
+    /// the leaf's AP or at the hierarchical result, a leaf reported executable
+    /// then always is).
+    #[inline]
+    fn limit_leaf(raw: u64, leaf: Perms, grants: Perms) -> Perms {
+        let mut perms = leaf.limited_by(grants);
+        if leaf.contains(Perms::USER) && !grants.contains(Perms::USER) {
+            let el0_writable = raw & AP_RDONLY == 0 || raw & DBM != 0;
+            let el1_exec = raw & PXN == 0 && !el0_writable;
+            perms.set(Perms::EXEC, el1_exec && grants.contains(Perms::EXEC));
+        }
+        perms
     }
 }
 

@@ -10,7 +10,7 @@
 pub mod toy;
 
 use super::addr::{PhysAddr, VirtAddr};
-use super::entry::{Entry, LeafEntry};
+use super::entry::{Entry, LeafEntry, Perms};
 use super::error::{DecodeError, EncodeError};
 
 /// The deepest walk any format may have (aarch64 with 4 KiB granules and LPA2,
@@ -248,6 +248,10 @@ impl Geometry {
 ///    of `2^va_bits` addresses: if two addresses of one window are canonical, so
 ///    is every address between them. Only the low
 ///    [`va_bits`](Geometry::va_bits) of an address select its entries.
+/// 7. [`limit_leaf`](Self::limit_leaf) is pure and never reports a
+///    permission the leaf's own permissions limited by the grants
+///    ([`Perms::limited_by`](super::Perms::limited_by)) do not have: it may only
+///    take more away.
 ///
 /// # Safety
 ///
@@ -291,6 +295,18 @@ pub unsafe trait PagingFormat: 'static {
     /// or too large address, [`EncodeError::UnsupportedPerms`] and
     /// [`EncodeError::UnsupportedMemType`] for attributes the format cannot hold.
     fn encode_leaf(leaf: &LeafEntry, level: usize) -> Result<u64, EncodeError>;
+
+    /// The permissions of the leaf `raw` (whose own permissions `decode`
+    /// reported as `leaf`) under table entries that grant `grants`. The
+    /// default is [`leaf.limited_by(grants)`](super::Perms::limited_by); a
+    /// format whose permission bits mean different things once a grant is
+    /// taken away overrides it (aarch64 stage 1: a user leaf under APTable\[0\]
+    /// is a privileged leaf, executable only if PXN is clear).
+    #[inline]
+    fn limit_leaf(raw: u64, leaf: Perms, grants: Perms) -> Perms {
+        let _ = raw;
+        leaf.limited_by(grants)
+    }
 }
 
 #[cfg(test)]

@@ -422,3 +422,45 @@ fn canonical_addresses_of_both_ttbr_ranges() {
     assert!(!G4K48::is_canonical(VirtAddr(0x5a00_0000_0000_1000)));
     assert_eq!(GRANULE_4K, 12);
 }
+
+/// Found by the MMU sweep (`targets/aarch64-virt`, `run.sh sweep`): a user,
+/// EL0-executable leaf (PXN set, UXN clear) under a table descriptor with
+/// APTable[0] is privileged only, and the MMU refuses an EL1 fetch (PXN). Raw
+/// entries from the sweep's report (4 KiB granule, VA 0x8000_0004_0000).
+#[test]
+fn a_user_leaf_under_aptable0_is_executable_only_if_pxn_is_clear() {
+    let table = 0x2000_0000_447f_c003; // APTable[0]
+    let Ok(Entry::Table(t)) = G4K48::decode(table, 2) else {
+        panic!("a table descriptor")
+    };
+    assert!(!t.grants.contains(Perms::USER));
+    let leaf = 0x0020_0000_8000_57c7; // AP[2:1] = 11 (EL0 read-only), AF, PXN
+    let Ok(Entry::Leaf(l)) = G4K48::decode(leaf, 3) else {
+        panic!("a page")
+    };
+    assert!(
+        l.perms.contains(Perms::USER | Perms::EXEC),
+        "EL0-executable"
+    );
+    let under = G4K48::limit_leaf(leaf, l.perms, t.grants);
+    assert_eq!(
+        under,
+        Perms::READ | Perms::ACCESSED | Perms::GLOBAL,
+        "privileged only, and PXN: not executable"
+    );
+    // The same leaf with PXN clear (not what the encoder writes) is
+    // executable at EL1; EL0-writable with PXN clear it is implicitly PXN.
+    let pxn_clear = leaf & !PXN;
+    let l = G4K48::limit_leaf(pxn_clear, l.perms, t.grants);
+    assert!(l.contains(Perms::EXEC) && !l.contains(Perms::USER));
+    let writable = (leaf & !PXN & !AP_RDONLY) | DBM;
+    let Ok(Entry::Leaf(w)) = G4K48::decode(writable, 3) else {
+        panic!("a page")
+    };
+    assert!(!G4K48::limit_leaf(writable, w.perms, t.grants).contains(Perms::EXEC));
+    // Without APTable[0] nothing changes: the default limiting.
+    assert_eq!(
+        G4K48::limit_leaf(leaf, w.perms, Perms::GRANTS),
+        w.perms.limited_by(Perms::GRANTS)
+    );
+}
