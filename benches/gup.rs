@@ -68,7 +68,8 @@ fn gup_case<F: PagingFormat>(
         .collect();
     slots.push(PhysAddr(0x10_0000));
     let mut tables =
-        TableBuilder::<F, _, _>::new(&memory, FramePool::new(&mut slots), ReclaimNow).unwrap();
+        // SAFETY: no walker or MMU reads these tables while the builder unmaps.
+        TableBuilder::<F, _, _>::new(&memory, FramePool::new(&mut slots), unsafe { ReclaimNow::new() }).unwrap();
     tables
         .map(
             &MapRequest::new(VirtAddr(VA), PhysAddr(DATA), GIB1, leaf)
@@ -102,7 +103,8 @@ fn floor_case(g: &mut BenchmarkGroup<'_, WallTime>) {
     let memory = HostMemory::new(&frames, PhysAddr(0x10_0000)).unwrap();
     let mut slots: Vec<PhysAddr> = memory.frame_pas().collect();
     let mut tables =
-        TableBuilder::<Paging4Level, _, _>::new(&memory, FramePool::new(&mut slots), ReclaimNow)
+        // SAFETY: no walker or MMU reads these tables while the builder unmaps.
+        TableBuilder::<Paging4Level, _, _>::new(&memory, FramePool::new(&mut slots), unsafe { ReclaimNow::new() })
             .unwrap();
     tables
         .map(&MapRequest::new(VirtAddr(VA), PhysAddr(DATA), GIB1, KIB4))

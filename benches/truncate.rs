@@ -44,15 +44,13 @@ fn bench(c: &mut Criterion) {
     let frames: Vec<HostFrame> = (0..600).map(|_| HostFrame::new()).collect();
     let memory = HostMemory::new(&frames, PhysAddr(0x10_0000)).unwrap();
     let mut slots: Vec<PhysAddr> = memory.frame_pas().collect();
-    let mut spaces =
-        [
-            TableBuilder::<Paging4Level, _, _>::new(
-                &memory,
-                FramePool::new(&mut slots),
-                ReclaimNow,
-            )
-            .unwrap(),
-        ];
+    let mut spaces = [TableBuilder::<Paging4Level, _, _>::new(
+        &memory,
+        FramePool::new(&mut slots),
+        // SAFETY: no walker or MMU reads these tables while the builder unmaps.
+        unsafe { ReclaimNow::new() },
+    )
+    .unwrap()];
     let request = MapRequest::new(VirtAddr(VA), PhysAddr(DATA), GIB1, KIB4)
         .with_perms(Perms::READ | Perms::WRITE);
     let extent = Extent::new(Pfn(DATA >> 12), PAGES as u64);

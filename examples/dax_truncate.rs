@@ -514,7 +514,10 @@ struct PoisonRetire<'a> {
     retired: u64,
 }
 
-impl Retire for PoisonRetire<'_> {
+// SAFETY: a retired table is given back (poisoned) only when the epoch says
+// no walker that could have loaded it is still reading; host tables have no
+// MMU, so no TLB can cache them.
+unsafe impl Retire for PoisonRetire<'_> {
     fn retire(&mut self, table: PhysAddr, pool: &mut FramePool<'_>) -> Result<(), PoolFull> {
         self.pending.push((table, self.epoch.retire_epoch()));
         self.retired += 1;

@@ -298,7 +298,10 @@ fn run_vm<F: SecondStage>(s: &mut Summary) {
         &memory,
         TABLE_BASE,
         FramePool::new(&mut pool),
-        EpochRetire::<2, 8>::new(&epoch),
+        // SAFETY: (1) the device's walks of this stage 2 run inside read
+        // sections of readers of `epoch`; (2) the host tables have no MMU: the
+        // example's TLB hook stands for the kernel's TLBI, made before the next map.
+        unsafe { EpochRetire::<2, 8>::new(&epoch) },
     );
     let mut vms = match stage2 {
         Ok(stage2) => [stage2],

@@ -341,8 +341,12 @@ pub fn run() -> Summary {
         .expect("the file region fits");
     let epoch = Epoch::<READERS>::new();
     let mut pool: Vec<PhysAddr> = memory.frame_pas().collect();
-    let tables = TableBuilder::new(&memory, FramePool::new(&mut pool), EpochRetire::new(&epoch))
-        .expect("a root table");
+    // SAFETY: (1) every walk of these tables is inside a read section of a
+    // reader of `epoch` (the kernel's only walk guard); (2) host tables have no
+    // MMU and no TLB, so nothing caches them past an unmap.
+    let retire = unsafe { EpochRetire::new(&epoch) };
+    let tables =
+        TableBuilder::new(&memory, FramePool::new(&mut pool), retire).expect("a root table");
     let space = AddressSpace::new(tables, &memory);
     let reader = epoch.reader().expect("a reader slot");
     let clock = Monotonic(Instant::now());

@@ -294,7 +294,20 @@ impl<const SLOTS: usize, const CAP: usize> fmt::Debug for EpochRetire<'_, SLOTS,
 
 impl<'e, const SLOTS: usize, const CAP: usize> EpochRetire<'e, SLOTS, CAP> {
     /// A retire hook over `epoch`.
-    pub fn new(epoch: &'e Epoch<SLOTS>) -> Self {
+    ///
+    /// # Safety
+    ///
+    /// The caller promises, for as long as the hook is in use:
+    ///
+    /// 1. every lockless walk of the tables whose builder uses this hook runs
+    ///    inside a read section of an [`EpochReader`] of this same `epoch`
+    ///    (a reader of another epoch, or another guard, does not hold these
+    ///    tables back);
+    /// 2. the TLB shootdown for the tables a builder's `unmap` detached
+    ///    completes before that builder's next `map` (this hook gives tables
+    ///    back when the epoch allows, and a `map` reuses them; a CPU's
+    ///    paging-structure caches are not epoch readers).
+    pub unsafe fn new(epoch: &'e Epoch<SLOTS>) -> Self {
         EpochRetire {
             epoch,
             pending: Vec::new(),
@@ -307,7 +320,12 @@ impl<'e, const SLOTS: usize, const CAP: usize> EpochRetire<'e, SLOTS, CAP> {
     }
 }
 
-impl<const SLOTS: usize, const CAP: usize> Retire for EpochRetire<'_, SLOTS, CAP> {
+// SAFETY: (1) a table goes back to the pool only when `is_safe` finds no
+// reader of the epoch that entered at or before its retirement still inside,
+// and the constructor's caller promised every walk of these tables is such a
+// reader's; (2) the constructor's caller promised the shootdown of an unmap
+// completes before the next map, the only thing that reuses a given-back frame.
+unsafe impl<const SLOTS: usize, const CAP: usize> Retire for EpochRetire<'_, SLOTS, CAP> {
     fn retire(&mut self, table: PhysAddr, pool: &mut FramePool<'_>) -> Result<(), PoolFull> {
         let retired = self.epoch.retire_epoch();
         // The list is full: wait for the oldest walks to end. Read sections are
@@ -384,7 +402,8 @@ mod tests {
         let mut frames = [PhysAddr(0); 2];
         let mut pool = FramePool::new(&mut frames);
         let a = pool.take().unwrap();
-        let mut retire = EpochRetire::<1, 4>::new(&epoch);
+        // SAFETY: the only reader is this epoch's; no MMU walks these frames.
+        let mut retire = unsafe { EpochRetire::<1, 4>::new(&epoch) };
         let guard = reader.enter();
         retire.retire(a, &mut pool).unwrap();
         retire.reclaim(&mut pool).unwrap();

@@ -78,7 +78,8 @@ fn with_gup<F: PagingFormat>(
     let memory = HostMemory::new(&frames, PhysAddr(0x10_0000)).unwrap();
     let mut slots: Vec<PhysAddr> = memory.frame_pas().collect();
     let mut tables =
-        TableBuilder::<F, _, _>::new(&memory, FramePool::new(&mut slots), ReclaimNow).unwrap();
+        // SAFETY: no walker or MMU reads these tables while the builder unmaps.
+        TableBuilder::<F, _, _>::new(&memory, FramePool::new(&mut slots), unsafe { ReclaimNow::new() }).unwrap();
     for m in maps {
         tables.map(m).unwrap();
     }
@@ -212,10 +213,12 @@ fn one_extent_two_mappings_one_counting_meta() {
     let mut slots: Vec<PhysAddr> = memory.frame_pas().collect();
     let (first, second) = slots.split_at_mut(16);
     let mut huge =
-        TableBuilder::<Paging4Level, _, _>::new(&memory, FramePool::new(first), ReclaimNow)
+        // SAFETY: no walker or MMU reads these tables while the builder unmaps.
+        TableBuilder::<Paging4Level, _, _>::new(&memory, FramePool::new(first), unsafe { ReclaimNow::new() })
             .unwrap();
     let mut small =
-        TableBuilder::<Paging4Level, _, _>::new(&memory, FramePool::new(second), ReclaimNow)
+        // SAFETY: no walker or MMU reads these tables while the builder unmaps.
+        TableBuilder::<Paging4Level, _, _>::new(&memory, FramePool::new(second), unsafe { ReclaimNow::new() })
             .unwrap();
     huge.map(&map(0x20_0000, DAX, MIB2, MIB2)).unwrap();
     small.map(&map(0x7000_0000, DAX, MIB2, KIB4)).unwrap();
@@ -354,8 +357,11 @@ fn the_fault_hook_maps_and_the_walk_continues() {
     let memory = HostMemory::new(&frames, PhysAddr(0x10_0000)).unwrap();
     let mut slots: Vec<PhysAddr> = memory.frame_pas().collect();
     let tables = core::cell::RefCell::new(
-        TableBuilder::<Paging4Level, _, _>::new(&memory, FramePool::new(&mut slots), ReclaimNow)
-            .unwrap(),
+        // SAFETY: no walker or MMU reads these tables while the builder unmaps.
+        TableBuilder::<Paging4Level, _, _>::new(&memory, FramePool::new(&mut slots), unsafe {
+            ReclaimNow::new()
+        })
+        .unwrap(),
     );
     let va = 0x40_0000;
     tables
@@ -559,7 +565,8 @@ fn the_recheck_catches_a_leaf_or_parent_change() {
         let mut tables = TableBuilder::<Paging4Level, _, _>::new(
             &memory,
             FramePool::new(&mut slots),
-            ReclaimNow,
+            // SAFETY: no walker or MMU reads these tables while the builder unmaps.
+            unsafe { ReclaimNow::new() },
         )
         .unwrap();
         let va = 0x40_0000;
@@ -675,7 +682,8 @@ fn batches_across_tables_keep_one_rmw_per_leaf_and_stop_exactly() {
         let mut tables = TableBuilder::<Paging4Level, _, _>::new(
             &memory,
             FramePool::new(&mut slots),
-            ReclaimNow,
+            // SAFETY: no walker or MMU reads these tables while the builder unmaps.
+            unsafe { ReclaimNow::new() },
         )
         .unwrap();
         let va = 0x40_0000;
@@ -815,7 +823,8 @@ fn multi_page_leaves_in_runs() {
     let memory = HostMemory::new(&frames, PhysAddr(0x100_0000)).unwrap();
     let mut slots: Vec<PhysAddr> = (0..4).map(|i| PhysAddr(0x100_0000 + i * KIB64)).collect();
     let mut tables =
-        TableBuilder::<Stage1G64K48, _, _>::new(&memory, FramePool::new(&mut slots), ReclaimNow)
+        // SAFETY: no walker or MMU reads these tables while the builder unmaps.
+        TableBuilder::<Stage1G64K48, _, _>::new(&memory, FramePool::new(&mut slots), unsafe { ReclaimNow::new() })
             .unwrap();
     let va = 0x4000_0000;
     tables.map(&map(va, SMALL, 6 * KIB64, KIB64)).unwrap();

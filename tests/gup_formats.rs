@@ -62,12 +62,17 @@ fn check<F: PagingFormat>() {
             &memory,
             TABLE_BASE,
             FramePool::new(&mut slots),
-            ReclaimNow,
+            // SAFETY: no walker or MMU reads these tables while the builder unmaps.
+            unsafe { ReclaimNow::new() },
         )
         .unwrap()
     } else {
         slots.push(TABLE_BASE);
-        TableBuilder::<F, _, _>::new(&memory, FramePool::new(&mut slots), ReclaimNow).unwrap()
+        // SAFETY: no walker or MMU reads these tables while the builder unmaps.
+        TableBuilder::<F, _, _>::new(&memory, FramePool::new(&mut slots), unsafe {
+            ReclaimNow::new()
+        })
+        .unwrap()
     };
     // A canonical base: the low half, or the high half for TTBR1.
     let base = if F::is_canonical(VirtAddr(2 * block)) {

@@ -40,7 +40,8 @@ fn with_gup(f: impl FnOnce(&Gup<'_, Paging4Level, HostMemory<'_>, HostMemMap<'_>
     let memory = HostMemory::new(&frames, PhysAddr(0x10_0000)).unwrap();
     let mut slots: Vec<PhysAddr> = memory.frame_pas().collect();
     let mut tables =
-        TableBuilder::<Paging4Level, _, _>::new(&memory, FramePool::new(&mut slots), ReclaimNow)
+        // SAFETY: no walker or MMU reads these tables while the builder unmaps.
+        TableBuilder::<Paging4Level, _, _>::new(&memory, FramePool::new(&mut slots), unsafe { ReclaimNow::new() })
             .unwrap();
     let rw = Perms::READ | Perms::WRITE;
     tables

@@ -70,12 +70,17 @@ fn check_at<F: PagingFormat>(block: u64, base: u64) {
             &memory,
             TABLE_BASE,
             FramePool::new(&mut slots),
-            ReclaimNow,
+            // SAFETY: no walker or MMU reads these tables while the builder unmaps.
+            unsafe { ReclaimNow::new() },
         )
         .unwrap()
     } else {
         slots.push(TABLE_BASE);
-        TableBuilder::<F, _, _>::new(&memory, FramePool::new(&mut slots), ReclaimNow).unwrap()
+        // SAFETY: no walker or MMU reads these tables while the builder unmaps.
+        TableBuilder::<F, _, _>::new(&memory, FramePool::new(&mut slots), unsafe {
+            ReclaimNow::new()
+        })
+        .unwrap()
     };
     let perms = Perms::READ | Perms::WRITE;
     tables

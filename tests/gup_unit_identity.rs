@@ -203,7 +203,8 @@ fn split_under_the_walker(leaves: Leaves, refault: Refault, versioned: bool) {
     let memory = HostMemory::new(&frames, PhysAddr(0x10_0000)).unwrap();
     let mut slots: Vec<PhysAddr> = memory.frame_pas().collect();
     let mut tables =
-        TableBuilder::<Paging4Level, _, _>::new(&memory, FramePool::new(&mut slots), ReclaimNow)
+        // SAFETY: no walker or MMU reads these tables while the builder unmaps.
+        TableBuilder::<Paging4Level, _, _>::new(&memory, FramePool::new(&mut slots), unsafe { ReclaimNow::new() })
             .unwrap();
     let leaf = match leaves {
         Leaves::Small => KIB4,
@@ -315,7 +316,8 @@ fn an_unchanged_map_takes_everything_with_or_without_a_version() {
         let mut tables = TableBuilder::<Paging4Level, _, _>::new(
             &memory,
             FramePool::new(&mut slots),
-            ReclaimNow,
+            // SAFETY: no walker or MMU reads these tables while the builder unmaps.
+            unsafe { ReclaimNow::new() },
         )
         .unwrap();
         let rw = Perms::READ | Perms::WRITE;

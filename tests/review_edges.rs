@@ -46,7 +46,8 @@ fn with_gup<F: PagingFormat, M: MemoryMap>(
     let memory = HostMemory::new(&frames, PhysAddr(0x100_0000_0000)).unwrap();
     let mut pool: Vec<PhysAddr> = memory.frame_pas().step_by(per).collect();
     let mut tables =
-        TableBuilder::<F, _, _>::new(&memory, FramePool::new(&mut pool), ReclaimNow).unwrap();
+        // SAFETY: no walker or MMU reads these tables while the builder unmaps.
+        TableBuilder::<F, _, _>::new(&memory, FramePool::new(&mut pool), unsafe { ReclaimNow::new() }).unwrap();
     for m in maps {
         tables.map(m).unwrap_or_else(|e| panic!("map {m:?}: {e}"));
     }

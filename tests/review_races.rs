@@ -172,7 +172,8 @@ fn stress(versioned: bool) -> (u64, u64, u64, u64) {
     let memory = HostMemory::new(&frames, PhysAddr(0x100_0000_0000)).unwrap();
     let mut pool: Vec<PhysAddr> = memory.frame_pas().collect();
     let mut tables =
-        TableBuilder::<Paging4Level, _, _>::new(&memory, FramePool::new(&mut pool), ReclaimNow)
+        // SAFETY: no walker or MMU reads these tables while the builder unmaps.
+        TableBuilder::<Paging4Level, _, _>::new(&memory, FramePool::new(&mut pool), unsafe { ReclaimNow::new() })
             .unwrap();
     tables
         .map(

@@ -123,7 +123,8 @@ fn run_one(change: Change, k: u64, hold: Hold, out_len: usize) -> u64 {
     let memory = HostMemory::new(&frames, PhysAddr(0x100_0000_0000)).unwrap();
     let mut pool: Vec<PhysAddr> = memory.frame_pas().collect();
     let mut tables =
-        TableBuilder::<F, _, _>::new(&memory, FramePool::new(&mut pool), ReclaimNow).unwrap();
+        // SAFETY: no walker or MMU reads these tables while the builder unmaps.
+        TableBuilder::<F, _, _>::new(&memory, FramePool::new(&mut pool), unsafe { ReclaimNow::new() }).unwrap();
     tables
         .map(&MapRequest::new(VirtAddr(VA), PhysAddr(BASE * KIB4), MIB2, KIB4).with_perms(RW))
         .unwrap();
@@ -266,7 +267,8 @@ fn random_raw_tables() {
         let memory = HostMemory::new(&frames, PhysAddr(0x100_0000)).unwrap();
         let mut pool: Vec<PhysAddr> = memory.frame_pas().collect();
         let mut tables =
-            TableBuilder::<F, _, _>::new(&memory, FramePool::new(&mut pool), ReclaimNow).unwrap();
+            // SAFETY: no walker or MMU reads these tables while the builder unmaps.
+            TableBuilder::<F, _, _>::new(&memory, FramePool::new(&mut pool), unsafe { ReclaimNow::new() }).unwrap();
         tables
             .map(&MapRequest::new(VirtAddr(VA), PhysAddr(BASE * KIB4), MIB2, KIB4).with_perms(RW))
             .unwrap();

@@ -295,7 +295,8 @@ fn run_one(
     let memory = HostMemory::new(&frames, PhysAddr(0x10_0000)).unwrap();
     let mut pool: Vec<PhysAddr> = memory.frame_pas().collect();
     let mut tables =
-        TableBuilder::<Paging4Level, _, _>::new(&memory, FramePool::new(&mut pool), ReclaimNow)
+        // SAFETY: no walker or MMU reads these tables while the builder unmaps.
+        TableBuilder::<Paging4Level, _, _>::new(&memory, FramePool::new(&mut pool), unsafe { ReclaimNow::new() })
             .unwrap();
     tables
         .map(
@@ -585,7 +586,8 @@ fn split_before_the_get_of_a_huge_leaf_is_changed_and_undone() {
         let memory = HostMemory::new(&frames, PhysAddr(0x10_0000)).unwrap();
         let mut pool: Vec<PhysAddr> = memory.frame_pas().collect();
         let mut tables =
-            TableBuilder::<Paging4Level, _, _>::new(&memory, FramePool::new(&mut pool), ReclaimNow)
+            // SAFETY: no walker or MMU reads these tables while the builder unmaps.
+            TableBuilder::<Paging4Level, _, _>::new(&memory, FramePool::new(&mut pool), unsafe { ReclaimNow::new() })
                 .unwrap();
         tables
             .map(
@@ -639,7 +641,8 @@ fn stale_cached_unit_survives_into_the_next_batch() {
     let memory = HostMemory::new(&frames, PhysAddr(0x10_0000)).unwrap();
     let mut pool: Vec<PhysAddr> = memory.frame_pas().collect();
     let mut tables =
-        TableBuilder::<Paging4Level, _, _>::new(&memory, FramePool::new(&mut pool), ReclaimNow)
+        // SAFETY: no walker or MMU reads these tables while the builder unmaps.
+        TableBuilder::<Paging4Level, _, _>::new(&memory, FramePool::new(&mut pool), unsafe { ReclaimNow::new() })
             .unwrap();
     tables
         .map(

@@ -197,7 +197,9 @@ fn build_and_unmap<F: PagingFormat>(cands: &[Candidate], unmap: &[bool]) {
     let memory = HostMemory::new(&frames, MEMORY_BASE).unwrap();
     let mut pool_frames: Vec<PhysAddr> = memory.frame_pas().collect();
     let pool = FramePool::new(&mut pool_frames);
-    let mut tables = TableBuilder::<F, _, _>::new(&memory, pool, ReclaimNow).unwrap();
+    // SAFETY: no walker or MMU reads these tables while the builder unmaps.
+    let mut tables =
+        TableBuilder::<F, _, _>::new(&memory, pool, unsafe { ReclaimNow::new() }).unwrap();
     for m in &accepted {
         tables.map(&m.request()).unwrap();
     }
@@ -411,7 +413,8 @@ mod x86_64_crate {
             let mut pool_frames: Vec<PhysAddr> = memory.frame_pas().rev().collect();
             let pool = FramePool::new(&mut pool_frames);
             let mut tables =
-                TableBuilder::<Paging4Level, _, _>::new(&memory, pool, ReclaimNow).unwrap();
+                // SAFETY: no walker or MMU reads these tables while the builder unmaps.
+                TableBuilder::<Paging4Level, _, _>::new(&memory, pool, unsafe { ReclaimNow::new() }).unwrap();
             for m in &accepted {
                 tables.map(&m.request()).unwrap();
             }

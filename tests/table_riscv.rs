@@ -238,7 +238,8 @@ fn sv_build_and_check<F: RiscV>(cands: &[SvCandidate], unmap: &[bool]) {
     let memory = HostMemory::new(&frames, mapping_list::MEMORY_BASE).unwrap();
     let mut slots: Vec<PhysAddr> = memory.frame_pas().collect();
     let mut tables =
-        TableBuilder::<F, _, _>::new(&memory, FramePool::new(&mut slots), ReclaimNow).unwrap();
+        // SAFETY: no walker or MMU reads these tables while the builder unmaps.
+        TableBuilder::<F, _, _>::new(&memory, FramePool::new(&mut slots), unsafe { ReclaimNow::new() }).unwrap();
     let free = tables.pool().free_count();
     for m in &accepted {
         let req = MapRequest::new(VirtAddr(m.va), PhysAddr(m.pa), m.leaf * m.count, m.leaf)
@@ -341,7 +342,8 @@ fn gstage_build_and_check<F: RiscV + mapping_list::Profile>(
         &memory,
         mapping_list::MEMORY_BASE,
         FramePool::new(&mut slots),
-        ReclaimNow,
+        // SAFETY: no walker or MMU reads these tables while the builder unmaps.
+        unsafe { ReclaimNow::new() },
     )
     .unwrap();
     for m in &accepted {

@@ -116,12 +116,17 @@ fn top_leaves<F: PagingFormat>(leaf: u64, leaves: u64) {
             &memory,
             TABLE_BASE,
             FramePool::new(&mut slots),
-            ReclaimNow,
+            // SAFETY: no walker or MMU reads these tables while the builder unmaps.
+            unsafe { ReclaimNow::new() },
         )
         .unwrap()
     } else {
         slots.push(TABLE_BASE);
-        TableBuilder::<F, _, _>::new(&memory, FramePool::new(&mut slots), ReclaimNow).unwrap()
+        // SAFETY: no walker or MMU reads these tables while the builder unmaps.
+        TableBuilder::<F, _, _>::new(&memory, FramePool::new(&mut slots), unsafe {
+            ReclaimNow::new()
+        })
+        .unwrap()
     };
     let mut spaces = [builder];
     let free_before = spaces[0].pool().free_count();
@@ -510,15 +515,13 @@ fn top_pfns_mapped_at_the_top(
     let frames: Vec<HostFrame> = (0..8).map(|_| HostFrame::new()).collect();
     let memory = HostMemory::new(&frames, TABLE_BASE).unwrap();
     let mut slots: Vec<PhysAddr> = memory.frame_pas().collect();
-    let mut spaces =
-        [
-            TableBuilder::<Paging4Level, _, _>::new(
-                &memory,
-                FramePool::new(&mut slots),
-                ReclaimNow,
-            )
-            .unwrap(),
-        ];
+    let mut spaces = [TableBuilder::<Paging4Level, _, _>::new(
+        &memory,
+        FramePool::new(&mut slots),
+        // SAFETY: no walker or MMU reads these tables while the builder unmaps.
+        unsafe { ReclaimNow::new() },
+    )
+    .unwrap()];
     let len = 512 * KIB4;
     let va = u64::MAX - (len - 1);
     spaces[0]
@@ -583,15 +586,13 @@ fn an_unmapper_with_a_bad_page_shift_is_refused() {
     let frames: Vec<HostFrame> = (0..2).map(|_| HostFrame::new()).collect();
     let memory = HostMemory::new(&frames, TABLE_BASE).unwrap();
     let mut slots: Vec<PhysAddr> = memory.frame_pas().collect();
-    let mut spaces =
-        [
-            TableBuilder::<Paging4Level, _, _>::new(
-                &memory,
-                FramePool::new(&mut slots),
-                ReclaimNow,
-            )
-            .unwrap(),
-        ];
+    let mut spaces = [TableBuilder::<Paging4Level, _, _>::new(
+        &memory,
+        FramePool::new(&mut slots),
+        // SAFETY: no walker or MMU reads these tables while the builder unmaps.
+        unsafe { ReclaimNow::new() },
+    )
+    .unwrap()];
     let mut unmapper = TableUnmapper::<_, _, _, _, 1>::new(&mut spaces, 64, HostTlb);
     assert_eq!(
         unmapper.unmap_extent(Extent::new(Pfn(0x40000), 1)),

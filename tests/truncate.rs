@@ -112,15 +112,13 @@ fn the_whole_protocol_against_pins_held_elsewhere() {
     let frames: Vec<HostFrame> = (0..16).map(|_| HostFrame::new()).collect();
     let memory = HostMemory::new(&frames, PhysAddr(0x10_0000)).unwrap();
     let mut slots: Vec<PhysAddr> = memory.frame_pas().collect();
-    let mut spaces =
-        [
-            TableBuilder::<Paging4Level, _, _>::new(
-                &memory,
-                FramePool::new(&mut slots),
-                ReclaimNow,
-            )
-            .unwrap(),
-        ];
+    let mut spaces = [TableBuilder::<Paging4Level, _, _>::new(
+        &memory,
+        FramePool::new(&mut slots),
+        // SAFETY: no walker or MMU reads these tables while the builder unmaps.
+        unsafe { ReclaimNow::new() },
+    )
+    .unwrap()];
     let va = 0x4000_0000;
     let perms = Perms::READ | Perms::WRITE | Perms::USER;
     spaces[0]
@@ -554,7 +552,8 @@ fn gup_after_the_mark_is_refused() {
     let memory = HostMemory::new(&frames, PhysAddr(0x10_0000)).unwrap();
     let mut slots: Vec<PhysAddr> = memory.frame_pas().collect();
     let mut tables =
-        TableBuilder::<Paging4Level, _, _>::new(&memory, FramePool::new(&mut slots), ReclaimNow)
+        // SAFETY: no walker or MMU reads these tables while the builder unmaps.
+        TableBuilder::<Paging4Level, _, _>::new(&memory, FramePool::new(&mut slots), unsafe { ReclaimNow::new() })
             .unwrap();
     tables
         .map(

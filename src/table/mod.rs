@@ -26,7 +26,8 @@
 //! let memory = HostMemory::new(&frames, PhysAddr(0x10_0000)).unwrap();
 //! let mut pool_frames: Vec<PhysAddr> = memory.frame_pas().collect();
 //! let pool = FramePool::new(&mut pool_frames);
-//! let mut tables = TableBuilder::<Paging4Level, _, _>::new(&memory, pool, ReclaimNow).unwrap();
+//! // SAFETY: no walker or MMU reads these tables while the builder unmaps.
+//! let mut tables = TableBuilder::<Paging4Level, _, _>::new(&memory, pool, unsafe { ReclaimNow::new() }).unwrap();
 //!
 //! let user_rw = Perms::READ | Perms::WRITE | Perms::USER;
 //! tables

@@ -78,7 +78,25 @@ impl<'a> FramePool<'a> {
 /// be reused only after every walk that could have loaded the old entry has
 /// ended: an epoch or RCU reclaimer defers it. [`ReclaimNow`] is right only when
 /// no walker runs concurrently with the builder.
-pub trait Retire {
+///
+/// # Safety
+///
+/// Implementors promise that a table handed to [`retire`](Self::retire) goes
+/// back to the pool (from `retire` or from [`reclaim`](Self::reclaim)) only
+/// when nothing can still read it as a page table:
+///
+/// 1. every lockless walk that could have loaded a pointer to it has ended
+///    (the walk guard's grace period, [`WalkGuard`](crate::guard::WalkGuard));
+/// 2. no CPU's paging-structure caches can still use it: the TLB shootdown
+///    for its detachment has completed. The builder's caller makes that
+///    shootdown after [`unmap`](super::TableBuilder::unmap) returns; a frame
+///    given back is reused by a later [`map`](super::TableBuilder::map), so a
+///    hook may rely on the caller's shootdown happening before that map (and
+///    must say so, `unsafe`, where it is constructed).
+///
+/// A table reused while a walker or an MMU still reads it is a device pinned
+/// through garbage, or a CPU translating through it: memory unsafety.
+pub unsafe trait Retire {
     /// Takes the detached, all-zero `table`: give it back to `pool` now or keep it
     /// until [`reclaim`](Self::reclaim) finds no walker can still read it.
     ///
@@ -98,11 +116,37 @@ pub trait Retire {
 
 /// Retirement without a grace period: a detached table goes straight back to
 /// the pool. Correct only while no lockless walker reads the tables concurrently
-/// with the builder (single-threaded setup, tests, or tables not yet live).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ReclaimNow;
+/// with the builder and no MMU walks them (single-threaded setup, tests, or
+/// tables not yet live): the promise its `unsafe` constructor takes, the mirror
+/// image of [`TablesNeverFreed::new`](crate::guard::TablesNeverFreed::new).
+///
+/// Constructing it without `unsafe` does not compile:
+///
+/// ```compile_fail
+/// let retire = pagepin::table::ReclaimNow;
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct ReclaimNow {
+    _private: (),
+}
 
-impl Retire for ReclaimNow {
+impl ReclaimNow {
+    /// A hook that gives detached tables back at once.
+    ///
+    /// # Safety
+    ///
+    /// The caller promises that no walker reads the tables of a builder using
+    /// this hook while that builder unmaps, and that no MMU walks them (or that
+    /// the TLB shootdown of every unmap completes before the builder's next
+    /// `map`), for as long as the hook is in use.
+    pub const unsafe fn new() -> ReclaimNow {
+        ReclaimNow { _private: () }
+    }
+}
+
+// SAFETY: the constructor's caller promised that no walker or MMU reads a
+// detached table (1, 2 of the contract), so giving it back at once is sound.
+unsafe impl Retire for ReclaimNow {
     #[inline]
     fn retire(&mut self, table: PhysAddr, pool: &mut FramePool<'_>) -> Result<(), PoolFull> {
         pool.give_back(table)
@@ -135,9 +179,11 @@ mod tests {
         assert_eq!(pool.free_count(), 0);
         pool.give_back(PhysAddr(0x1000)).unwrap();
         assert_eq!(pool.free_frames(), &[PhysAddr(0x1000)]);
-        assert_eq!(ReclaimNow.retire(PhysAddr(0x2000), &mut pool), Ok(()));
+        // SAFETY: no walker or MMU reads these (made-up) tables.
+        let mut now = unsafe { ReclaimNow::new() };
+        assert_eq!(now.retire(PhysAddr(0x2000), &mut pool), Ok(()));
         assert_eq!(pool.free_count(), 2);
-        assert_eq!(ReclaimNow.reclaim(&mut pool), Ok(()));
+        assert_eq!(now.reclaim(&mut pool), Ok(()));
         assert_eq!(pool.free_count(), 2);
     }
 }

@@ -33,7 +33,8 @@ fn toy_huge_and_small_leaves_with_their_parents() {
     let memory = HostMemory::new(&frames, BASE).unwrap();
     let mut slots: Vec<PhysAddr> = memory.frame_pas().collect();
     let mut tables =
-        TableBuilder::<Toy, _, _>::new(&memory, FramePool::new(&mut slots), ReclaimNow).unwrap();
+        // SAFETY: no walker or MMU reads these tables while the builder unmaps.
+        TableBuilder::<Toy, _, _>::new(&memory, FramePool::new(&mut slots), unsafe { ReclaimNow::new() }).unwrap();
     let rw = Perms::READ | Perms::WRITE;
     tables
         .map(&MapRequest::new(VirtAddr(0), PhysAddr(0x8_0000), 0x4000, 0x4000).with_perms(rw))
@@ -146,7 +147,8 @@ fn refused_maps_change_nothing() {
     let memory = HostMemory::new(&frames, BASE).unwrap();
     let mut slots: Vec<PhysAddr> = memory.frame_pas().collect();
     let mut tables =
-        TableBuilder::<Toy, _, _>::new(&memory, FramePool::new(&mut slots), ReclaimNow).unwrap();
+        // SAFETY: no walker or MMU reads these tables while the builder unmaps.
+        TableBuilder::<Toy, _, _>::new(&memory, FramePool::new(&mut slots), unsafe { ReclaimNow::new() }).unwrap();
     tables
         .map(&MapRequest::new(
             VirtAddr(0x4000),
@@ -252,7 +254,9 @@ struct Deferred<'a> {
     held: Vec<PhysAddr>,
 }
 
-impl Retire for Deferred<'_> {
+// SAFETY: tables are held until the test reclaims them, single-threaded, and
+// no MMU walks host frames.
+unsafe impl Retire for Deferred<'_> {
     fn retire(&mut self, table: PhysAddr, _pool: &mut FramePool<'_>) -> Result<(), PoolFull> {
         for index in 0..4 {
             // Relaxed: single-threaded test.
@@ -339,14 +343,20 @@ fn new_checks_the_pool_frames() {
     let memory = HostMemory::new(&frames, BASE).unwrap();
     let mut empty: [PhysAddr; 0] = [];
     assert_eq!(
-        TableBuilder::<Toy, _, _>::new(&memory, FramePool::new(&mut empty), ReclaimNow)
-            .unwrap_err(),
+        // SAFETY: no walker or MMU reads these tables while the builder unmaps.
+        TableBuilder::<Toy, _, _>::new(&memory, FramePool::new(&mut empty), unsafe {
+            ReclaimNow::new()
+        })
+        .unwrap_err(),
         MapError::PoolExhausted { needed: 1, free: 0 }
     );
     let mut outside = [PhysAddr(0x20_0000)];
     assert_eq!(
-        TableBuilder::<Toy, _, _>::new(&memory, FramePool::new(&mut outside), ReclaimNow)
-            .unwrap_err(),
+        // SAFETY: no walker or MMU reads these tables while the builder unmaps.
+        TableBuilder::<Toy, _, _>::new(&memory, FramePool::new(&mut outside), unsafe {
+            ReclaimNow::new()
+        })
+        .unwrap_err(),
         MapError::Access(AccessError::Unreachable {
             table: PhysAddr(0x20_0000),
             index: 3
@@ -356,7 +366,11 @@ fn new_checks_the_pool_frames() {
     let high = HostMemory::new(&frames, PhysAddr(1 << 40)).unwrap();
     let mut slots: Vec<PhysAddr> = high.frame_pas().collect();
     assert_eq!(
-        TableBuilder::<Toy, _, _>::new(&high, FramePool::new(&mut slots), ReclaimNow).unwrap_err(),
+        // SAFETY: no walker or MMU reads these tables while the builder unmaps.
+        TableBuilder::<Toy, _, _>::new(&high, FramePool::new(&mut slots), unsafe {
+            ReclaimNow::new()
+        })
+        .unwrap_err(),
         MapError::Encode(EncodeError::UnencodableAddress {
             pa: PhysAddr(1 << 40)
         })
@@ -372,7 +386,8 @@ fn with_root_uses_the_callers_root_and_checks_it() {
     frames[0].entries[3].store(0xdead_0000, Ordering::Relaxed);
     let mut slots: Vec<PhysAddr> = memory.frame_pas().skip(1).collect();
     let mut tables =
-        TableBuilder::<Toy, _, _>::with_root(&memory, root, FramePool::new(&mut slots), ReclaimNow)
+        // SAFETY: no walker or MMU reads these tables while the builder unmaps.
+        TableBuilder::<Toy, _, _>::with_root(&memory, root, FramePool::new(&mut slots), unsafe { ReclaimNow::new() })
             .unwrap();
     assert_eq!(tables.root(), root);
     assert_eq!(frames[0].entries[3].load(Ordering::Relaxed), 0);
@@ -396,7 +411,8 @@ fn with_root_uses_the_callers_root_and_checks_it() {
             &memory,
             PhysAddr(0x20_0000),
             FramePool::new(&mut slots),
-            ReclaimNow
+            // SAFETY: no walker or MMU reads these tables while the builder unmaps.
+            unsafe { ReclaimNow::new() }
         )
         .unwrap_err(),
         MapError::Access(AccessError::Unreachable {
@@ -410,7 +426,8 @@ fn with_root_uses_the_callers_root_and_checks_it() {
             &memory,
             root,
             FramePool::new(&mut outside),
-            ReclaimNow
+            // SAFETY: no walker or MMU reads these tables while the builder unmaps.
+            unsafe { ReclaimNow::new() }
         ),
         Err(MapError::Access(AccessError::Unreachable { .. }))
     ));

@@ -297,7 +297,8 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized> Walker<'a, F, A> {
     /// let memory = HostMemory::new(&frames, PhysAddr(0x10_0000)).unwrap();
     /// let mut pool_frames: Vec<PhysAddr> = memory.frame_pas().collect();
     /// let pool = FramePool::new(&mut pool_frames);
-    /// let mut tables = TableBuilder::<Paging4Level, _, _>::new(&memory, pool, ReclaimNow).unwrap();
+    /// // SAFETY: no walker or MMU reads these tables while the builder unmaps.
+    /// let mut tables = TableBuilder::<Paging4Level, _, _>::new(&memory, pool, unsafe { ReclaimNow::new() }).unwrap();
     /// tables
     ///     .map(&MapRequest::new(VirtAddr(0x20_0000), PhysAddr(0x4000_0000), 0x20_0000, 0x20_0000))
     ///     .unwrap();

@@ -390,7 +390,8 @@ mod crate_oracle {
         let memory = HostMemory::new(&frames, MEMORY_BASE).unwrap();
         let mut pool_slots: Vec<PhysAddr> = memory.frame_pas().rev().collect();
         let mut tables =
-            TableBuilder::<F, _, _>::new(&memory, FramePool::new(&mut pool_slots), ReclaimNow)
+            // SAFETY: no walker or MMU reads these tables while the builder unmaps.
+            TableBuilder::<F, _, _>::new(&memory, FramePool::new(&mut pool_slots), unsafe { ReclaimNow::new() })
                 .unwrap();
         for m in &accepted {
             tables.map(&m.request()).unwrap();

@@ -253,11 +253,17 @@ pub fn build_and_unmap<F: Profile>(cands: &[Candidate], unmap: &[bool]) {
     let root_is_larger = F::GEOMETRY.entries(0).unwrap() > F::GEOMETRY.entries(1).unwrap();
     let mut tables = if root_is_larger {
         let pool = FramePool::new(&mut pool_slots);
-        TableBuilder::<F, _, _>::with_root(&memory, MEMORY_BASE, pool, ReclaimNow).unwrap()
+        // SAFETY: no walker or MMU reads these tables while the builder unmaps.
+        TableBuilder::<F, _, _>::with_root(&memory, MEMORY_BASE, pool, unsafe { ReclaimNow::new() })
+            .unwrap()
     } else {
         // The root's own frames join the pool; the root is taken from it.
         pool_slots.push(MEMORY_BASE);
-        TableBuilder::<F, _, _>::new(&memory, FramePool::new(&mut pool_slots), ReclaimNow).unwrap()
+        // SAFETY: no walker or MMU reads these tables while the builder unmaps.
+        TableBuilder::<F, _, _>::new(&memory, FramePool::new(&mut pool_slots), unsafe {
+            ReclaimNow::new()
+        })
+        .unwrap()
     };
     let free_at_start = tables.pool().free_count();
     for m in &accepted {

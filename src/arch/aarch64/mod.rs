@@ -29,7 +29,8 @@
 //! let memory = HostMemory::new(&frames, PhysAddr(0x10_0000)).unwrap();
 //! let mut pool_frames: Vec<PhysAddr> = memory.frame_pas().step_by(4).collect();
 //! let pool = FramePool::new(&mut pool_frames);
-//! let mut tables = TableBuilder::<Stage1G16K48, _, _>::new(&memory, pool, ReclaimNow).unwrap();
+//! // SAFETY: no walker or MMU reads these tables while the builder unmaps.
+//! let mut tables = TableBuilder::<Stage1G16K48, _, _>::new(&memory, pool, unsafe { ReclaimNow::new() }).unwrap();
 //! assert_eq!(Stage1G16K48::START_LEVEL, 0);
 //! assert_eq!(Stage1G16K48::GEOMETRY.entries(0), Some(2));
 //!

@@ -28,7 +28,8 @@
 //! let memory = HostMemory::new(&frames, PhysAddr(0x8010_0000)).unwrap();
 //! let mut pool_frames: Vec<PhysAddr> = memory.frame_pas().collect();
 //! let mut tables =
-//!     TableBuilder::<Sv39, _, _>::new(&memory, FramePool::new(&mut pool_frames), ReclaimNow)
+//!     // SAFETY: no walker or MMU reads these tables while the builder unmaps.
+//!     TableBuilder::<Sv39, _, _>::new(&memory, FramePool::new(&mut pool_frames), unsafe { ReclaimNow::new() })
 //!         .unwrap();
 //! let user_rw = Perms::READ | Perms::WRITE | Perms::USER | Perms::ACCESSED | Perms::DIRTY;
 //! // A 2 MiB megapage in the upper (sign-extended) half.
@@ -46,7 +47,8 @@
 //! let memory = HostMemory::new(&frames, root).unwrap();
 //! let mut pool_frames: Vec<PhysAddr> = memory.frame_pas().skip(4).collect();
 //! let mut gstage =
-//!     TableBuilder::<Sv39x4, _, _>::with_root(&memory, root, FramePool::new(&mut pool_frames), ReclaimNow)
+//!     // SAFETY: no walker or MMU reads these tables while the builder unmaps.
+//!     TableBuilder::<Sv39x4, _, _>::with_root(&memory, root, FramePool::new(&mut pool_frames), unsafe { ReclaimNow::new() })
 //!         .unwrap();
 //! assert_eq!(Sv39x4::GEOMETRY.entries(0), Some(2048));
 //! let guest_ram = Perms::READ | Perms::WRITE | Perms::EXEC;

@@ -411,7 +411,9 @@ impl Sweep {
         let mut tables = match TableBuilder::<F, _, _>::new(
             &SweepTables,
             FramePool::new(&mut slots),
-            ReclaimNow,
+            // SAFETY: the sweep only maps: this builder never detaches a table, so
+            // no table is ever handed back while the MMU or a walk may read it.
+            unsafe { ReclaimNow::new() },
         ) {
             Ok(tables) => tables,
             Err(e) => {
