@@ -171,7 +171,17 @@ impl IpiRetire {
     }
 }
 
-impl Retire for IpiRetire {
+// SAFETY: pagepin's `Retire` contract: a detached table goes back to the pool
+// only from `reclaim`, once (1) every walk that could have loaded a pointer to
+// it has ended: with the interrupts-off guard, a shootdown started after the
+// detachment (generation `frees_at`, taken in `retire`, which the builder
+// calls after its detaching store) has been acknowledged by every online
+// CPU, which a CPU inside a walk cannot do (see `IrqOffWalk`); with
+// `guard=epoch` also `EPOCH.is_safe` for the table's retirement epoch; and
+// (2) that same completed shootdown invalidated every CPU's paging-structure
+// caches for the range (`shootdown::flush` runs `invlpg` on each CPU before
+// it acknowledges). The `broken-no-ack` build breaks (1) and (2) on purpose.
+unsafe impl Retire for IpiRetire {
     fn retire(&mut self, table: PhysAddr, pool: &mut FramePool<'_>) -> Result<(), PoolFull> {
         self.retired += 1;
         if cfg!(feature = "broken-no-ack") {
