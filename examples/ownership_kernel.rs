@@ -2,7 +2,7 @@
 //!
 //! How a Theseus-style kernel plugs pagepin in: resources are values. A
 //! mapping is a [`MappedPages`] that unmaps itself when dropped; a DMA pin is a
-//! `#[must_use]` [`PinnedPages`] handle that releases its pins when dropped;
+//! `#[must_use]` `HeldPages` handle (pagepin's) that releases its pins when dropped;
 //! a truncate takes the file's `MappedPages` by value and drops them in its
 //! unmap step. There is no global state (no `static`, no `static mut`): the
 //! memory, the page metadata, the address space and the epoch are created in
@@ -14,7 +14,7 @@
 //!    written by the "device" through its PFNs, unpinned by dropping the
 //!    handle, and unmapped by dropping the mapping;
 //! 2. a memory-mapped file of two discontiguous extents is pinned by a device
-//!    thread, which keeps its `PinnedPages` for a while; meanwhile the file is
+//!    thread, which keeps its `HeldPages` for a while; meanwhile the file is
 //!    truncated through the typestate API: mark, unmap (the `MappedPages` are
 //!    handed over and dropped), drain (waits for the device to drop its
 //!    handle), free. After it the pages are free, GUP-fast finds nothing, and
@@ -34,9 +34,9 @@ use spin::Mutex;
 
 use pagepin::arch::x86_64::Paging4Level;
 use pagepin::guard::{Epoch, EpochReader, EpochRetire};
-use pagepin::gup::{Gup, GupFlags, Stop, release};
+use pagepin::gup::{Gup, GupFlags, HeldPages, Stop};
 use pagepin::memmap::{HostMemMap, MemoryMap, Pfn, Region};
-use pagepin::meta::{Hold, PageMeta};
+use pagepin::meta::PageMeta;
 use pagepin::sync::Ordering;
 use pagepin::table::{
     FramePool, HostFrame, HostMemory, MapError, MapRequest, Perms, PhysAddr, TableBuilder,
@@ -149,30 +149,6 @@ impl Drop for MappedPages<'_, '_> {
 // Glue: pins as owned handles.
 // ---------------------------------------------------------------------------
 
-/// Pages pinned (or referenced) by GUP-fast; dropping the handle releases them.
-#[must_use = "dropping a PinnedPages unpins it at once"]
-struct PinnedPages<'m, M: MemoryMap> {
-    memmap: &'m M,
-    pfns: Vec<Pfn>,
-    hold: Hold,
-}
-
-impl<M: MemoryMap> PinnedPages<'_, M> {
-    /// The pinned frames, in address order.
-    fn pfns(&self) -> &[Pfn] {
-        &self.pfns
-    }
-}
-
-impl<M: MemoryMap> Drop for PinnedPages<'_, M> {
-    fn drop(&mut self) {
-        // A release error means a count was released twice: a kernel bug.
-        if let Err(e) = release(self.memmap, &self.pfns, self.hold) {
-            panic!("unpinning: {e}");
-        }
-    }
-}
-
 /// Why [`pin_pages`] took nothing.
 #[derive(Debug)]
 #[allow(dead_code)] // read through `Debug` only
@@ -182,7 +158,9 @@ enum PinError {
 }
 
 /// Pins every page of `va .. va + len` or none: GUP-fast under `reader`'s
-/// epoch read section; a partial result is released (by dropping the handle).
+/// epoch read section, the PFNs in `out`; the pins come back as pagepin's
+/// `HeldPages`, which releases them when dropped (a partial result is dropped
+/// here, so released).
 fn pin_pages<'m, M: MemoryMap>(
     space: &'m AddressSpace<'_>,
     memmap: &'m M,
@@ -190,22 +168,15 @@ fn pin_pages<'m, M: MemoryMap>(
     va: VirtAddr,
     len: u64,
     flags: GupFlags,
-) -> Result<PinnedPages<'m, M>, PinError> {
-    let mut pfns = vec![Pfn(0); (len / KIB4) as usize];
-    let taken = space
+    out: &'m mut [Pfn],
+) -> Result<HeldPages<'m, M>, PinError> {
+    let held = space
         .gup(memmap)
-        .get_pages(reader, va, len, flags, &mut pfns)
+        .get_held(reader, va, len, flags, out)
         .map_err(PinError::Range)?;
-    pfns.truncate(taken.pages);
-    let hold = if flags.contains(GupFlags::PIN) {
-        Hold::Pin
-    } else {
-        Hold::Ref
-    };
-    let pinned = PinnedPages { memmap, pfns, hold };
-    match taken.stop {
-        Stop::Complete => Ok(pinned),
-        stop => Err(PinError::Stopped(stop)), // `pinned` is dropped: released
+    match held.stop() {
+        Stop::Complete => Ok(held),
+        stop => Err(PinError::Stopped(stop)), // `held` is dropped: released
     }
 }
 
@@ -300,7 +271,7 @@ impl Summary {
 fn dma(
     data: &[HostFrame],
     memmap: &HostMemMap<'_>,
-    pinned: &PinnedPages<'_, HostMemMap<'_>>,
+    pinned: &HeldPages<'_, HostMemMap<'_>>,
     tag: u64,
 ) -> u64 {
     let mut unpinned = 0;
@@ -358,6 +329,7 @@ pub fn run() -> Summary {
         let buf = space
             .map(VirtAddr(BUF_VA), Pfn(DATA_PFN), BUF_PAGES, user_rw)
             .expect("map the buffer");
+        let mut out = vec![Pfn(0); BUF_PAGES as usize];
         match pin_pages(
             &space,
             &memmap,
@@ -365,6 +337,7 @@ pub fn run() -> Summary {
             buf.va,
             BUF_PAGES * KIB4,
             dma_flags,
+            &mut out,
         ) {
             Ok(pinned) => {
                 let expected: Vec<Pfn> = (0..BUF_PAGES).map(|i| Pfn(DATA_PFN + i)).collect();
@@ -410,6 +383,7 @@ pub fn run() -> Summary {
         va += e.pages * KIB4;
     }
     let file_pages: u64 = FILE_EXTENTS.iter().map(|e| e.pages).sum();
+    let mut out = vec![Pfn(0); file_pages as usize];
     let pinned = match pin_pages(
         &space,
         &memmap,
@@ -417,6 +391,7 @@ pub fn run() -> Summary {
         VirtAddr(FILE_VA),
         file_pages * KIB4,
         dma_flags,
+        &mut out,
     ) {
         Ok(pinned) => pinned,
         Err(e) => {
@@ -483,6 +458,7 @@ pub fn run() -> Summary {
             .all(|&p| memmap.unit(p).is_ok_and(|u| u.meta.is_free())),
         "the file's frames are free",
     );
+    let mut out = vec![Pfn(0); file_pages as usize];
     let again = pin_pages(
         &space,
         &memmap,
@@ -490,6 +466,7 @@ pub fn run() -> Summary {
         VirtAddr(FILE_VA),
         file_pages * KIB4,
         dma_flags,
+        &mut out,
     );
     s.check(
         matches!(again, Err(PinError::Stopped(Stop::Absent { .. }))),

@@ -39,7 +39,8 @@ use pagepin::memmap::{MemoryMap, OutsideMap, Pfn, Unit};
 use pagepin::meta::{GetErrorKind, Hold, PageMeta};
 use pagepin::sync::{AtomicU64, Ordering};
 use pagepin::table::{
-    AccessError, PhysAddr, RangeError, TableAccess, VirtAddr, WalkError, WalkItem, Walker,
+    AccessError, DirectMap, PhysAddr, RangeError, TableAccess, VirtAddr, WalkError, WalkItem,
+    Walker,
 };
 use pagepin::truncate::{Extent, Failed, Truncate, Unmapper, Wait};
 use pagepin::wait::{Clock, SpinWaiter, WaitSlot, WaitTable};
@@ -71,7 +72,8 @@ const _: () = assert!(
 /// All of physical memory, mapped at a fixed offset (Hermit's and Linux's
 /// direct map): physical address `pa` is at virtual address `pa + offset`.
 ///
-/// Through `&self` every word is reached as an `AtomicU64` only ([`word`]).
+/// Through `&self` every word is reached as an `AtomicU64` only, by pagepin's
+/// [`DirectMap`] ([`access`]).
 /// The one non-atomic writer, the `x86_64` crate's mapper, needs `&mut self`
 /// ([`mapper`]), so the borrow checker keeps it from running while pagepin
 /// holds a reference into the tables: the kernel builds and edits mappings
@@ -79,39 +81,38 @@ const _: () = assert!(
 /// space's walkers excluded), and changes them under walkers only atomically
 /// (the [`DaxUnmapper`]).
 ///
-/// [`word`]: DirectMap::word
-/// [`mapper`]: DirectMap::mapper
-struct DirectMap {
+/// [`access`]: PhysMemory::access
+/// [`mapper`]: PhysMemory::mapper
+struct PhysMemory {
     /// The virtual address of `PHYS_BASE` (4 KiB-aligned).
     virt: NonNull<u8>,
     bytes: usize,
 }
 
-impl DirectMap {
+impl PhysMemory {
     /// Boot: `frames` frames of zeroed memory from `PHYS_BASE` on.
-    fn new(frames: u64) -> DirectMap {
+    fn new(frames: u64) -> PhysMemory {
         let bytes = (frames * KIB4) as usize;
         let layout = Layout::from_size_align(bytes, KIB4 as usize).expect("a valid layout");
         assert!(bytes > 0);
         // SAFETY: the layout's size is not zero (asserted above).
         let virt = NonNull::new(unsafe { alloc_zeroed(layout) }).expect("host memory");
-        DirectMap { virt, bytes }
+        PhysMemory { virt, bytes }
     }
 
-    /// The word at physical address `pa`, if it is 8-aligned memory.
-    fn word(&self, pa: u64) -> Option<&AtomicU64> {
-        let offset = usize::try_from(pa.checked_sub(PHYS_BASE)?).ok()?;
-        if offset % 8 != 0 || offset >= self.bytes {
-            return None;
-        }
-        // SAFETY: (1) `offset` is inside the allocation and 8-aligned, and the
-        // allocation is 4 KiB-aligned, so the pointer is valid and aligned for
-        // an `AtomicU64` (same size and alignment as `u64`, asserted above);
-        // (2) the memory is initialised (zeroed at boot) and lives as long as
-        // `self`; (3) through `&self` it is only ever accessed atomically, and
-        // the one non-atomic access (`mapper`) needs `&mut self`, so it cannot
-        // overlap the returned reference.
-        Some(unsafe { &*self.virt.as_ptr().add(offset).cast::<AtomicU64>() })
+    /// pagepin's access to the page tables in this memory, for as long as
+    /// `&self` is borrowed: the `&mut self` mapper cannot run meanwhile.
+    fn access(&self) -> DirectMap<'_> {
+        let va = self.virt.as_ptr().expose_provenance() as u64;
+        let last = PhysAddr(PHYS_BASE + self.bytes as u64 - 1);
+        // SAFETY: (1) every 8-aligned physical address `pa` of `PHYS_BASE ..=
+        // last` is the allocation's byte `pa - PHYS_BASE`, at `pa + offset`,
+        // zeroed at boot and live as long as `self` (whose borrow bounds the
+        // returned lifetime), with its provenance exposed above; (2) through
+        // `&self` the memory is only accessed atomically: the one non-atomic
+        // writer, `mapper`, needs `&mut self`, so it cannot run while the
+        // access lives; (3) a host allocation does not wrap.
+        unsafe { DirectMap::new(va.wrapping_sub(PHYS_BASE), PhysAddr(PHYS_BASE), last) }
     }
 
     /// The `x86_64` crate's mapper of the tables rooted at `root`.
@@ -137,32 +138,11 @@ impl DirectMap {
     }
 }
 
-impl Drop for DirectMap {
+impl Drop for PhysMemory {
     fn drop(&mut self) {
         let layout = Layout::from_size_align(self.bytes, KIB4 as usize).expect("as allocated");
         // SAFETY: allocated in `new` with this layout, and freed once.
         unsafe { dealloc(self.virt.as_ptr(), layout) }
-    }
-}
-
-// SAFETY: (1) `entry` returns the word at `table + 8 * index`, a function of
-// its arguments alone, in memory that lives as long as `&self`; (2) distinct
-// entries of distinct tables are distinct addresses, so distinct words;
-// (3) see `DirectMap`: through `&self` the memory is only accessed atomically.
-unsafe impl TableAccess for DirectMap {
-    fn entry(&self, table: PhysAddr, index: usize) -> Result<&AtomicU64, AccessError> {
-        if table.0 % KIB4 != 0 {
-            return Err(AccessError::Misaligned { table });
-        }
-        let unreachable = AccessError::Unreachable { table, index };
-        if index >= 512 {
-            return Err(unreachable);
-        }
-        table
-            .0
-            .checked_add(8 * index as u64)
-            .and_then(|pa| self.word(pa))
-            .ok_or(unreachable)
     }
 }
 
@@ -336,7 +316,7 @@ unsafe impl WalkGuard for IrqsOff<'_> {
 /// table page is ever freed: the interrupts-off guard's promise holds without
 /// an IPI round. Then it shoots the TLBs down.
 struct DaxUnmapper<'k> {
-    memory: &'k DirectMap,
+    memory: DirectMap<'k>,
     root: PhysAddr,
     /// (virtual address, first block page, pages) per mapping.
     mappings: Vec<(VirtAddr, Pfn, u64)>,
@@ -356,7 +336,7 @@ impl Unmapper for DaxUnmapper<'_> {
     type Error = DaxUnmapError;
 
     fn unmap_extent(&mut self, extent: Extent) -> Result<(), DaxUnmapError> {
-        let walker = Walker::<Paging4Level, _>::new(self.memory, self.root);
+        let walker = Walker::<Paging4Level, _>::new(&self.memory, self.root);
         for &(va, first, pages) in &self.mappings {
             let start = extent.first.0.max(first.0);
             let end = (extent.first.0 + extent.pages).min(first.0 + pages);
@@ -441,12 +421,12 @@ impl Summary {
 
 /// The "device": a virtio block device completing a read into the pinned
 /// frames. It writes only frames that are pinned.
-fn device_dma(memory: &DirectMap, frames: &Frames, pfns: &[Pfn], s: &mut Summary) {
+fn device_dma(memory: &DirectMap<'_>, frames: &Frames, pfns: &[Pfn], s: &mut Summary) {
     for (i, &pfn) in pfns.iter().enumerate() {
         let pinned = frames.unit(pfn).is_ok_and(|u| u.meta.pins() > 0);
         s.check(pinned, format_args!("the device wrote unpinned {pfn}"));
         for word in 0..512 {
-            if let Some(w) = memory.word(pfn.0 * KIB4 + word * 8) {
+            if let Ok(w) = memory.entry(PhysAddr(pfn.0 * KIB4), word as usize) {
                 // Relaxed: single-threaded; a real completion is ordered by
                 // the virtqueue's used-ring barrier.
                 w.store(pattern(i, word), Ordering::Relaxed);
@@ -462,7 +442,7 @@ fn pattern(page: usize, word: u64) -> u64 {
 /// Runs the demo.
 pub fn run() -> Summary {
     let mut s = Summary::default();
-    let mut memory = DirectMap::new(FRAMES);
+    let mut memory = PhysMemory::new(FRAMES);
     let frames = Frames::new();
     let cpu = Cpu {
         interrupts: Cell::new(true),
@@ -516,7 +496,8 @@ pub fn run() -> Summary {
 
     // 1. virtio DMA into a user buffer.
     {
-        let gup = Gup::new(Walker::<Paging4Level, _>::new(&memory, root), &frames);
+        let access = memory.access();
+        let gup = Gup::new(Walker::<Paging4Level, _>::new(&access, root), &frames);
         let mut pfns = [Pfn(0); BUF_PAGES];
         let flags = GupFlags::PIN | GupFlags::WRITE | GupFlags::USER;
         let taken = gup.get_pages(
@@ -537,7 +518,7 @@ pub fn run() -> Summary {
             "one interrupts-off section per call, interrupts back on",
         );
         s.pinned += BUF_PAGES as u64;
-        device_dma(&memory, &frames, &pfns, &mut s);
+        device_dma(&access, &frames, &pfns, &mut s);
         // The used ring says the request completed: unpin.
         s.check(
             release(&frames, &pfns, Hold::Pin).is_ok(),
@@ -551,23 +532,25 @@ pub fn run() -> Summary {
         let translated: Vec<_> = (0..BUF_PAGES as u64)
             .map(|i| mapper.translate_addr(x86_64::VirtAddr::new(BUF_VA + i * KIB4)))
             .collect();
-        // The mapper's `&mut` borrow ends here; reads go through `&memory`.
+        // The mapper's `&mut` borrow ends here; reads go through the access.
+        let access = memory.access();
         for (i, pa) in translated.into_iter().enumerate() {
             let Some(pa) = pa else {
                 s.check(false, format_args!("buffer page {i} unmapped"));
                 continue;
             };
             let ok = (0..512).all(|w| {
-                memory
-                    .word(pa.as_u64() + w * 8)
-                    .is_some_and(|x| x.load(Ordering::Relaxed) == pattern(i, w))
+                access
+                    .entry(PhysAddr(pa.as_u64()), w as usize)
+                    .is_ok_and(|x| x.load(Ordering::Relaxed) == pattern(i, w))
             });
             s.check(ok, format_args!("buffer page {i} holds the device's data"));
         }
     }
 
     // 2. Truncate a DAX file that a reader has pinned.
-    let gup = Gup::new(Walker::<Paging4Level, _>::new(&memory, root), &frames);
+    let access = memory.access();
+    let gup = Gup::new(Walker::<Paging4Level, _>::new(&access, root), &frames);
     let file = Extent::new(Pfn(DAX_PFN), DAX_BLOCKS * 512);
     let mut held = vec![Pfn(0); 512];
     let flags = GupFlags::PIN | GupFlags::USER;
@@ -591,7 +574,7 @@ pub fn run() -> Summary {
         }
     };
     let mut unmapper = DaxUnmapper {
-        memory: &memory,
+        memory: access,
         root,
         mappings: vec![(VirtAddr(FILE_VA), file.first, file.pages)],
         shootdowns: 0,

@@ -2,6 +2,8 @@
 //! tables' physical memory at one fixed offset (a direct map, or an identity
 //! map with offset 0), the access nearly every kernel writes.
 
+use core::marker::PhantomData;
+
 use super::access::TableAccess;
 use super::addr::PhysAddr;
 use super::error::AccessError;
@@ -30,21 +32,28 @@ use crate::sync::AtomicU64;
 /// assert_eq!(frames[1].entries[3].load(core::sync::atomic::Ordering::Relaxed), 42);
 /// assert!(access.entry(PhysAddr(0x10_2000), 0).is_err()); // outside the range
 /// ```
+///
+/// The lifetime `'m` is how long the promise of [`new`](Self::new) holds: a
+/// kernel whose direct map lives for ever uses `DirectMap<'static>`; one that
+/// must exclude walkers while it writes tables non-atomically ties `'m` to a
+/// borrow of its memory (the example `examples/unikernel.rs` hands its
+/// non-atomic mapper out only through `&mut` of the same memory).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct DirectMap {
+pub struct DirectMap<'m> {
     offset: u64,
     first: PhysAddr,
     last: PhysAddr,
+    memory: PhantomData<&'m [AtomicU64]>,
 }
 
-impl DirectMap {
+impl<'m> DirectMap<'m> {
     /// An access to the page tables in physical memory `first ..= last`,
     /// mapped at `physical address + offset` (modulo 2^64).
     ///
     /// # Safety
     ///
-    /// For as long as the returned value (and every reference it hands out)
-    /// lives, the caller promises:
+    /// For `'m` (every reference the access hands out lives at most that
+    /// long), the caller promises:
     ///
     /// 1. every 8-byte-aligned physical address `pa` in `first ..= last - 7`
     ///    is readable and writable at virtual address `pa + offset`, by the
@@ -53,11 +62,12 @@ impl DirectMap {
     ///    atomic loads and stores: no plain writes while a walker may read it);
     /// 3. the virtual addresses `first + offset ..= last + offset` do not wrap
     ///    around the top of the address space.
-    pub const unsafe fn new(offset: u64, first: PhysAddr, last: PhysAddr) -> DirectMap {
+    pub const unsafe fn new(offset: u64, first: PhysAddr, last: PhysAddr) -> DirectMap<'m> {
         DirectMap {
             offset,
             first,
             last,
+            memory: PhantomData,
         }
     }
 
@@ -66,7 +76,7 @@ impl DirectMap {
     /// # Safety
     ///
     /// As [`new`](Self::new) with offset 0.
-    pub const unsafe fn identity(first: PhysAddr, last: PhysAddr) -> DirectMap {
+    pub const unsafe fn identity(first: PhysAddr, last: PhysAddr) -> DirectMap<'m> {
         // SAFETY: the caller's promise is `new`'s with offset 0.
         unsafe { DirectMap::new(0, first, last) }
     }
@@ -89,7 +99,7 @@ impl DirectMap {
 // physical addresses, and `pa + offset` is injective; (3) promised by the
 // constructor's caller (point 2). Every word returned lies inside `first ..=
 // last` (checked below), where point 1 applies.
-unsafe impl TableAccess for DirectMap {
+unsafe impl<'m> TableAccess for DirectMap<'m> {
     #[inline]
     fn entry(&self, table: PhysAddr, index: usize) -> Result<&AtomicU64, AccessError> {
         if table.0 % 8 != 0 {
@@ -112,7 +122,8 @@ unsafe impl TableAccess for DirectMap {
         // SAFETY: `pa` is 8-byte aligned (the table is, and `8 * index` is)
         // and inside `first ..= last - 7`, so by the constructor's promise
         // (point 1) `va` is the live, mapped, aligned memory of that entry,
-        // for as long as `&self`; it is only accessed atomically (point 2),
+        // for `'m`, which `&self` cannot outlive; it is only accessed
+        // atomically (point 2),
         // so a shared reference to an `AtomicU64` there is sound.
         Ok(unsafe { &*word })
     }
