@@ -144,8 +144,8 @@ use pagepin::gup::{Gup, GupFlags, Stop, release};
 use pagepin::memmap::{MemoryMap, OutsideMap, Pfn, Unit};
 use pagepin::meta::{GetErrorKind, Hold, PageMeta};
 use pagepin::table::{
-    FramePool, HostFrame, HostMemory, MapRequest, Perms, PhysAddr, PoolFull, Retire, TableAccess,
-    TableBuilder, VaRange, VirtAddr,
+    FramePool, HostFrame, HostMemory, LeafSizes, MapRequest, Perms, PhysAddr, PoolFull, Retire,
+    TableAccess, TableBuilder, VaRange, VirtAddr,
 };
 use pagepin::truncate::{
     Extent, Failed, Lease, LeaseId, LeaseRegistry, Revoke, TlbShootdown, Truncate, Unmapper, Wait,
@@ -568,7 +568,7 @@ struct CountingTlb {
 }
 
 impl TlbShootdown for CountingTlb {
-    fn flush(&mut self, _space: usize, _range: VaRange) {
+    fn flush(&mut self, _space: usize, _range: VaRange, _sizes: LeafSizes) {
         self.flushes += 1;
     }
 }
@@ -603,9 +603,9 @@ impl Unmapper for FileUnmapper<'_, '_> {
                 0 => self.x86.unmap(va, len),
                 _ => self.arm.unmap(va, len),
             };
-            done.map_err(|e| format!("space {space}: {e}"))?;
+            let done = done.map_err(|e| format!("space {space}: {e}"))?;
             let range = VaRange::new(va, len).map_err(|e| format!("{e}"))?;
-            self.tlb.flush(space, range);
+            self.tlb.flush(space, range, done.sizes);
         }
         Ok(())
     }

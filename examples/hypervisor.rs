@@ -43,8 +43,8 @@ use pagepin::memmap::{HostMemMap, MemoryMap, OutsideMap, Pfn, Region, Unit};
 use pagepin::meta::{Hold, PageMeta};
 use pagepin::sync::Ordering;
 use pagepin::table::{
-    FramePool, HostFrame, HostMemory, MapRequest, MemType, PagingFormat, Perms, PhysAddr,
-    TableBuilder, VaRange, VirtAddr, Walker,
+    FramePool, HostFrame, HostMemory, LeafSizes, MapRequest, MemType, PagingFormat, Perms,
+    PhysAddr, TableBuilder, VaRange, VirtAddr, Walker,
 };
 use pagepin::truncate::{
     Extent, Failed, FileMapping, LeaseId, LeaseRegistry, Revoke, TableUnmapper, TlbShootdown,
@@ -188,9 +188,10 @@ struct StageTwoTlb {
 }
 
 impl TlbShootdown for StageTwoTlb {
-    fn flush(&mut self, _vm: usize, range: VaRange) {
-        // Bare metal: `self.how` over `range`.
-        let _ = (self.how, range);
+    fn flush(&mut self, _vm: usize, range: VaRange, sizes: LeafSizes) {
+        // Bare metal: `self.how` over `range`, one invalidation per
+        // `sizes.smallest()` bytes.
+        let _ = (self.how, range, sizes.smallest());
         self.flushes += 1;
     }
 }

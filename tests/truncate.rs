@@ -16,8 +16,8 @@ use pagepin::memmap::{HostMemMap, MemoryMap, Pfn, Region};
 use pagepin::meta::{FreeError, GetErrorKind, Hold, MarkError, MetaWord, PageMeta};
 use pagepin::sync::op_count;
 use pagepin::table::{
-    FramePool, HostFrame, HostMemory, MapRequest, Perms, PhysAddr, ReclaimNow, TableBuilder,
-    VaRange, VirtAddr,
+    FramePool, HostFrame, HostMemory, LeafSizes, MapRequest, Perms, PhysAddr, ReclaimNow,
+    TableBuilder, VaRange, VirtAddr,
 };
 use pagepin::truncate::*;
 use pagepin::wait::{Clock, Parked, SpinWaiter, Waiter};
@@ -133,10 +133,10 @@ fn the_whole_protocol_against_pins_held_elsewhere() {
         .unwrap();
     assert_eq!(taken.pages, 1024);
 
-    struct Flushes(Vec<(usize, VaRange)>);
+    struct Flushes(Vec<(usize, VaRange, LeafSizes)>);
     impl TlbShootdown for Flushes {
-        fn flush(&mut self, space: usize, range: VaRange) {
-            self.0.push((space, range));
+        fn flush(&mut self, space: usize, range: VaRange, sizes: LeafSizes) {
+            self.0.push((space, range, sizes));
         }
     }
     let mut unmapper = TableUnmapper::<_, _, _, _, 4>::new(&mut spaces, 12, Flushes(Vec::new()));
@@ -153,6 +153,11 @@ fn the_whole_protocol_against_pins_held_elsewhere() {
     assert_eq!(marked.units_marked(), 2);
     let unmapped = marked.unmap(&mut unmapper).unwrap();
     assert_eq!(unmapper.tlb().0.len(), 2, "one flush per mapped extent");
+    assert!(
+        unmapper.tlb().0.iter().all(|f| f.2 == LeafSizes::of(MIB2)),
+        "each flush learns it removed 2 MiB leaves: {:?}",
+        unmapper.tlb().0
+    );
     let walker = unmapper.spaces()[0].walker();
     assert!(
         walker.translate(VirtAddr(va)).unwrap().leaf().is_none(),

@@ -75,6 +75,60 @@ pub struct Unmapped {
     pub leaves: usize,
     /// Tables detached and handed to the retire hook.
     pub tables: usize,
+    /// The sizes of the leaves cleared: what a TLB shootdown of the range must
+    /// step by (one invalidation per leaf of the smallest size covers them
+    /// all).
+    pub sizes: LeafSizes,
+}
+
+/// A set of leaf sizes (powers of two): bit `k` stands for `2^k` bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct LeafSizes(u64);
+
+impl LeafSizes {
+    /// No size.
+    pub const NONE: LeafSizes = LeafSizes(0);
+
+    /// The set of `size` alone (rounded down to a power of two; 0 is no size).
+    pub const fn of(size: u64) -> LeafSizes {
+        if size == 0 {
+            LeafSizes::NONE
+        } else {
+            LeafSizes(1 << (63 - size.leading_zeros()))
+        }
+    }
+
+    /// This set and `other`.
+    pub const fn union(self, other: LeafSizes) -> LeafSizes {
+        LeafSizes(self.0 | other.0)
+    }
+
+    /// Whether a leaf of `size` bytes is in the set.
+    pub const fn contains(self, size: u64) -> bool {
+        size.is_power_of_two() && self.0 & size != 0
+    }
+
+    /// Whether the set is empty.
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The smallest size in the set: the stride of a shootdown that must
+    /// reach every cleared leaf.
+    pub const fn smallest(self) -> Option<u64> {
+        if self.0 == 0 {
+            None
+        } else {
+            Some(1 << self.0.trailing_zeros())
+        }
+    }
+
+    /// The sizes, smallest first.
+    pub fn iter(self) -> impl Iterator<Item = u64> {
+        (0..64)
+            .map(|k| 1u64 << k)
+            .filter(move |size| self.0 & size != 0)
+    }
 }
 
 /// Builds and edits the page tables of one address space of format `F`, in
@@ -495,6 +549,10 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, R: Retire> TableBuilder<'a, F
                     // distinct 8-byte words in one address space number fewer
                     // than `usize::MAX`.
                     done.leaves += 1;
+                    // `shift_at(level) < 64` (`Geometry::new` asserts it).
+                    done.sizes = done
+                        .sizes
+                        .union(LeafSizes::of(1 << geometry.shift_at(level)));
                 }
                 Ok(Entry::Table(next)) => {
                     self.clear(next.table, level + 1, span, done)?;

@@ -59,7 +59,7 @@ pub mod walk;
 
 pub use access::{HOST_FRAME_ENTRIES, HOST_FRAME_SIZE, HostFrame, HostMemory, TableAccess};
 pub use addr::{PhysAddr, VaRange, VirtAddr};
-pub use build::{MapRequest, TableBuilder, Unmapped};
+pub use build::{LeafSizes, MapRequest, TableBuilder, Unmapped};
 #[cfg(not(loom))]
 pub use direct::DirectMap;
 pub use entry::{Entry, EntryLoc, EntrySnapshot, LeafEntry, MemType, Perms, TableEntry};

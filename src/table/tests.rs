@@ -115,7 +115,8 @@ fn toy_huge_and_small_leaves_with_their_parents() {
         done,
         Unmapped {
             leaves: 1,
-            tables: 1
+            tables: 1,
+            sizes: LeafSizes::of(0x1000),
         }
     );
     assert!(!walker.is_unchanged(&small.entry).unwrap());
@@ -135,7 +136,8 @@ fn toy_huge_and_small_leaves_with_their_parents() {
         tables.unmap(VirtAddr(0), 0x4000),
         Ok(Unmapped {
             leaves: 1,
-            tables: 0
+            tables: 0,
+            sizes: LeafSizes::of(0x4000),
         })
     );
     assert_eq!(tables.pool().free_count(), 3);
@@ -315,7 +317,8 @@ fn retired_tables_are_detached_and_reclaimed_when_the_pool_runs_dry() {
         tables.unmap(VirtAddr(0), 0x4000).unwrap(),
         Unmapped {
             leaves: 1,
-            tables: 1
+            tables: 1,
+            sizes: LeafSizes::of(0x1000),
         }
     );
     assert_eq!(
@@ -454,4 +457,16 @@ fn table_entries_restrict_the_leaf_below() {
     };
     assert_eq!(leaf.perms, Perms::READ | Perms::ACCESSED | Perms::DIRTY);
     assert_eq!(leaf.pa, PhysAddr(0x7123));
+}
+
+#[test]
+fn leaf_sizes_are_a_set_of_powers_of_two() {
+    let sizes = LeafSizes::of(0x1000).union(LeafSizes::of(2 << 20));
+    assert_eq!(sizes.smallest(), Some(0x1000));
+    assert!(sizes.contains(2 << 20) && !sizes.contains(1 << 30) && !sizes.contains(0x1800));
+    assert_eq!(sizes.iter().collect::<Vec<_>>(), [0x1000, 2 << 20]);
+    assert_eq!(LeafSizes::of(0), LeafSizes::NONE);
+    assert!(LeafSizes::NONE.is_empty() && LeafSizes::NONE.smallest().is_none());
+    assert_eq!(LeafSizes::of(0x1fff), LeafSizes::of(0x1000), "rounded down");
+    assert_eq!(LeafSizes::of(u64::MAX).smallest(), Some(1 << 63));
 }

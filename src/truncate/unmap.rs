@@ -8,7 +8,7 @@ use heapless::Vec;
 use super::extent::Extent;
 use crate::memmap::Pfn;
 use crate::table::{
-    PagingFormat, Retire, TableAccess, TableBuilder, UnmapError, VaRange, VirtAddr,
+    LeafSizes, PagingFormat, Retire, TableAccess, TableBuilder, UnmapError, VaRange, VirtAddr,
 };
 
 /// Removes the mappings of pages, everywhere.
@@ -36,7 +36,11 @@ pub trait Unmapper {
 /// `TLBI VAE1IS` per page plus `DSB ISH`).
 pub trait TlbShootdown {
     /// Flushes `range` of address space `space` everywhere; returns when done.
-    fn flush(&mut self, space: usize, range: VaRange);
+    /// `sizes` are the sizes of the leaves the unmap cleared in the range:
+    /// one invalidation per [`smallest`](LeafSizes::smallest) size reaches
+    /// every one of them (an empty set: only tables were detached, whose
+    /// paging-structure cache entries any invalidation in the range drops).
+    fn flush(&mut self, space: usize, range: VaRange, sizes: LeafSizes);
 }
 
 /// The TLB hook of tables no MMU walks ([`HostMemory`](crate::table::HostMemory)
@@ -48,7 +52,7 @@ pub struct HostTlb;
 
 impl TlbShootdown for HostTlb {
     #[inline]
-    fn flush(&mut self, _space: usize, _range: VaRange) {}
+    fn flush(&mut self, _space: usize, _range: VaRange, _sizes: LeafSizes) {}
 }
 
 /// Where a run of a file's pages is mapped: pages `first ..= first + (pages -
@@ -242,14 +246,14 @@ where
                 .spaces
                 .get_mut(m.space)
                 .ok_or(TableUnmapError::NoSuchSpace { space: m.space })?;
-            space
+            let done = space
                 .unmap(va, len)
                 .map_err(|error| TableUnmapError::Unmap {
                     space: m.space,
                     error,
                 })?;
             if let Ok(range) = VaRange::new(va, len) {
-                self.tlb.flush(m.space, range);
+                self.tlb.flush(m.space, range, done.sizes);
             }
         }
         Ok(())

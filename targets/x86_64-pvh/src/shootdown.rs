@@ -29,6 +29,9 @@ static ACKED: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 /// The range of the shootdown in progress.
 static RANGE_START: AtomicU64 = AtomicU64::new(0);
 static RANGE_LEN: AtomicU64 = AtomicU64::new(0);
+/// The bytes between two `invlpg` of the range being shot down (the smallest
+/// leaf the unmap cleared).
+static RANGE_STEP: AtomicU64 = AtomicU64::new(4096);
 /// CPUs that take part (CPU 0 plus the APs that checked in), numbered 0..n.
 static ONLINE: AtomicUsize = AtomicUsize::new(1);
 /// IPIs handled, all CPUs.
@@ -61,8 +64,7 @@ pub fn handled() -> u64 {
 
 /// Invalidates `start .. start + len` on this CPU: per 4 KiB page for small
 /// ranges, per 2 MiB otherwise (an `invlpg` anywhere in a huge page drops it).
-fn invalidate(start: u64, len: u64) {
-    let step = if len <= 64 * 4096 { 4096 } else { 2 << 20 };
+fn invalidate(start: u64, len: u64, step: u64) {
     let mut va = start;
     while va < start.saturating_add(len) {
         cpu::invlpg(va);
@@ -70,12 +72,14 @@ fn invalidate(start: u64, len: u64) {
     }
 }
 
-/// Shoots down `range` on every CPU; returns when all have acknowledged.
-pub fn flush(range: VaRange) {
-    invalidate(range.start().0, range.size());
+/// Shoots down `range` on every CPU, one `invlpg` per `step` bytes (the
+/// smallest leaf the unmap cleared); returns when all have acknowledged.
+pub fn flush(range: VaRange, step: u64) {
+    invalidate(range.start().0, range.size(), step);
     // Relaxed: published by the Release RMW below.
     RANGE_START.store(range.start().0, Ordering::Relaxed);
     RANGE_LEN.store(range.size(), Ordering::Relaxed);
+    RANGE_STEP.store(step, Ordering::Relaxed);
     // Release: a handler that Acquire-loads this generation sees the range and
     // every page-table clear made before it (so its later walks never reach a
     // detached table).
@@ -99,11 +103,12 @@ pub fn on_ipi() {
     // Acquire: pairs with the Release RMW in `flush`.
     let generation = STARTED.load(Ordering::Acquire);
     // Relaxed: ordered by the Acquire load above.
-    let (start, len) = (
+    let (start, len, step) = (
         RANGE_START.load(Ordering::Relaxed),
         RANGE_LEN.load(Ordering::Relaxed),
+        RANGE_STEP.load(Ordering::Relaxed),
     );
-    invalidate(start, len);
+    invalidate(start, len, step);
     // Relaxed: a statistic.
     HANDLED.fetch_add(1, Ordering::Relaxed);
     // Release: pairs with the initiator's Acquire wait; everything this CPU did

@@ -5,7 +5,9 @@
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use pagepin::guard::{Epoch, WalkGuard};
-use pagepin::table::{AccessError, FramePool, PhysAddr, PoolFull, Retire, TableAccess, VaRange};
+use pagepin::table::{
+    AccessError, FramePool, LeafSizes, PhysAddr, PoolFull, Retire, TableAccess, VaRange,
+};
 use pagepin::truncate::TlbShootdown;
 
 use crate::shootdown::MAX_CPUS;
@@ -223,9 +225,9 @@ pub struct IpiShootdown {
 }
 
 impl TlbShootdown for IpiShootdown {
-    fn flush(&mut self, _space: usize, range: VaRange) {
+    fn flush(&mut self, _space: usize, range: VaRange, sizes: LeafSizes) {
         self.flushes += 1;
-        shootdown::flush(range);
+        shootdown::flush(range, sizes.smallest().unwrap_or(4096));
     }
 }
 
