@@ -17,7 +17,7 @@ use pagepin::arch::aarch64::{Stage1G4K48, Stage1G64K48};
 use pagepin::arch::x86_64::{Paging4Level, Paging5Level};
 use pagepin::guard::TablesNeverFreed;
 use pagepin::gup::{Gup, GupFlags, Stop, release};
-use pagepin::memmap::{HostMemMap, Pfn, Region};
+use pagepin::memmap::{Pfn, Region, SliceMemMap};
 use pagepin::meta::{Hold, PageMeta};
 use pagepin::sync::{AtomicU64, Ordering};
 use pagepin::table::{
@@ -42,7 +42,7 @@ fn gup_case<F: PagingFormat>(
     metas: &[PageMeta],
     leaf: u64,
 ) {
-    let mut memmap = HostMemMap::<1>::new(Pfn(DATA >> 12), metas);
+    let mut memmap = SliceMemMap::<1>::new(Pfn(DATA >> 12), metas);
     if leaf > KIB4 {
         memmap
             .add_region(Region {

@@ -14,14 +14,14 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use pagepin::arch::x86_64::Paging4Level;
-use pagepin::memmap::{HostMemMap, MemoryMap, Pfn};
+use pagepin::memmap::{MemoryMap, Pfn, SliceMemMap};
 use pagepin::meta::{Hold, PageMeta};
 use pagepin::sync::{AtomicU64, Ordering};
 use pagepin::table::{
     FramePool, HostFrame, HostMemory, MapRequest, Perms, PhysAddr, ReclaimNow, TableBuilder,
     VirtAddr,
 };
-use pagepin::truncate::{Extent, FileMapping, HostTlb, TableUnmapper, Truncate, Wait};
+use pagepin::truncate::{Extent, FileMapping, NoTlbShootdown, TableUnmapper, Truncate, Wait};
 use pagepin::wait::{Clock, SpinWaiter};
 
 const KIB4: u64 = 4 << 10;
@@ -40,7 +40,7 @@ impl Clock for StdClock {
 
 fn bench(c: &mut Criterion) {
     let metas: Vec<PageMeta> = (0..PAGES).map(|_| PageMeta::new_allocated()).collect();
-    let memmap = HostMemMap::<1>::new(Pfn(DATA >> 12), &metas);
+    let memmap = SliceMemMap::<1>::new(Pfn(DATA >> 12), &metas);
     let frames: Vec<HostFrame> = (0..600).map(|_| HostFrame::new()).collect();
     let memory = HostMemory::new(&frames, PhysAddr(0x10_0000)).unwrap();
     let mut slots: Vec<PhysAddr> = memory.frame_pas().collect();
@@ -110,7 +110,7 @@ fn bench(c: &mut Criterion) {
         if pinned {
             pinned_meta.get(Hold::Pin, 1).unwrap();
         }
-        let mut unmapper = TableUnmapper::<_, _, _, _, 1>::new(&mut spaces, 12, HostTlb);
+        let mut unmapper = TableUnmapper::<_, _, _, _, 1>::new(&mut spaces, 12, NoTlbShootdown);
         unmapper
             .add_mapping(FileMapping {
                 space: 0,

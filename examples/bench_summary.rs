@@ -29,14 +29,14 @@ use std::time::{Duration, Instant};
 use pagepin::arch::x86_64::Paging4Level;
 use pagepin::guard::TablesNeverFreed;
 use pagepin::gup::{Gup, GupFlags, Stop, release};
-use pagepin::memmap::{HostMemMap, MemoryMap, OutsideMap, Pfn, Region, Unit};
+use pagepin::memmap::{MemoryMap, OutsideMap, Pfn, Region, SliceMemMap, Unit};
 use pagepin::meta::{Hold, PageMeta};
 use pagepin::sync::{AtomicU64, Ordering};
 use pagepin::table::{
     FramePool, HostFrame, HostMemory, MapRequest, Perms, PhysAddr, ReclaimNow, TableAccess,
     TableBuilder, VirtAddr, WalkItem,
 };
-use pagepin::truncate::{Extent, FileMapping, HostTlb, TableUnmapper, Truncate, Wait};
+use pagepin::truncate::{Extent, FileMapping, NoTlbShootdown, TableUnmapper, Truncate, Wait};
 use pagepin::wait::{Clock, SpinWaiter, WaitSlot};
 
 const KIB4: u64 = 4 << 10;
@@ -84,13 +84,13 @@ fn as_words(metas: &[PageMeta]) -> &[AtomicU64] {
 fn with_mapping<R>(
     leaf: u64,
     f: impl FnOnce(
-        &Gup<'_, Paging4Level, HostMemory<'_>, HostMemMap<'_, 1>>,
+        &Gup<'_, Paging4Level, HostMemory<'_>, SliceMemMap<'_, 1>>,
         &mut TableBuilder<'_, Paging4Level, HostMemory<'_>, ReclaimNow>,
         &HostMemory<'_>,
     ) -> R,
 ) -> R {
     let metas: Vec<PageMeta> = (0..PAGES).map(|_| PageMeta::new_allocated()).collect();
-    let mut memmap = HostMemMap::<1>::new(Pfn(DATA >> 12), &metas);
+    let mut memmap = SliceMemMap::<1>::new(Pfn(DATA >> 12), &metas);
     if leaf > KIB4 {
         memmap
             .add_region(Region {
@@ -253,7 +253,7 @@ fn main() {
 fn truncate_figures() -> (f64, f64) {
     with_mapping(KIB4, |_, tables, _| {
         let memmap_metas: Vec<PageMeta> = (0..PAGES).map(|_| PageMeta::new_allocated()).collect();
-        let memmap = HostMemMap::<1>::new(Pfn(DATA >> 12), &memmap_metas);
+        let memmap = SliceMemMap::<1>::new(Pfn(DATA >> 12), &memmap_metas);
         let words = as_words(&memmap_metas);
         let fetch_or = median_ns_per_page(|| {
             let t = timed(|| {
@@ -284,8 +284,11 @@ fn truncate_figures() -> (f64, f64) {
                 tables.map(&request).expect("unmapped by the last run");
             }
             first = false;
-            let mut unmapper =
-                TableUnmapper::<_, _, _, _, 1>::new(core::slice::from_mut(tables), 12, HostTlb);
+            let mut unmapper = TableUnmapper::<_, _, _, _, 1>::new(
+                core::slice::from_mut(tables),
+                12,
+                NoTlbShootdown,
+            );
             unmapper
                 .add_mapping(FileMapping {
                     space: 0,

@@ -39,7 +39,7 @@ use pagepin::arch::riscv64::{PBMT_PMA, Sv39x4};
 use pagepin::arch::x86_64::Ept4Level;
 use pagepin::guard::{Epoch, EpochRetire};
 use pagepin::gup::{Gup, GupFlags, Stop, Taken, release};
-use pagepin::memmap::{HostMemMap, MemoryMap, OutsideMap, Pfn, Region, Unit};
+use pagepin::memmap::{MemoryMap, OutsideMap, Pfn, Region, SliceMemMap, Unit};
 use pagepin::meta::{Hold, PageMeta};
 use pagepin::sync::Ordering;
 use pagepin::table::{
@@ -153,14 +153,14 @@ impl Waiter for Events {
     }
 }
 
-/// The host memory that backs guest RAM: pagepin's `HostMemMap` for the
+/// The host memory that backs guest RAM: pagepin's `SliceMemMap` for the
 /// units, plus a wake that kicks the sleeping truncater.
 struct GuestBacking<'m> {
-    map: HostMemMap<'m>,
+    map: SliceMemMap<'m>,
     events: &'m Events,
 }
 
-// SAFETY: (1)-(3) are `HostMemMap`'s, to which `unit` delegates; (4) `wake`
+// SAFETY: (1)-(3) are `SliceMemMap`'s, to which `unit` delegates; (4) `wake`
 // runs `WaitSlot::wake` on `map.waits().slot(head)`, the slot `wait_slot`
 // returns, and kicks every sleeper when it reports a waiter.
 unsafe impl MemoryMap for GuestBacking<'_> {
@@ -277,7 +277,7 @@ fn run_vm<F: SecondStage>(s: &mut Summary) {
         lock: Mutex::new(()),
         cond: Condvar::new(),
     };
-    let mut map = HostMemMap::new(Pfn(HOST_PFN), &metas);
+    let mut map = SliceMemMap::new(Pfn(HOST_PFN), &metas);
     map.add_region(Region {
         first: Pfn(HOST_PFN),
         pages: HOST_PAGES,

@@ -35,7 +35,7 @@ use spin::Mutex;
 use pagepin::arch::x86_64::Paging4Level;
 use pagepin::guard::{Epoch, EpochReader, EpochRetire};
 use pagepin::gup::{Gup, GupFlags, HeldPages, Stop};
-use pagepin::memmap::{HostMemMap, MemoryMap, Pfn, Region};
+use pagepin::memmap::{MemoryMap, Pfn, Region, SliceMemMap};
 use pagepin::meta::PageMeta;
 use pagepin::sync::Ordering;
 use pagepin::table::{
@@ -270,8 +270,8 @@ impl Summary {
 /// pinned; returns how many it found not pinned (it must find none).
 fn dma(
     data: &[HostFrame],
-    memmap: &HostMemMap<'_>,
-    pinned: &HeldPages<'_, HostMemMap<'_>>,
+    memmap: &SliceMemMap<'_>,
+    pinned: &HeldPages<'_, SliceMemMap<'_>>,
     tag: u64,
 ) -> u64 {
     let mut unpinned = 0;
@@ -301,7 +301,7 @@ pub fn run() -> Summary {
         .map(|_| PageMeta::new_allocated())
         .collect();
     let memory = HostMemory::new(&table_frames, TABLE_BASE).expect("aligned tables");
-    let mut memmap = HostMemMap::new(Pfn(DATA_PFN), &metas);
+    let mut memmap = SliceMemMap::new(Pfn(DATA_PFN), &metas);
     memmap
         .add_region(Region {
             first: Pfn(FILE_PFN),

@@ -39,13 +39,13 @@ use std::time::Instant;
 use pagepin::arch::x86_64::Paging4Level;
 use pagepin::guard::{Epoch, EpochReader};
 use pagepin::gup::{Gup, GupFlags, Stop, release};
-use pagepin::memmap::{HostMemMap, MemoryMap, Pfn, Region};
+use pagepin::memmap::{MemoryMap, Pfn, Region, SliceMemMap};
 use pagepin::meta::{GetErrorKind, Hold, PageMeta};
 use pagepin::table::{
     FramePool, HostFrame, HostMemory, MapRequest, Perms, PhysAddr, PoolFull, Retire, TableAccess,
     TableBuilder, VirtAddr, Walker,
 };
-use pagepin::truncate::{Extent, FileMapping, HostTlb, TableUnmapper, Truncate, Wait};
+use pagepin::truncate::{Extent, FileMapping, NoTlbShootdown, TableUnmapper, Truncate, Wait};
 use pagepin::wait::{Clock, SpinWaiter};
 
 const KIB4: u64 = 4 << 10;
@@ -153,8 +153,8 @@ impl Data {
         }
     }
 
-    fn memmap(&self) -> HostMemMap<'_> {
-        let mut map = HostMemMap::new(Pfn(DATA_BASE >> 12), &self.metas);
+    fn memmap(&self) -> SliceMemMap<'_> {
+        let mut map = SliceMemMap::new(Pfn(DATA_BASE >> 12), &self.metas);
         map.add_region(Region {
             first: Pfn(DATA_BASE >> 12),
             pages: HUGE_UNITS * 512,
@@ -233,7 +233,7 @@ fn slot_va(slot: usize) -> u64 {
 }
 
 fn walker(
-    gup: &Gup<'_, Paging4Level, HostMemory<'_>, HostMemMap<'_>>,
+    gup: &Gup<'_, Paging4Level, HostMemory<'_>, SliceMemMap<'_>>,
     data: &Data,
     epoch: &Epoch<READERS>,
     stop: &AtomicBool,
@@ -428,7 +428,7 @@ pub fn run(config: Config) -> Summary {
                     let mut unmapper = TableUnmapper::<_, _, _, _, 1>::new(
                         core::slice::from_mut(&mut tables),
                         12,
-                        HostTlb,
+                        NoTlbShootdown,
                     );
                     let mapping = FileMapping {
                         space: 0,

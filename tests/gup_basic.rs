@@ -8,7 +8,7 @@
 use pagepin::arch::x86_64::{Paging4Level, Paging5Level};
 use pagepin::guard::TablesNeverFreed;
 use pagepin::gup::*;
-use pagepin::memmap::{HostMemMap, MemoryMap, Pfn, Region};
+use pagepin::memmap::{MemoryMap, Pfn, Region, SliceMemMap};
 use pagepin::meta::{GetErrorKind, Hold, MetaWord, PageMeta};
 use pagepin::sync::op_count;
 use pagepin::table::*;
@@ -47,8 +47,8 @@ impl Data {
         }
     }
 
-    fn map(&self) -> HostMemMap<'_> {
-        let mut map = HostMemMap::new(pfn(DATA_BASE), &self.metas);
+    fn map(&self) -> SliceMemMap<'_> {
+        let mut map = SliceMemMap::new(pfn(DATA_BASE), &self.metas);
         map.add_region(Region {
             first: pfn(DAX),
             pages: 4 * 512,
@@ -70,7 +70,7 @@ impl Data {
 /// Builds tables of format `F` with `maps`, then runs `f` with GUP over them.
 fn with_gup<F: PagingFormat>(
     maps: &[MapRequest],
-    f: impl FnOnce(&Gup<'_, F, HostMemory<'_>, HostMemMap<'_>>, &HostMemory<'_>),
+    f: impl FnOnce(&Gup<'_, F, HostMemory<'_>, SliceMemMap<'_>>, &HostMemory<'_>),
 ) {
     let data = Data::new();
     let memmap = data.map();
@@ -104,7 +104,7 @@ fn map(va: u64, pa: u64, len: u64, leaf: u64) -> MapRequest {
     MapRequest::new(VirtAddr(va), PhysAddr(pa), len, leaf).with_perms(rw())
 }
 
-fn head_meta<'m>(memmap: &'m HostMemMap<'_>, pa: u64) -> &'m PageMeta {
+fn head_meta<'m>(memmap: &'m SliceMemMap<'_>, pa: u64) -> &'m PageMeta {
     memmap.unit(pfn(pa)).unwrap().meta
 }
 
@@ -525,7 +525,7 @@ fn pfns_outside_the_map_stop_the_walk() {
 /// A memory map that runs `hook` the first time it is asked about `trigger`:
 /// between the walk's load of the entry and the re-check.
 struct Interfering<'a, H: Fn()> {
-    inner: &'a HostMemMap<'a>,
+    inner: &'a SliceMemMap<'a>,
     trigger: Pfn,
     hook: H,
     fired: core::cell::Cell<bool>,

@@ -7,7 +7,7 @@
 use pagepin::arch::x86_64::Paging4Level;
 use pagepin::guard::TablesNeverFreed;
 use pagepin::gup::{Gup, GupFlags, ReleaseErrorKind, Stop, release};
-use pagepin::memmap::{HostMemMap, MemoryMap, Pfn, Region};
+use pagepin::memmap::{MemoryMap, Pfn, Region, SliceMemMap};
 use pagepin::meta::{Hold, PageMeta, PutError};
 use pagepin::table::{
     FramePool, HostFrame, HostMemory, MapRequest, Perms, PhysAddr, ReclaimNow, TableBuilder,
@@ -25,9 +25,9 @@ fn guard() -> TablesNeverFreed {
 
 /// 1024 metas: a 2 MiB unit (pages 0..512) mapped by a 2 MiB leaf at VA, and
 /// 8 single-page units (512..520) mapped by 4 KiB leaves after it.
-fn with_gup(f: impl FnOnce(&Gup<'_, Paging4Level, HostMemory<'_>, HostMemMap<'_>>, &[PageMeta])) {
+fn with_gup(f: impl FnOnce(&Gup<'_, Paging4Level, HostMemory<'_>, SliceMemMap<'_>>, &[PageMeta])) {
     let metas: Vec<PageMeta> = (0..1024).map(|_| PageMeta::new_allocated()).collect();
-    let mut memmap = HostMemMap::new(Pfn(DATA / KIB4), &metas);
+    let mut memmap = SliceMemMap::new(Pfn(DATA / KIB4), &metas);
     memmap
         .add_region(Region {
             first: Pfn(DATA / KIB4),

@@ -12,7 +12,7 @@
 use pagepin::arch::riscv64::*;
 use pagepin::guard::TablesNeverFreed;
 use pagepin::gup::{Gup, GupFlags, Stop, Taken, release};
-use pagepin::memmap::{HostMemMap, MemoryMap, Pfn, Region};
+use pagepin::memmap::{MemoryMap, Pfn, Region, SliceMemMap};
 use pagepin::meta::{Hold, MetaWord, PageMeta};
 use pagepin::sync::op_count;
 use pagepin::table::*;
@@ -43,7 +43,7 @@ fn check_at<F: PagingFormat>(block: u64, base: u64) {
     let small_pa = DATA + block;
     let pages = ((block + SMALL_LEAVES * page) / KIB4) as usize;
     let metas: Vec<PageMeta> = (0..pages).map(|_| PageMeta::new_allocated()).collect();
-    let mut memmap = HostMemMap::<1>::new(Pfn(DATA >> 12), &metas);
+    let mut memmap = SliceMemMap::<1>::new(Pfn(DATA >> 12), &metas);
     memmap
         .add_region(Region {
             first: Pfn(DATA >> 12),

@@ -29,7 +29,7 @@ use loom::thread;
 use pagepin::guard::{Epoch, TablesNeverFreed, WalkGuard};
 use pagepin::gup::broken::{self, Dropped};
 use pagepin::gup::{Gup, GupFlags, Stop, release};
-use pagepin::memmap::{HostMemMap, Pfn};
+use pagepin::memmap::{Pfn, SliceMemMap};
 use pagepin::meta::{Hold, PageMeta};
 use pagepin::table::{Toy, VirtAddr, Walker};
 
@@ -57,8 +57,8 @@ impl World {
         world
     }
 
-    fn memmap(&self) -> HostMemMap<'_, 1, 1> {
-        HostMemMap::new(Pfn(DATA_PFN), &self.metas)
+    fn memmap(&self) -> SliceMemMap<'_, 1, 1> {
+        SliceMemMap::new(Pfn(DATA_PFN), &self.metas)
     }
 
     fn meta(&self, pfn: Pfn) -> &PageMeta {
@@ -95,7 +95,7 @@ impl World {
 trait WalkGuardDyn {
     fn run(
         &self,
-        gup: &Gup<'_, Toy, Tables, HostMemMap<'_, 1, 1>>,
+        gup: &Gup<'_, Toy, Tables, SliceMemMap<'_, 1, 1>>,
         dropped: Option<Dropped>,
         out: &mut [Pfn],
     ) -> (usize, Stop);
@@ -104,7 +104,7 @@ trait WalkGuardDyn {
 impl<G: WalkGuard> WalkGuardDyn for G {
     fn run(
         &self,
-        gup: &Gup<'_, Toy, Tables, HostMemMap<'_, 1, 1>>,
+        gup: &Gup<'_, Toy, Tables, SliceMemMap<'_, 1, 1>>,
         dropped: Option<Dropped>,
         out: &mut [Pfn],
     ) -> (usize, Stop) {

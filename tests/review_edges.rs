@@ -14,7 +14,7 @@ use pagepin::arch::aarch64::Stage1;
 use pagepin::arch::x86_64::{Paging4Level, Paging5Level};
 use pagepin::guard::TablesNeverFreed;
 use pagepin::gup::{Gup, GupError, GupFlags, ReleaseErrorKind, Stop, release, release_run};
-use pagepin::memmap::{HostMemMap, MemoryMap, Pfn, Region};
+use pagepin::memmap::{MemoryMap, Pfn, Region, SliceMemMap};
 use pagepin::meta::{COUNT_MAX, GetErrorKind, Hold, MAX_BATCH, PageMeta, PutError};
 use pagepin::table::{
     FramePool, HostFrame, HostMemory, MapRequest, PagingFormat, Perms, PhysAddr, RangeError,
@@ -22,7 +22,7 @@ use pagepin::table::{
 };
 use pagepin::truncate::{Extent, MarkSetError, SetError, Truncate, Unmapper};
 
-type Hm<'a> = HostMemMap<'a>;
+type Hm<'a> = SliceMemMap<'a>;
 const KIB4: u64 = 0x1000;
 const MIB2: u64 = 0x20_0000;
 /// First PFN of the data (PA 16 MiB, aligned for every block size used here

@@ -14,7 +14,7 @@ use std::cell::Cell;
 use pagepin::arch::x86_64::Paging4Level;
 use pagepin::guard::TablesNeverFreed;
 use pagepin::gup::{Gup, GupFlags, Stop, release};
-use pagepin::memmap::{HostMemMap, Pfn};
+use pagepin::memmap::{Pfn, SliceMemMap};
 use pagepin::meta::{Hold, PageMeta};
 use pagepin::sync::{AtomicU64, Ordering};
 use pagepin::table::{
@@ -119,7 +119,7 @@ fn change_to(c: Change, l: &Locs) -> (EntryLoc, u64) {
 fn run_one(change: Change, k: u64, hold: Hold, out_len: usize) -> u64 {
     let frames: Vec<HostFrame> = (0..8).map(|_| HostFrame::new()).collect();
     let metas: Vec<PageMeta> = (0..1536).map(|_| PageMeta::new_allocated()).collect();
-    let map: HostMemMap = HostMemMap::new(Pfn(BASE), &metas);
+    let map: SliceMemMap = SliceMemMap::new(Pfn(BASE), &metas);
     let memory = HostMemory::new(&frames, PhysAddr(0x100_0000_0000)).unwrap();
     let mut pool: Vec<PhysAddr> = memory.frame_pas().collect();
     let mut tables =
@@ -263,7 +263,7 @@ fn random_raw_tables() {
     for round in 0..200 {
         let frames: Vec<HostFrame> = (0..8).map(|_| HostFrame::new()).collect();
         let metas: Vec<PageMeta> = (0..1024).map(|_| PageMeta::new_allocated()).collect();
-        let map: HostMemMap = HostMemMap::new(Pfn(BASE), &metas);
+        let map: SliceMemMap = SliceMemMap::new(Pfn(BASE), &metas);
         let memory = HostMemory::new(&frames, PhysAddr(0x100_0000)).unwrap();
         let mut pool: Vec<PhysAddr> = memory.frame_pas().collect();
         let mut tables =

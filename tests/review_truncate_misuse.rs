@@ -12,7 +12,7 @@ use std::sync::Barrier;
 use std::sync::atomic::{AtomicU32, Ordering as StdOrdering};
 use std::time::Instant;
 
-use pagepin::memmap::{HostMemMap, MemoryMap, Pfn, Region};
+use pagepin::memmap::{MemoryMap, Pfn, Region, SliceMemMap};
 use pagepin::meta::{FreeError, Hold, MarkError, PageMeta};
 use pagepin::truncate::{
     DrainError, Extent, Failed, LeaseId, LeaseRegistry, MarkSetError, Revoke, Truncate, Unmapper,
@@ -20,7 +20,7 @@ use pagepin::truncate::{
 };
 use pagepin::wait::{Clock, SpinWaiter};
 
-type Hm<'a> = HostMemMap<'a>;
+type Hm<'a> = SliceMemMap<'a>;
 const BASE: u64 = 0x1000;
 
 struct NoUnmap;

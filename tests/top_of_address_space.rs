@@ -18,7 +18,7 @@
 //!   are released (`release`) drains and frees them; the entries are cleared,
 //!   the tables gone back to the pool, and GUP-fast finds a hole.
 //!
-//! Then the same at the top of the PFN space: a `HostMemMap` that reaches the
+//! Then the same at the top of the PFN space: a `SliceMemMap` that reaches the
 //! last PFN, `u64::MAX`, with a unit ending there.
 
 use pagepin::arch::aarch64::{
@@ -28,12 +28,12 @@ use pagepin::arch::aarch64::{
 use pagepin::arch::x86_64::{Ept4Level, Ept5Level, Paging4Level, Paging5Level};
 use pagepin::guard::TablesNeverFreed;
 use pagepin::gup::{Gup, GupError, GupFlags, Stop, Taken, release, release_run};
-use pagepin::memmap::{HostMemMap, MemoryMap, Pfn, Region};
+use pagepin::memmap::{MemoryMap, Pfn, Region, SliceMemMap};
 use pagepin::meta::{Hold, MetaWord, PageMeta};
 use pagepin::sync::op_count;
 use pagepin::table::*;
 use pagepin::truncate::{
-    Extent, Failed, FileMapping, Freed, HostTlb, TableUnmapper, Truncate, Unmapper,
+    Extent, Failed, FileMapping, Freed, NoTlbShootdown, TableUnmapper, Truncate, Unmapper,
 };
 
 const KIB4: u64 = 4 << 10;
@@ -84,7 +84,7 @@ fn top_leaves<F: PagingFormat>(leaf: u64, leaves: u64) {
     let unit_pages = if leaf > page { leaf / KIB4 } else { 1 };
     let units = base_pages / unit_pages;
     let metas: Vec<PageMeta> = (0..base_pages).map(|_| PageMeta::new_allocated()).collect();
-    let mut memmap = HostMemMap::<1>::new(Pfn(first_pfn), &metas);
+    let mut memmap = SliceMemMap::<1>::new(Pfn(first_pfn), &metas);
     if unit_pages > 1 {
         memmap
             .add_region(Region {
@@ -265,7 +265,7 @@ fn top_leaves<F: PagingFormat>(leaf: u64, leaves: u64) {
     }
 
     // Truncate, with the pins held: mark, unmap, busy, release, drain, free.
-    let mut unmapper = TableUnmapper::<_, _, _, _, 1>::new(&mut spaces, 12, HostTlb);
+    let mut unmapper = TableUnmapper::<_, _, _, _, 1>::new(&mut spaces, 12, NoTlbShootdown);
     unmapper
         .add_mapping(FileMapping {
             space: 0,
@@ -422,8 +422,8 @@ fn toy_top_of_its_64_kib() {
 const TOP_FIRST: u64 = u64::MAX - 1023;
 const TOP_UNIT: u64 = u64::MAX - 511;
 
-fn top_map(metas: &[PageMeta]) -> HostMemMap<'_> {
-    let mut map = HostMemMap::new(Pfn(TOP_FIRST), metas);
+fn top_map(metas: &[PageMeta]) -> SliceMemMap<'_> {
+    let mut map = SliceMemMap::new(Pfn(TOP_FIRST), metas);
     map.add_region(Region {
         first: Pfn(TOP_UNIT),
         pages: 512,
@@ -508,7 +508,7 @@ fn a_release_run_past_the_last_pfn_is_refused_before_anything_is_released() {
 /// works from the file mapping, PFN to VA, not from the leaves.)
 fn top_pfns_mapped_at_the_top(
     f: impl FnOnce(
-        &mut TableUnmapper<'_, '_, Paging4Level, HostMemory<'_>, ReclaimNow, HostTlb, 1>,
+        &mut TableUnmapper<'_, '_, Paging4Level, HostMemory<'_>, ReclaimNow, NoTlbShootdown, 1>,
         Walker<'_, Paging4Level, HostMemory<'_>>,
     ),
 ) {
@@ -528,7 +528,7 @@ fn top_pfns_mapped_at_the_top(
         .map(&MapRequest::new(VirtAddr(va), PhysAddr(DATA), len, KIB4))
         .unwrap();
     let walker = spaces[0].walker();
-    let mut unmapper = TableUnmapper::<_, _, _, _, 1>::new(&mut spaces, 12, HostTlb);
+    let mut unmapper = TableUnmapper::<_, _, _, _, 1>::new(&mut spaces, 12, NoTlbShootdown);
     unmapper
         .add_mapping(FileMapping {
             space: 0,
@@ -593,7 +593,7 @@ fn an_unmapper_with_a_bad_page_shift_is_refused() {
         unsafe { ReclaimNow::new() },
     )
     .unwrap()];
-    let mut unmapper = TableUnmapper::<_, _, _, _, 1>::new(&mut spaces, 64, HostTlb);
+    let mut unmapper = TableUnmapper::<_, _, _, _, 1>::new(&mut spaces, 64, NoTlbShootdown);
     assert_eq!(
         unmapper.unmap_extent(Extent::new(Pfn(0x40000), 1)),
         Err(pagepin::truncate::TableUnmapError::BadPageShift { page_shift: 64 })

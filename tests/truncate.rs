@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use pagepin::arch::x86_64::Paging4Level;
 use pagepin::guard::TablesNeverFreed;
 use pagepin::gup::{Gup, GupFlags, Stop, release};
-use pagepin::memmap::{HostMemMap, MemoryMap, Pfn, Region};
+use pagepin::memmap::{MemoryMap, Pfn, Region, SliceMemMap};
 use pagepin::meta::{FreeError, GetErrorKind, Hold, MarkError, MetaWord, PageMeta};
 use pagepin::sync::op_count;
 use pagepin::table::{
@@ -42,8 +42,8 @@ impl Host {
         }
     }
 
-    fn memmap(&self) -> HostMemMap<'_> {
-        let mut map = HostMemMap::new(Pfn(BASE), &self.metas);
+    fn memmap(&self) -> SliceMemMap<'_> {
+        let mut map = SliceMemMap::new(Pfn(BASE), &self.metas);
         map.add_region(Region {
             first: Pfn(HUGE),
             pages: 8 * 512,
@@ -98,7 +98,7 @@ fn within(clock: &StdClock, ms: u64) -> Wait<'_> {
     }
 }
 
-fn all_idle_unmarked(memmap: &HostMemMap<'_>, extents: &[Extent]) -> bool {
+fn all_idle_unmarked(memmap: &SliceMemMap<'_>, extents: &[Extent]) -> bool {
     extents.iter().all(|e| {
         let w = memmap.unit(e.first).unwrap().meta.load();
         w.is_idle() && !w.is_truncating() && !w.is_free()
@@ -403,7 +403,7 @@ fn a_drain_that_times_out_hands_the_truncate_back() {
 /// at once would: the drain must park exactly once for the whole set.
 struct ReleaseOnPark<'a> {
     heads: &'a [Pfn],
-    memmap: &'a HostMemMap<'a>,
+    memmap: &'a SliceMemMap<'a>,
 }
 
 impl Waiter for ReleaseOnPark<'_> {

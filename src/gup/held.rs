@@ -18,12 +18,12 @@ use crate::meta::Hold;
 /// use pagepin::arch::x86_64::Paging4Level;
 /// use pagepin::guard::TablesNeverFreed;
 /// use pagepin::gup::{Gup, GupFlags, Stop};
-/// use pagepin::memmap::{HostMemMap, MemoryMap, Pfn};
+/// use pagepin::memmap::{SliceMemMap, MemoryMap, Pfn};
 /// use pagepin::meta::PageMeta;
 /// use pagepin::table::*;
 ///
 /// let metas: Vec<PageMeta> = (0..16).map(|_| PageMeta::new_allocated()).collect();
-/// let memmap = HostMemMap::<1>::new(Pfn(0x8_0000), &metas);
+/// let memmap = SliceMemMap::<1>::new(Pfn(0x8_0000), &metas);
 /// let frames: Vec<HostFrame> = (0..8).map(|_| HostFrame::new()).collect();
 /// let memory = HostMemory::new(&frames, PhysAddr(0x10_0000)).unwrap();
 /// let mut slots: Vec<PhysAddr> = memory.frame_pas().collect();

@@ -8,12 +8,12 @@
 //! 4 KiB leaves in another, and both must count on the same head.
 //!
 //! A kernel implements [`MemoryMap`] over its own page-metadata array (its
-//! `struct page` array, its frame allocator's table). [`HostMemMap`] is an
+//! `struct page` array, its frame allocator's table). [`SliceMemMap`] is an
 //! implementation over a slice of [`PageMeta`], for tests and examples.
 
-mod host;
+mod slice;
 
-pub use host::{HostMemMap, Region, RegionError};
+pub use slice::{Region, RegionError, SliceMemMap};
 
 use core::fmt;
 

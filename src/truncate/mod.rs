@@ -81,7 +81,9 @@ pub use lease::{Lease, LeaseId, LeaseRegistry, RegistryFull, Revoke};
 pub use outcome::{
     BusyUnit, Cancelled, DrainError, Failed, FreeSetError, Freed, MarkSetError, StillBusy,
 };
-pub use unmap::{FileMapping, HostTlb, TableUnmapError, TableUnmapper, TlbShootdown, Unmapper};
+pub use unmap::{
+    FileMapping, NoTlbShootdown, TableUnmapError, TableUnmapper, TlbShootdown, Unmapper,
+};
 
 use core::fmt;
 use core::marker::PhantomData;

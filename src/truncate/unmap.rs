@@ -48,9 +48,9 @@ pub trait TlbShootdown {
 /// translations, so there is nothing to flush. A kernel's tables always need a
 /// real shootdown.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct HostTlb;
+pub struct NoTlbShootdown;
 
-impl TlbShootdown for HostTlb {
+impl TlbShootdown for NoTlbShootdown {
     #[inline]
     fn flush(&mut self, _space: usize, _range: VaRange, _sizes: LeafSizes) {}
 }

@@ -1,5 +1,7 @@
-//! [`HostMemMap`]: a memory map over a slice of [`PageMeta`], for tests and
-//! examples (and a model of what a kernel's own map does).
+//! [`SliceMemMap`]: a memory map over a slice of [`PageMeta`] (one per base
+//! page from a first PFN), with fixed regions of larger or layout-managed
+//! units: what a kernel whose units never change size can use as it is, and
+//! the model of what a kernel's own map does.
 
 use core::fmt;
 
@@ -63,17 +65,17 @@ impl core::error::Error for RegionError {}
 /// bound here is computed as `first + (pages - 1)`.) Metas past PFN `u64::MAX`
 /// — a slice longer than the PFNs left above `first` — describe no PFN and
 /// are never returned.
-pub struct HostMemMap<'a, const REGIONS: usize = 8, const WAIT_SLOTS: usize = 64> {
+pub struct SliceMemMap<'a, const REGIONS: usize = 8, const WAIT_SLOTS: usize = 64> {
     first: Pfn,
     metas: &'a [PageMeta],
     regions: Vec<Region, REGIONS>,
     waits: WaitTable<WAIT_SLOTS>,
 }
 
-impl<'a, const REGIONS: usize, const WAIT_SLOTS: usize> HostMemMap<'a, REGIONS, WAIT_SLOTS> {
+impl<'a, const REGIONS: usize, const WAIT_SLOTS: usize> SliceMemMap<'a, REGIONS, WAIT_SLOTS> {
     /// A map of `metas`, the first describing PFN `first`.
     pub fn new(first: Pfn, metas: &'a [PageMeta]) -> Self {
-        HostMemMap {
+        SliceMemMap {
             first,
             metas,
             regions: Vec::new(),
@@ -166,10 +168,10 @@ impl<'a, const REGIONS: usize, const WAIT_SLOTS: usize> HostMemMap<'a, REGIONS, 
 }
 
 impl<const REGIONS: usize, const WAIT_SLOTS: usize> fmt::Debug
-    for HostMemMap<'_, REGIONS, WAIT_SLOTS>
+    for SliceMemMap<'_, REGIONS, WAIT_SLOTS>
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HostMemMap")
+        f.debug_struct("SliceMemMap")
             .field("first", &self.first)
             .field("pages", &self.metas.len())
             .field("regions", &self.regions)
@@ -186,7 +188,7 @@ impl<const REGIONS: usize, const WAIT_SLOTS: usize> fmt::Debug
 // `WaitSlot::wake` on the table's fixed slot for the head, and host waiters
 // poll; (6) the layout version is a constant: no unit ever changes.
 unsafe impl<const REGIONS: usize, const WAIT_SLOTS: usize> MemoryMap
-    for HostMemMap<'_, REGIONS, WAIT_SLOTS>
+    for SliceMemMap<'_, REGIONS, WAIT_SLOTS>
 {
     const PAGE_SHIFT: u32 = 12;
 
@@ -239,7 +241,7 @@ unsafe impl<const REGIONS: usize, const WAIT_SLOTS: usize> MemoryMap
         self.waits.wake(head);
     }
 
-    /// Always 0: the units of a `HostMemMap` never change once it is shared,
+    /// Always 0: the units of a `SliceMemMap` never change once it is shared,
     /// so GUP-fast never needs to look a unit up twice.
     #[inline]
     fn layout_version(&self) -> Option<u64> {
@@ -260,7 +262,7 @@ mod tests {
     #[test]
     fn units_come_from_regions_not_from_leaves() {
         let metas = metas(2048);
-        let mut map = HostMemMap::<4>::new(Pfn(0x1000), &metas);
+        let mut map = SliceMemMap::<4>::new(Pfn(0x1000), &metas);
         map.add_region(Region {
             first: Pfn(0x1200),
             pages: 1024,
@@ -296,7 +298,7 @@ mod tests {
     #[test]
     fn bad_regions_are_refused() {
         let metas = metas(1024);
-        let mut map = HostMemMap::<1>::new(Pfn(0), &metas);
+        let mut map = SliceMemMap::<1>::new(Pfn(0), &metas);
         let region = |first, pages, unit_pages| Region {
             first: Pfn(first),
             pages,
@@ -328,7 +330,7 @@ mod tests {
             map.add_region(region(512, 512, 512)),
             Err(RegionError::Full)
         );
-        let mut map = HostMemMap::<2>::new(Pfn(0), &metas);
+        let mut map = SliceMemMap::<2>::new(Pfn(0), &metas);
         map.add_region(region(0, 512, 512)).unwrap();
         assert_eq!(
             map.add_region(region(256, 256, 256)),
@@ -340,7 +342,7 @@ mod tests {
     fn a_map_may_reach_the_last_pfn() {
         let metas = metas(1024);
         let first = Pfn(u64::MAX - 1023);
-        let mut map = HostMemMap::<4>::new(first, &metas);
+        let mut map = SliceMemMap::<4>::new(first, &metas);
         assert_eq!(
             (map.first(), map.last(), map.pages()),
             (first, Some(Pfn(u64::MAX)), 1024)
@@ -381,13 +383,13 @@ mod tests {
     #[test]
     fn metas_past_the_last_pfn_describe_nothing() {
         let metas = metas(8);
-        let map = HostMemMap::<1>::new(Pfn(u64::MAX - 3), &metas);
+        let map = SliceMemMap::<1>::new(Pfn(u64::MAX - 3), &metas);
         assert_eq!((map.last(), map.pages()), (Some(Pfn(u64::MAX)), 4));
         assert!(core::ptr::eq(
             map.meta_of(Pfn(u64::MAX)).unwrap(),
             &metas[3]
         ));
-        let empty = HostMemMap::<1>::new(Pfn(u64::MAX), &[]);
+        let empty = SliceMemMap::<1>::new(Pfn(u64::MAX), &[]);
         assert_eq!((empty.last(), empty.pages()), (None, 0));
         assert!(empty.unit(Pfn(u64::MAX)).is_err());
         let mut empty = empty;
