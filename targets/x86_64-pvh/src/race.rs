@@ -35,7 +35,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use pagepin::guard::WalkGuard;
 use pagepin::gup::{Gup, GupFlags, Stop, release};
-use pagepin::memmap::{HostMemMap, MemoryMap, OutsideMap, Pfn, Region, Unit};
+use pagepin::memmap::{SliceMemMap, MemoryMap, OutsideMap, Pfn, Region, Unit};
 use pagepin::meta::{GetErrorKind, Hold, PageMeta};
 use pagepin::table::{MapRequest, PagingFormat, Perms, PhysAddr, TableBuilder, VirtAddr, Walker};
 use pagepin::truncate::{Extent, FileMapping, TableUnmapper, Truncate, Wait};
@@ -84,7 +84,7 @@ const MAX_WALKER_PAGES: usize = 600;
 /// The page metadata: all-zero (allocated, idle) in `.bss`; [`init`] frees
 /// them all.
 static METAS: [PageMeta; METAS_LEN] = [const { PageMeta::new_allocated() }; METAS_LEN];
-static MEMMAP: spin::Once<HostMemMap<'static>> = spin::Once::new();
+static MEMMAP: spin::Once<SliceMemMap<'static>> = spin::Once::new();
 
 /// Per unit: the generation of its current allocation.
 static GENERATION: [AtomicU64; UNITS] = [const { AtomicU64::new(0) }; UNITS];
@@ -154,7 +154,7 @@ pub fn init() {
             violation(format_args!("initial free failed: {e}"));
         }
     }
-    let mut map = HostMemMap::new(Pfn(DATA_BASE / KIB4), &METAS);
+    let mut map = SliceMemMap::new(Pfn(DATA_BASE / KIB4), &METAS);
     for region in [
         Region {
             first: Pfn(DATA_BASE / KIB4),
@@ -176,7 +176,7 @@ pub fn init() {
     MEMMAP.call_once(|| map);
 }
 
-fn memmap() -> &'static HostMemMap<'static> {
+fn memmap() -> &'static SliceMemMap<'static> {
     MEMMAP.get().expect("race::init runs first")
 }
 
@@ -258,13 +258,13 @@ static TRUNCATES_DONE: AtomicU64 = AtomicU64::new(0);
 /// (Bounded: the walker may hold pins that the truncate's drain waits for.)
 /// Test instrumentation of this kernel only; pagepin is unchanged.
 struct Stretched {
-    map: &'static HostMemMap<'static>,
+    map: &'static SliceMemMap<'static>,
     spins: u64,
     calls: core::cell::Cell<u64>,
 }
 
 // SAFETY: every answer is the inner map's, unchanged (only delayed), so each
-// point of the contract holds as it does for `HostMemMap`.
+// point of the contract holds as it does for `SliceMemMap`.
 unsafe impl MemoryMap for Stretched {
     const PAGE_SHIFT: u32 = 12;
 
