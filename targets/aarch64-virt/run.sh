@@ -12,6 +12,15 @@
 #       stage 1 walks of every configuration of the granule (TTBR0 and TTBR1)
 #       with the MMU's (AT + PAR_EL1, instruction fetches). Same verdict.
 #
+#   bash targets/aarch64-virt/run.sh stage2 [4k]
+#       Stage 2 at EL2 (src/stage2/): boots the hypervisor kernel at EL2
+#       (virtualization=on, -cpu max, 4 CPUs, -m 256M): CPU 0 balloons guest
+#       memory with the truncate typestate API and leases, CPU 1 GUP-pins
+#       guest memory through the live stage-2 tables (Stage2G4K40, two
+#       concatenated start tables), CPUs 2-3 run a guest at EL1 touching its
+#       memory; pagepin's stage-2 walk is compared with AT S12E1R/W. Same
+#       verdict.
+#
 #   bash targets/aarch64-virt/run.sh 4k|64k --broken FEATURE [--runs N]
 #       Builds with a deliberately broken cargo feature (broken-no-drain,
 #       broken-early-table-reuse, broken-no-tlbi), or pagepin without a
@@ -37,7 +46,7 @@ BOOT_TIMEOUT=${BOOT_TIMEOUT:-240}
 TARGET=aarch64-unknown-none
 
 usage() {
-    echo "usage: $0 [sweep] 4k|16k|64k [--broken FEATURE] [--runs N]" >&2
+    echo "usage: $0 [sweep|stage2] 4k|16k|64k [--broken FEATURE] [--runs N]" >&2
     exit 2
 }
 
@@ -47,6 +56,13 @@ if [ "$1" = sweep ]; then
     MODE=sweep
     shift
     [ $# -ge 1 ] || usage
+elif [ "$1" = stage2 ]; then
+    MODE=stage2
+    shift
+    # One granule (4 KiB: Stage2G4K40); the argument is optional.
+    if [ $# -eq 0 ] || [ "${1#--}" != "$1" ]; then
+        set -- 4k "$@"
+    fi
 fi
 GRANULE=$1
 shift
@@ -63,6 +79,7 @@ case "$MODE:$GRANULE" in
     race:4k) FEATURES=; MEMORY=256M ;;
     race:64k) FEATURES=granule-64k; MEMORY=2G ;;
     sweep:4k | sweep:16k | sweep:64k) FEATURES=; MEMORY=2G ;;
+    stage2:4k) FEATURES=; MEMORY=256M ;;
     *) usage ;;
 esac
 if [ "$MODE" = sweep ]; then
@@ -71,6 +88,12 @@ if [ "$MODE" = sweep ]; then
     MACHINE=virt,gic-version=3,virtualization=on
     CPU=max
     SMP=1
+elif [ "$MODE" = stage2 ]; then
+    BIN=pagepin-aarch64-stage2
+    # EL2 with 4 CPUs: the hypervisor, its device and two vCPUs.
+    MACHINE=virt,gic-version=3,virtualization=on
+    CPU=max
+    SMP=4
 else
     BIN=pagepin-aarch64-virt
     MACHINE=virt,gic-version=3
