@@ -414,6 +414,13 @@ pub fn flush_ipa_range(ipa: u64, len: u64, leaf: u64) {
             at += leaf;
         }
     }
+    if cfg!(feature = "broken-no-vmalle1") {
+        // BROKEN: the stage-2 invalidation alone; the combined stage 1+2
+        // entries of the VMID survive.
+        // SAFETY: barriers.
+        unsafe { asm!("dsb ish", "isb", options(nostack)) };
+        return;
+    }
     // SAFETY: barriers and a TLB invalidation (as above).
     unsafe {
         asm!(
