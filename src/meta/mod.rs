@@ -22,9 +22,10 @@
 //!
 //! Every compare-exchange is the strong form: an uncontended operation is exactly
 //! one RMW (a weak one may fail spuriously on LL/SC machines and under miri),
-//! which the operation counters of [`crate::sync::op_count`] let tests assert.
+//! which the operation counters of `crate::sync::op_count` let tests assert.
 
 mod error;
+#[cfg(feature = "host")]
 mod get_path;
 pub mod word;
 
@@ -35,6 +36,7 @@ pub mod broken;
 pub use error::{
     AllocError, FreeError, GetError, GetErrorKind, MarkError, PutError, UnmarkError, Wake,
 };
+#[cfg(feature = "host")]
 pub use get_path::{CasLoop, DefaultGetPath, FetchAddUndo, GetPath, SafeGetPath};
 pub use word::{COUNT_MAX, HEADROOM, Hold, MAX_BATCH, MAX_CPUS, MetaFlags, MetaWord};
 
@@ -208,7 +210,8 @@ impl PageMeta {
     }
 
     /// Takes `n` references or pins (`n` base pages of one huge leaf) with the
-    /// default get path ([`DefaultGetPath`]).
+    /// compare-exchange loop (the speculative path, for kernels that meet its
+    /// precondition, is [`get_speculative`](Self::get_speculative)).
     ///
     /// A successful get is an Acquire RMW: it pairs with the Release of
     /// [`allocate`](Self::allocate) and [`free`](Self::free) (through the word's
@@ -222,7 +225,7 @@ impl PageMeta {
     /// as it was; if [`GetError::wake`] is `Due`, wake the page's waiter.
     #[inline]
     pub fn get(&self, hold: Hold, n: u32) -> Result<(), GetError> {
-        self.get_with::<DefaultGetPath>(hold, n)
+        self.get_cas_loop(hold, n)
     }
 
     /// [`get`](Self::get) with an explicit get path that has no precondition
@@ -232,6 +235,7 @@ impl PageMeta {
     /// # Errors
     ///
     /// As [`get`](Self::get).
+    #[cfg(feature = "host")]
     #[inline]
     pub fn get_with<P: SafeGetPath>(&self, hold: Hold, n: u32) -> Result<(), GetError> {
         // SAFETY: `P: SafeGetPath`, whose implementors promise that `P::get` has
@@ -239,8 +243,8 @@ impl PageMeta {
         unsafe { P::get(self, hold, n) }
     }
 
-    /// [`get`](Self::get) on the speculative path ([`FetchAddUndo`]): one
-    /// `fetch_add`, check the value it returned, undo on refusal.
+    /// [`get`](Self::get) on the speculative path: one `fetch_add`, check the
+    /// value it returned, undo on refusal.
     ///
     /// # Safety
     ///
@@ -271,12 +275,12 @@ impl PageMeta {
     /// ```
     #[inline]
     pub unsafe fn get_speculative(&self, hold: Hold, n: u32) -> Result<(), GetError> {
-        // SAFETY: `FetchAddUndo::get`'s precondition is this function's, which
-        // the caller meets.
-        unsafe { FetchAddUndo::get(self, hold, n) }
+        // SAFETY: `get_fetch_add`'s precondition is this function's, which the
+        // caller meets.
+        unsafe { self.get_fetch_add(hold, n) }
     }
 
-    /// The compare-exchange get path ([`CasLoop`]).
+    /// The compare-exchange get path.
     #[inline]
     fn get_cas_loop(&self, hold: Hold, n: u32) -> Result<(), GetError> {
         if !valid_batch(n) {
@@ -313,7 +317,7 @@ impl PageMeta {
         }
     }
 
-    /// The speculative get path ([`FetchAddUndo`]).
+    /// The speculative get path.
     ///
     /// # Safety
     ///
@@ -569,7 +573,7 @@ impl PageMeta {
     ///   back);
     /// - [`FreeError::NotMarked`]: the page is allocated but not marked;
     /// - [`FreeError::Busy`]: marked, but a count is not zero. After a drain this
-    ///   is either a transient speculative increment ([`FetchAddUndo`]) that its
+    ///   is either a transient speculative increment ([`get_speculative`](PageMeta::get_speculative)) that its
     ///   getter undoes at once (retry), or a count taken while the mark was
     ///   cleared behind the truncate's back and the page marked again (retrying
     ///   will not help).

@@ -4,7 +4,7 @@ use core::fmt;
 
 use super::error::RangeError;
 
-/// A physical address (or, for [`HostMemory`](super::HostMemory), a made-up one:
+/// A physical address (or, for `HostMemory` (the `host` feature), a made-up one:
 /// a base plus an offset into the host slice).
 #[repr(transparent)]
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]

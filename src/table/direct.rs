@@ -134,7 +134,7 @@ mod tests {
     extern crate std;
     use super::*;
     use crate::sync::Ordering;
-    use crate::table::access::HostFrame;
+    use crate::table::HostFrame;
     use std::vec::Vec;
 
     fn frames(n: usize) -> Vec<HostFrame> {

@@ -180,34 +180,6 @@ impl fmt::Display for AccessError {
 
 impl core::error::Error for AccessError {}
 
-/// Why host memory cannot be set up.
-#[non_exhaustive]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum HostMemoryError {
-    /// The base address is not aligned to a frame.
-    MisalignedBase {
-        /// The base address.
-        base: PhysAddr,
-    },
-    /// The frames would extend past the end of the physical address space.
-    TooLarge,
-}
-
-impl fmt::Display for HostMemoryError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            HostMemoryError::MisalignedBase { base } => {
-                write!(f, "host memory base {base} is not frame-aligned")
-            }
-            HostMemoryError::TooLarge => {
-                f.write_str("host memory exceeds the physical address space")
-            }
-        }
-    }
-}
-
-impl core::error::Error for HostMemoryError {}
-
 /// A failed walk: the address being translated and what went wrong.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct WalkError {

@@ -3,9 +3,9 @@
 //!
 //! | concept | module | what it holds |
 //! |---|---|---|
-//! | paging format | [`format`] | [`PagingFormat`], [`Geometry`], the [`Toy`] format |
+//! | paging format | [`format`] | [`PagingFormat`], [`Geometry`], the `Toy` format (the `host` feature) |
 //! | entries | [`entry`] | [`Entry`], [`Perms`], [`MemType`], [`EntryLoc`], [`EntrySnapshot`] |
-//! | table access | [`access`], [`direct`] | [`TableAccess`]; [`DirectMap`] (a kernel's direct or identity map); [`HostMemory`] over [`HostFrame`]s |
+//! | table access | [`access`], [`direct`] | [`TableAccess`]; [`DirectMap`] (a kernel's direct or identity map); `HostMemory` over `HostFrame`s (the `host` feature) |
 //! | walker | [`walk`] | [`Walker`]: translate, and walk a range leaf by leaf |
 //! | builder | [`build`] | [`TableBuilder`]: map and unmap in caller-provided frames |
 //! | frames and retirement | [`pool`] | [`FramePool`], the [`Retire`] hook, [`ReclaimNow`] |
@@ -54,21 +54,26 @@ pub mod direct;
 pub mod entry;
 pub mod error;
 pub mod format;
+#[cfg(feature = "host")]
+pub mod host;
 pub mod pool;
 pub mod walk;
 
-pub use access::{HOST_FRAME_ENTRIES, HOST_FRAME_SIZE, HostFrame, HostMemory, TableAccess};
+pub use access::TableAccess;
 pub use addr::{PhysAddr, VaRange, VirtAddr};
 pub use build::{LeafSizes, MapRequest, TableBuilder, Unmapped};
 #[cfg(not(loom))]
 pub use direct::DirectMap;
 pub use entry::{Entry, EntryLoc, EntrySnapshot, LeafEntry, MemType, Perms, TableEntry};
 pub use error::{
-    AccessError, DecodeError, EncodeError, HostMemoryError, MapError, PoolFull, RangeError,
-    UnmapError, WalkError, WalkErrorKind,
+    AccessError, DecodeError, EncodeError, MapError, PoolFull, RangeError, UnmapError, WalkError,
+    WalkErrorKind,
 };
+#[cfg(feature = "host")]
 pub use format::toy::Toy;
 pub use format::{Geometry, LevelShape, MAX_INDEX_BITS, MAX_LEVELS, PagingFormat};
+#[cfg(feature = "host")]
+pub use host::{HOST_FRAME_ENTRIES, HOST_FRAME_SIZE, HostFrame, HostMemory, HostMemoryError};
 pub use pool::{FramePool, ReclaimNow, Retire};
 pub use walk::{HoleItem, LeafItem, Walk, WalkItem, Walker};
 

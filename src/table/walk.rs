@@ -15,7 +15,7 @@
 //!
 //! Keeping the tables alive while a walk reads them is the caller's business
 //! (the walk guard: an epoch or RCU read section with deferred table freeing);
-//! over [`HostMemory`](super::HostMemory) every read is of valid memory anyway.
+//! over `HostMemory` (the `host` feature) every read is of valid memory anyway.
 
 use core::marker::PhantomData;
 

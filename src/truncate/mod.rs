@@ -81,9 +81,9 @@ pub use lease::{Lease, LeaseId, LeaseRegistry, RegistryFull, Revoke};
 pub use outcome::{
     BusyUnit, Cancelled, DrainError, Failed, FreeSetError, Freed, MarkSetError, StillBusy,
 };
-pub use unmap::{
-    FileMapping, NoTlbShootdown, TableUnmapError, TableUnmapper, TlbShootdown, Unmapper,
-};
+#[cfg(feature = "host")]
+pub use unmap::NoTlbShootdown;
+pub use unmap::{FileMapping, TableUnmapError, TableUnmapper, TlbShootdown, Unmapper};
 
 use core::fmt;
 use core::marker::PhantomData;
@@ -240,7 +240,7 @@ impl<'m, M: MemoryMap + ?Sized, I: Iterator<Item = Extent> + Clone> Truncate<'m,
     ///
     /// After the drain, the mark refuses every get, so a marked unit can be busy
     /// only for two reasons, which `free` tells apart by the mark itself:
-    /// - a transient speculative increment ([`FetchAddUndo`]): its getter saw
+    /// - a transient speculative increment ([`PageMeta::get_speculative`]): its getter saw
     ///   the mark and undoes it at once (its precondition keeps it from being
     ///   preempted in between), so `free` retries, up to [`FREE_BUSY_RETRIES`]
     ///   times with a spin hint between tries. Transients come and go: a stream
@@ -267,7 +267,7 @@ impl<'m, M: MemoryMap + ?Sized, I: Iterator<Item = Extent> + Clone> Truncate<'m,
     ///
     /// [`PageMeta::free_marked`]: crate::meta::PageMeta::free_marked
     /// [`PageMeta::unmark_truncating`]: crate::meta::PageMeta::unmark_truncating
-    /// [`FetchAddUndo`]: crate::meta::FetchAddUndo
+    /// [`PageMeta::get_speculative`]: crate::meta::PageMeta::get_speculative
     pub fn free(self) -> Result<Freed, FreeSetError> {
         let (memmap, extents, _, _) = self.into_parts();
         let mut freed = 0;

@@ -47,9 +47,11 @@ pub trait TlbShootdown {
 /// tables in tests, examples and benchmarks): nothing caches their
 /// translations, so there is nothing to flush. A kernel's tables always need a
 /// real shootdown.
+#[cfg(feature = "host")]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoTlbShootdown;
 
+#[cfg(feature = "host")]
 impl TlbShootdown for NoTlbShootdown {
     #[inline]
     fn flush(&mut self, _space: usize, _range: VaRange, _sizes: LeafSizes) {}

@@ -7,6 +7,7 @@
 //! smallest pages. A format's own level names (x86_64's "PDPT", aarch64's "level
 //! 1" for a 64 KiB granule) are given in its documentation.
 
+#[cfg(feature = "host")]
 pub mod toy;
 
 use super::addr::{PhysAddr, VirtAddr};
