@@ -117,9 +117,16 @@ case "$BROKEN" in
         # on: with interrupts off no shootdown, and so no free, can complete
         # inside a walk, and neither re-check can matter) and stretch the
         # window between the entry load and the get (KERNEL_ARGS overrides).
+        # broken-no-unit-recheck also clears 2 MiB leaves in place (unmap=leaves):
+        # the table above stays attached, so a slot mapped again with the same
+        # leaf over its unit split in the meantime passes the entry re-check.
         cfg=pagepin_$BROKEN
         export CARGO_TARGET_X86_64_UNKNOWN_NONE_RUSTFLAGS="-C relocation-model=static --cfg ${cfg//-/_}"
-        KERNEL_ARGS=${KERNEL_ARGS-guard=epoch stretch=2000}
+        if [ "$BROKEN" = broken-no-unit-recheck ]; then
+            KERNEL_ARGS=${KERNEL_ARGS-guard=epoch stretch=2000 unmap=leaves}
+        else
+            KERNEL_ARGS=${KERNEL_ARGS-guard=epoch stretch=2000}
+        fi
         ;;
 esac
 if [ -n "$BROKEN" ] && [ -z "${CARGO_TARGET_X86_64_UNKNOWN_NONE_RUSTFLAGS:-}" ]; then

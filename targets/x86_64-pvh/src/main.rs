@@ -37,6 +37,7 @@ mod serial;
 mod shootdown;
 mod sweep;
 mod tables;
+mod units;
 
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
@@ -62,6 +63,12 @@ struct Config {
     epoch: bool,
     /// `stretch=N`: the walkers' memory-map lookups spin (see `race::Stretched`).
     stretch: u64,
+    /// `unmap=leaves`: truncates of 2 MiB slots clear the leaf in place and
+    /// never detach its table (see `race::LeafUnmapper`).
+    unmap_leaves: bool,
+    /// `layout=unversioned`: the memory map keeps no layout version (see
+    /// `units`).
+    unversioned: bool,
 }
 
 impl Config {
@@ -73,6 +80,8 @@ impl Config {
         sweep: false,
         epoch: false,
         stretch: 0,
+        unmap_leaves: false,
+        unversioned: false,
     };
 
     /// Parses `key=value` words of the PVH command line (start info offset 24:
@@ -120,6 +129,14 @@ impl Config {
                 config.epoch = value == "epoch";
                 continue;
             }
+            if key == "unmap" {
+                config.unmap_leaves = value == "leaves";
+                continue;
+            }
+            if key == "layout" {
+                config.unversioned = value == "unversioned";
+                continue;
+            }
             let Ok(value) = value.parse::<u64>() else {
                 continue;
             };
@@ -163,13 +180,23 @@ extern "C" fn kmain_bsp(start_info: u32, la57: u32) -> ! {
     let config = Config::parse(u64::from(start_info));
     let levels = if la57 != 0 { 5 } else { 4 };
     println!(
-        "pagepin x86_64 PVH kernel: {levels}-level paging, mode={} rounds={} seed={} cpus={} guard={} stretch={}",
+        "pagepin x86_64 PVH kernel: {levels}-level paging, mode={} rounds={} seed={} cpus={} guard={} stretch={} unmap={} layout={}",
         if config.sweep { "sweep" } else { "race" },
         config.rounds,
         config.seed,
         config.cpus,
         if config.epoch { "epoch" } else { "irq-off" },
-        config.stretch
+        config.stretch,
+        if config.unmap_leaves {
+            "leaves"
+        } else {
+            "tables"
+        },
+        if config.unversioned {
+            "unversioned"
+        } else {
+            "versioned"
+        },
     );
     idt::init();
     idt::load();
@@ -178,7 +205,11 @@ extern "C" fn kmain_bsp(start_info: u32, la57: u32) -> ! {
         kernel_end <= race::DATA_BASE && race::DATA_BASE <= sweep::POOL_BASE,
         "kernel image overlaps the data pages or the sweep's pool"
     );
-    race::init();
+    race::init(race::Options {
+        unmap_leaves: config.unmap_leaves,
+        versioned: !config.unversioned,
+        fail_fast: config.stretch != 0 && !config.sweep,
+    });
     if levels == 5 {
         run::<Paging5Level>(config, levels, start_tsc)
     } else {
@@ -280,6 +311,10 @@ fn run<F: PagingFormat>(config: Config, levels: usize, start_tsc: u64) -> ! {
         shootdown::handled(),
         retire.retired,
         retire.reused
+    );
+    println!(
+        "CPU 0: 2 MiB units split {} times, merged {} times (while free); {} truncated 2 MiB slots mapped again at once with the same leaf entry over the unit split or merged",
+        writer.splits, writer.merges, writer.remaps
     );
     println!("TSC ticks since entry: {}", cpu::rdtsc() - start_tsc);
     let violations = race::violations();

@@ -10,22 +10,28 @@
 //!
 //! | range | what |
 //! |---|---|
-//! | `DATA_BASE ..` 48 MiB | 24 layout-managed units of 2 MiB |
+//! | `DATA_BASE ..` 48 MiB | 24 layout-managed units of 2 MiB, each split into 512 single-page units or merged while free (`units`) |
 //! | then 6 MiB | 24 blocks of 64 single-page units |
 //! | `GIANT_BASE` (1 GiB) .. 2 GiB | one layout-managed unit of 1 GiB |
 //!
 //! Virtual (the file, in the kernel's own tables at `file_va`, a PML4 slot of
 //! its own with 4 levels and a PML5 slot of its own with 5): 16 slots of 2 MiB,
-//! each empty, or one 2 MiB leaf over a 2 MiB unit, or 64 leaves of 4 KiB over
-//! single-page units; and at `file_va + 1 GiB` one slot that is empty or a
-//! 1 GiB leaf over the 1 GiB unit.
+//! each empty, or one 2 MiB leaf over a 2 MiB unit (whole, or split into
+//! single pages), or 64 leaves of 4 KiB over single-page units; and at
+//! `file_va + 1 GiB` one slot that is empty or a 1 GiB leaf over the 1 GiB
+//! unit. Half the truncates of a 2 MiB slot map the same unit at the same
+//! slot again at once, with the same leaf entry, split if it was whole and
+//! merged if it was split.
 //!
 //! # Checks (per pinned page, while pinned)
 //!
 //! Every data page holds its allocation's generation in its first word
 //! (`POISON` while free); the walker checks that word against the unit's
 //! current generation, checks that the unit is mapped at the slot it was pinned
-//! through, writes its own word of the page (word `1 + cpu`) and reads it back,
+//! through, that the meta that counts for the page now (the memory map's
+//! answer) holds a pin (DESIGN.md invariant 7: a pin counted on a unit that
+//! was split in the meantime is on the wrong meta), writes its own word of
+//! the page (word `1 + cpu`) and reads it back,
 //! and checks again before releasing that the generation has not changed. A
 //! stop for malformed tables, a PFN outside the memory map or missing
 //! permissions is a violation too. At the end every page must be idle and
@@ -35,31 +41,37 @@ use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use pagepin::guard::WalkGuard;
 use pagepin::gup::{Gup, GupFlags, Stop, release};
-use pagepin::memmap::{SliceMemMap, MemoryMap, OutsideMap, Pfn, Region, Unit};
+use pagepin::memmap::{MemoryMap, OutsideMap, Pfn, Unit};
 use pagepin::meta::{GetErrorKind, Hold, PageMeta};
-use pagepin::table::{MapRequest, PagingFormat, Perms, PhysAddr, TableBuilder, VirtAddr, Walker};
-use pagepin::truncate::{Extent, FileMapping, TableUnmapper, Truncate, Wait};
+use pagepin::table::{
+    LeafSizes, MapRequest, PagingFormat, Perms, PhysAddr, TableAccess, TableBuilder, VaRange,
+    VirtAddr, WalkItem, Walker,
+};
+use pagepin::truncate::{
+    Extent, FileMapping, TableUnmapper, TlbShootdown, Truncate, Unmapper, Wait,
+};
 use pagepin::wait::{Clock, SpinWaiter};
 
 use crate::shootdown::MAX_CPUS;
 use crate::tables::{EPOCH, IdentityTables, IpiRetire, IpiShootdown, IrqOffWalk};
+use crate::units::{HUGE_PAGES, KernelMemMap, METAS};
 use crate::{cpu, println};
 use pagepin::wait::WaitSlot;
 
-const KIB4: u64 = 4 << 10;
-const MIB2: u64 = 2 << 20;
+pub const KIB4: u64 = 4 << 10;
+pub const MIB2: u64 = 2 << 20;
 const GIB1: u64 = 1 << 30;
 
 /// The first data page.
 pub const DATA_BASE: u64 = 0x3c00_0000;
-const HUGE_UNITS: u64 = 24;
+pub const HUGE_UNITS: u64 = 24;
 const SMALL_BLOCKS: u64 = 24;
 const SMALL_SLOT_PAGES: u64 = 64;
-const SMALL_BASE: u64 = DATA_BASE + HUGE_UNITS * MIB2;
+pub const SMALL_BASE: u64 = DATA_BASE + HUGE_UNITS * MIB2;
 const SMALL_END: u64 = SMALL_BASE + SMALL_BLOCKS * SMALL_SLOT_PAGES * KIB4;
 /// The 1 GiB unit.
-const GIANT_BASE: u64 = GIB1;
-const GIANT_PAGES: u64 = GIB1 / KIB4;
+pub const GIANT_BASE: u64 = GIB1;
+pub const GIANT_PAGES: u64 = GIB1 / KIB4;
 /// The end of the memory map (and of RAM with `-m 2G`).
 pub const RAM_END: u64 = 2 * GIB1;
 static_assertions::const_assert!(SMALL_END <= GIANT_BASE);
@@ -70,10 +82,10 @@ const GIANT_SLOT: usize = SLOTS;
 /// The writer picks the 1 GiB slot in one round of this many.
 const GIANT_ODDS: u64 = 40;
 
-/// Metas for every page from `DATA_BASE` to `RAM_END`.
-const METAS_LEN: usize = ((RAM_END - DATA_BASE) / KIB4) as usize;
-/// Allocation units with instrumentation: 2 MiB units, single pages, the 1 GiB unit.
-const UNITS: usize = (HUGE_UNITS + SMALL_BLOCKS * SMALL_SLOT_PAGES + 1) as usize;
+/// Allocation units with instrumentation, indexed by head: every page of
+/// the 2 MiB units (each may be a head, the units split), the single pages,
+/// the 1 GiB unit.
+const UNITS: usize = (HUGE_UNITS * HUGE_PAGES + SMALL_BLOCKS * SMALL_SLOT_PAGES + 1) as usize;
 const GIANT_UNIT: usize = UNITS - 1;
 
 /// The first word of a free page.
@@ -81,10 +93,7 @@ const POISON: u64 = 0xdead_dead_dead_dead;
 /// The most pages one GUP call takes.
 const MAX_WALKER_PAGES: usize = 600;
 
-/// The page metadata: all-zero (allocated, idle) in `.bss`; [`init`] frees
-/// them all.
-static METAS: [PageMeta; METAS_LEN] = [const { PageMeta::new_allocated() }; METAS_LEN];
-static MEMMAP: spin::Once<SliceMemMap<'static>> = spin::Once::new();
+static MEMMAP: spin::Once<KernelMemMap> = spin::Once::new();
 
 /// Per unit: the generation of its current allocation.
 static GENERATION: [AtomicU64; UNITS] = [const { AtomicU64::new(0) }; UNITS];
@@ -131,13 +140,27 @@ pub struct WriterCounts {
     pub giant_truncates: u64,
     /// Shootdowns (each acknowledged by every other CPU).
     pub shootdowns: u64,
+    /// 2 MiB units split into single pages (while free).
+    pub splits: u64,
+    /// 2 MiB units merged back (while free).
+    pub merges: u64,
+    /// Truncated 2 MiB slots mapped again at once over the same unit with
+    /// the same leaf entry (split or merged the other way).
+    pub remaps: u64,
 }
 
-/// Records a violation (the first ten are printed).
+/// Records a violation (the first ten are printed). In a stretch boot (a
+/// broken-build boot) the first one ends the boot with a failure: a pin
+/// counted on the wrong meta can leave CPU 0's drain waiting for ever.
 pub fn violation(args: core::fmt::Arguments<'_>) {
     // Relaxed: a count, read after every CPU finished.
     if VIOLATIONS.fetch_add(1, Ordering::Relaxed) < 10 {
         println!("violation on CPU {}: {args}", crate::apic::id());
+    }
+    // Relaxed: written before the SIPIs.
+    if FAIL_FAST.load(Ordering::Relaxed) {
+        println!("pagepin-qemu FAILED: a violation in a stretch boot (stopped at the first)");
+        crate::serial::exit(crate::serial::EXIT_FAILURE);
     }
 }
 
@@ -147,36 +170,37 @@ pub fn violations() -> u64 {
     VIOLATIONS.load(Ordering::Relaxed)
 }
 
+/// The boot's race options (`main::Config`), set by CPU 0 before the SIPIs.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// `unmap=leaves`: a truncate of a 2 MiB slot clears its leaf in place
+    /// and never detaches the table holding it (see [`LeafUnmapper`]).
+    pub unmap_leaves: bool,
+    /// `layout=unversioned`: the memory map keeps no layout version.
+    pub versioned: bool,
+    /// `stretch=N` (non-zero): the boot stops at its first violation.
+    pub fail_fast: bool,
+}
+
+/// [`Options::unmap_leaves`].
+static UNMAP_LEAVES: AtomicBool = AtomicBool::new(false);
+/// [`Options::fail_fast`].
+static FAIL_FAST: AtomicBool = AtomicBool::new(false);
+
 /// Frees every page and builds the memory map (CPU 0, before any walker).
-pub fn init() {
+pub fn init(options: Options) {
+    // Relaxed: written before the SIPIs, which order them for the APs.
+    UNMAP_LEAVES.store(options.unmap_leaves, Ordering::Relaxed);
+    FAIL_FAST.store(options.fail_fast, Ordering::Relaxed);
     for meta in &METAS {
         if let Err(e) = meta.free() {
             violation(format_args!("initial free failed: {e}"));
         }
     }
-    let mut map = SliceMemMap::new(Pfn(DATA_BASE / KIB4), &METAS);
-    for region in [
-        Region {
-            first: Pfn(DATA_BASE / KIB4),
-            pages: HUGE_UNITS * 512,
-            unit_pages: 512,
-            layout_managed: true,
-        },
-        Region {
-            first: Pfn(GIANT_BASE / KIB4),
-            pages: GIANT_PAGES,
-            unit_pages: GIANT_PAGES,
-            layout_managed: true,
-        },
-    ] {
-        if let Err(e) = map.add_region(region) {
-            violation(format_args!("memory map: {e}"));
-        }
-    }
-    MEMMAP.call_once(|| map);
+    MEMMAP.call_once(|| KernelMemMap::new(options.versioned));
 }
 
-fn memmap() -> &'static SliceMemMap<'static> {
+fn memmap() -> &'static KernelMemMap {
     MEMMAP.get().expect("race::init runs first")
 }
 
@@ -198,10 +222,10 @@ fn page_word(pfn: Pfn, word: usize) -> &'static AtomicU64 {
 /// The instrumentation index of the unit whose head is `head`.
 fn unit_index(head: Pfn) -> Option<usize> {
     let pa = head.0 * KIB4;
-    if (DATA_BASE..SMALL_BASE).contains(&pa) && pa.is_multiple_of(MIB2) {
-        Some(((pa - DATA_BASE) / MIB2) as usize)
+    if (DATA_BASE..SMALL_BASE).contains(&pa) {
+        Some(((pa - DATA_BASE) / KIB4) as usize)
     } else if (SMALL_BASE..SMALL_END).contains(&pa) {
-        Some((HUGE_UNITS + (pa - SMALL_BASE) / KIB4) as usize)
+        Some((HUGE_UNITS * HUGE_PAGES + (pa - SMALL_BASE) / KIB4) as usize)
     } else if pa == GIANT_BASE {
         Some(GIANT_UNIT)
     } else {
@@ -249,29 +273,41 @@ impl Rng {
 static TRUNCATES_DONE: AtomicU64 = AtomicU64::new(0);
 
 /// The memory map as the walkers see it in a *stretch* boot (`stretch=N`):
-/// every eighth lookup waits, before answering, until CPU 0 has finished four
-/// more truncates, or for at most `N` pause loops of 100. GUP-fast looks a
-/// page's unit up between its load of the entry and its get, so this widens
-/// the window in which the entry can be cleared, the unit freed and allocated
-/// again (the window the re-checks close) from a few instructions to four
-/// truncates, whatever the host's load does to the vCPUs' relative speed.
-/// (Bounded: the walker may hold pins that the truncate's drain waits for.)
-/// Test instrumentation of this kernel only; pagepin is unchanged.
+/// a lookup answers from the map at once, but before it returns that answer
+/// it waits until CPU 0 has finished four more truncates, or for at most `N`
+/// pause loops of 100: every eighth lookup, and every lookup that answers a
+/// whole 2 MiB unit. GUP-fast looks a page's unit up between its load of the
+/// entry and its get, so this widens the window in which the entry can be
+/// cleared, the unit freed, split and allocated again (the window the
+/// re-checks close) from a few instructions to four truncates, whatever the
+/// host's load does to the vCPUs' relative speed; and the answer GUP-fast
+/// gets is the one from before the window, as if the walker had been
+/// preempted right after the lookup. (Bounded: the walker may hold pins that
+/// the truncate's drain waits for.) Test instrumentation of this kernel only;
+/// pagepin is unchanged.
 struct Stretched {
-    map: &'static SliceMemMap<'static>,
+    map: &'static KernelMemMap,
     spins: u64,
     calls: core::cell::Cell<u64>,
 }
 
-// SAFETY: every answer is the inner map's, unchanged (only delayed), so each
-// point of the contract holds as it does for `SliceMemMap`.
+// SAFETY: every answer is the inner map's, unchanged, only returned later: as
+// if the calling CPU had been interrupted between the inner lookup's return
+// and this one's, which no map can prevent and which the contract allows
+// (an answer may be stale by the time the caller uses it; GUP-fast re-checks
+// it after its get). Every other point holds as it does for `KernelMemMap`,
+// whose methods these are.
 unsafe impl MemoryMap for Stretched {
     const PAGE_SHIFT: u32 = 12;
 
     fn unit(&self, pfn: Pfn) -> Result<Unit<'_>, OutsideMap> {
+        let answer = self.map.unit(pfn);
         let calls = self.calls.get().wrapping_add(1);
         self.calls.set(calls);
-        if self.spins != 0 && calls.is_multiple_of(8) {
+        let whole_2m = answer
+            .as_ref()
+            .is_ok_and(|u| u.pages == HUGE_PAGES && u.head.0 * KIB4 < SMALL_BASE);
+        if self.spins != 0 && (whole_2m || calls.is_multiple_of(8)) {
             // Relaxed: only a progress hint; nothing is read through it.
             let start = TRUNCATES_DONE.load(Ordering::Relaxed);
             for _ in 0..self.spins {
@@ -282,7 +318,7 @@ unsafe impl MemoryMap for Stretched {
                 cpu::pause(100);
             }
         }
-        self.map.unit(pfn)
+        answer
     }
 
     fn wait_slot(&self, head: Pfn) -> &WaitSlot {
@@ -379,11 +415,25 @@ fn walk<F: PagingFormat, G: WalkGuard>(
         for (i, &pfn) in held.iter().enumerate() {
             let va = start + i as u64 * KIB4;
             let through = slot_of(file_va, va);
-            let Some(ui) = memmap().unit(pfn).ok().and_then(|u| unit_index(u.head)) else {
+            let unit = memmap().unit(pfn);
+            let Some((unit, ui)) = unit.ok().and_then(|u| Some((u, unit_index(u.head)?))) else {
                 violation(format_args!("took {pfn} (at {va:#x}), not a data unit"));
                 seen[i] = None;
                 continue;
             };
+            // Invariant 7 (unit identity): the pin is on the meta that counts
+            // for the page now. The map's answer is current: this walker's
+            // pin, if it is on that meta, keeps the unit from being split or
+            // merged. `pins()` loads the word (Acquire), and coherence makes
+            // this CPU's own get visible to it; other pins only add. So 0
+            // pins means ours is on another meta (a unit that changed under
+            // the get, which GUP-fast's unit re-check exists to catch).
+            if unit.meta.pins() == 0 {
+                violation(format_args!(
+                    "{pfn} pinned at {va:#x}, but the meta that counts for it now (head {}, {} pages) holds no pin",
+                    unit.head, unit.pages
+                ));
+            }
             // Relaxed: the instrumentation was written before the unit's
             // allocate, a Release RMW that the get (Acquire) read from.
             let generation = GENERATION[ui].load(Ordering::Relaxed);
@@ -466,9 +516,11 @@ impl Clock for TscClock {
 #[derive(Clone, Copy)]
 enum SlotState {
     Empty,
-    /// A 2 MiB leaf over 2 MiB unit `unit`.
+    /// A 2 MiB leaf over 2 MiB unit `unit`: one unit of 512 pages, or
+    /// (`split`) 512 units of one page, each its own allocation.
     Huge {
         unit: u64,
+        split: bool,
     },
     /// 64 leaves of 4 KiB over block `block` of single pages.
     Small {
@@ -528,8 +580,129 @@ fn reuse(r: u64, pick: usize, len: usize) -> usize {
     }
 }
 
+/// Allocates 2 MiB unit `unit` (free) for `slot`, split into single pages
+/// or merged, changing the memory map first if it is the other way now.
+fn allocate_huge(unit: u64, split: bool, slot: usize, counts: &mut WriterCounts) {
+    let head = (DATA_BASE + unit * MIB2) / KIB4;
+    if memmap().is_split(unit) != split && memmap().set_split(unit, split) {
+        if split {
+            counts.splits += 1;
+        } else {
+            counts.merges += 1;
+        }
+    }
+    if split {
+        // Each page its own allocation (generation, owner), as separate
+        // owners would get them from an allocator.
+        for p in 0..HUGE_PAGES {
+            allocate(Pfn(head + p), 1, slot);
+        }
+    } else {
+        allocate(Pfn(head), HUGE_PAGES, slot);
+    }
+}
+
+/// Why [`LeafUnmapper`] failed.
+#[derive(Debug)]
+#[allow(
+    dead_code,
+    reason = "the fields are read by Debug, in the violation message"
+)]
+enum LeafUnmapError {
+    /// The walk to the slot's leaf failed.
+    Walk(pagepin::table::WalkError),
+    /// The slot is not mapped by the 2 MiB leaf over the extent.
+    NotTheLeaf(VirtAddr),
+    /// The leaf's entry could not be reached.
+    Access(pagepin::table::AccessError),
+}
+
+/// The unmapper of a 2 MiB slot in an `unmap=leaves` boot: clears the slot's
+/// 2 MiB leaf in place and shoots it down, and never detaches the table that
+/// holds it (the builder's unmap detaches a table left empty). The entry
+/// above the leaf stays the same, so when the slot is mapped again with the
+/// same leaf entry, GUP-fast's entry re-check cannot tell the two mappings
+/// apart: only the unit re-check can see that the unit changed (split) in
+/// between. Nothing is detached, so no table goes to the retire hook.
+struct LeafUnmapper<'t, 'b, F> {
+    tables: &'t mut TableBuilder<'b, F, IdentityTables, IpiRetire>,
+    va: VirtAddr,
+    first: Pfn,
+    tlb: IpiShootdown,
+}
+
+impl<F: PagingFormat> Unmapper for LeafUnmapper<'_, '_, F> {
+    type Error = LeafUnmapError;
+
+    fn unmap_extent(&mut self, extent: Extent) -> Result<(), LeafUnmapError> {
+        if extent.first != self.first || extent.pages != HUGE_PAGES {
+            return Err(LeafUnmapError::NotTheLeaf(self.va));
+        }
+        let item = self
+            .tables
+            .walker()
+            .translate(self.va)
+            .map_err(LeafUnmapError::Walk)?;
+        let leaf = match item {
+            WalkItem::Leaf(leaf)
+                if leaf.leaf_va == self.va
+                    && leaf.size == MIB2
+                    && leaf.leaf_pa.0 == self.first.0 * KIB4 =>
+            {
+                leaf
+            }
+            _ => return Err(LeafUnmapError::NotTheLeaf(self.va)),
+        };
+        let loc = leaf.entry.loc;
+        let word = IdentityTables::BUILDER
+            .entry(loc.table, loc.index)
+            .map_err(LeafUnmapError::Access)?;
+        // Relaxed, as the builder's own leaf clear: a cleared entry publishes
+        // nothing. A walker that loaded the old value is caught by GUP-fast's
+        // re-checks, which are ordered after this store by the page
+        // metadata's Release free (after the drain) and the walker's Acquire
+        // get.
+        word.store(0, Ordering::Relaxed);
+        if let Ok(range) = VaRange::new(self.va, MIB2) {
+            self.tlb.flush(0, range, LeafSizes::of(MIB2));
+        }
+        Ok(())
+    }
+}
+
+/// Truncates `extent` with the typestate protocol through `unmapper`;
+/// returns the units freed (`None` after a violation).
+fn truncate<U: Unmapper>(unmapper: &mut U, extent: Extent) -> Option<u64> {
+    let clock = TscClock;
+    let wait = Wait {
+        waiter: &SpinWaiter,
+        clock: &clock,
+        deadline_ns: None,
+    };
+    // The protocol: mark (no new pins), unmap (clear the leaves, invlpg + IPI
+    // shootdown acknowledged by every CPU), drain (every pin released), free.
+    Truncate::mark(memmap(), core::iter::once(extent))
+        .map_err(|e| violation(format_args!("mark: {e}")))
+        .and_then(|t| {
+            t.unmap(unmapper)
+                .map_err(|e| violation(format_args!("unmap: {e:?}")))
+        })
+        .and_then(|t| {
+            t.drain(&wait)
+                .map_err(|e| violation(format_args!("drain: {e}")))
+        })
+        .and_then(|t| t.free().map_err(|e| violation(format_args!("free: {e}"))))
+        .ok()
+        .map(|freed| freed.units)
+}
+
 /// CPU 0's side: `rounds` operations, each mapping an empty slot or truncating
-/// a mapped one, on `tables` (the live tables every CPU runs on).
+/// a mapped one, on `tables` (the live tables every CPU runs on). A 2 MiB
+/// slot is mapped over a unit that is merged or split (the memory map changed
+/// while the unit is free); half its truncates map the same unit at the same
+/// slot again at once, with the same leaf entry, split if it was merged and
+/// merged if it was split (the refault that only GUP-fast's unit re-check can
+/// tell from the old mapping).
 pub fn writer<F: PagingFormat>(
     tables: &mut TableBuilder<'_, F, IdentityTables, IpiRetire>,
     file_va: u64,
@@ -547,8 +720,9 @@ pub fn writer<F: PagingFormat>(
     for block in 0..SMALL_BLOCKS {
         let _ = small_free.push(block);
     }
+    // Relaxed: written before the SIPIs.
+    let unmap_leaves = UNMAP_LEAVES.load(Ordering::Relaxed);
     let mut counts = WriterCounts::default();
-    let clock = TscClock;
     for _ in 0..rounds {
         let r = rng.next();
         // The 1 GiB slot in one round of `GIANT_ODDS`: mapping it writes the
@@ -575,10 +749,10 @@ pub fn writer<F: PagingFormat>(
             SlotState::Empty => {
                 if r & (1 << 32) == 0 && !huge_free.is_empty() {
                     let unit = huge_free.swap_remove(reuse(r, pick, huge_free.len()));
-                    let pa = DATA_BASE + unit * MIB2;
-                    allocate(Pfn(pa / KIB4), 512, slot);
-                    map(tables, pa, MIB2, MIB2);
-                    state[slot] = SlotState::Huge { unit };
+                    let split = r & (1 << 33) != 0;
+                    allocate_huge(unit, split, slot, &mut counts);
+                    map(tables, DATA_BASE + unit * MIB2, MIB2, MIB2);
+                    state[slot] = SlotState::Huge { unit, split };
                 } else if !small_free.is_empty() {
                     let block = small_free.swap_remove(reuse(r, pick, small_free.len()));
                     let pa = SMALL_BASE + block * SMALL_SLOT_PAGES * KIB4;
@@ -591,7 +765,11 @@ pub fn writer<F: PagingFormat>(
             }
             mapped => {
                 let (first, pages, unit_pages) = match mapped {
-                    SlotState::Huge { unit } => (DATA_BASE + unit * MIB2, 512, 512),
+                    SlotState::Huge { unit, split } => (
+                        DATA_BASE + unit * MIB2,
+                        HUGE_PAGES,
+                        if split { 1 } else { HUGE_PAGES },
+                    ),
                     SlotState::Small { block } => (
                         SMALL_BASE + block * SMALL_SLOT_PAGES * KIB4,
                         SMALL_SLOT_PAGES,
@@ -601,49 +779,55 @@ pub fn writer<F: PagingFormat>(
                     SlotState::Empty => unreachable!("matched above"),
                 };
                 let extent = Extent::new(Pfn(first / KIB4), pages);
-                let mut unmapper = TableUnmapper::<_, _, _, _, 1>::new(
-                    core::slice::from_mut(tables),
-                    12,
-                    IpiShootdown::default(),
-                );
-                let mapping = FileMapping {
-                    space: 0,
-                    va,
-                    first: extent.first,
-                    pages,
+                let freed = if unmap_leaves && matches!(mapped, SlotState::Huge { .. }) {
+                    let mut unmapper = LeafUnmapper {
+                        tables: &mut *tables,
+                        va,
+                        first: extent.first,
+                        tlb: IpiShootdown::default(),
+                    };
+                    let freed = truncate(&mut unmapper, extent);
+                    counts.shootdowns += unmapper.tlb.flushes;
+                    freed
+                } else {
+                    let mut unmapper = TableUnmapper::<_, _, _, _, 1>::new(
+                        core::slice::from_mut(&mut *tables),
+                        12,
+                        IpiShootdown::default(),
+                    );
+                    let mapping = FileMapping {
+                        space: 0,
+                        va,
+                        first: extent.first,
+                        pages,
+                    };
+                    if let Err(e) = unmapper.add_mapping(mapping) {
+                        violation(format_args!("unmapper: {e}"));
+                    }
+                    let freed = truncate(&mut unmapper, extent);
+                    counts.shootdowns += unmapper.tlb().flushes;
+                    freed
                 };
-                if let Err(e) = unmapper.add_mapping(mapping) {
-                    violation(format_args!("unmapper: {e}"));
-                }
-                let wait = Wait {
-                    waiter: &SpinWaiter,
-                    clock: &clock,
-                    deadline_ns: None,
-                };
-                // The protocol: mark (no new pins), unmap (clear the leaves
-                // through the builder, detach empty tables, invlpg + IPI
-                // shootdown acknowledged by every CPU), drain (every pin
-                // released), free.
-                let freed = Truncate::mark(memmap(), core::iter::once(extent))
-                    .map_err(|e| violation(format_args!("mark: {e}")))
-                    .and_then(|t| {
-                        t.unmap(&mut unmapper)
-                            .map_err(|e| violation(format_args!("unmap: {e:?}")))
-                    })
-                    .and_then(|t| {
-                        t.drain(&wait)
-                            .map_err(|e| violation(format_args!("drain: {e}")))
-                    })
-                    .and_then(|t| t.free().map_err(|e| violation(format_args!("free: {e}"))));
                 match freed {
-                    Ok(freed) if freed.units == pages / unit_pages => {}
-                    Ok(freed) => violation(format_args!("freed {} units", freed.units)),
-                    Err(()) => {}
+                    Some(units) if units == pages / unit_pages => {}
+                    Some(units) => violation(format_args!("freed {units} units")),
+                    None => {}
                 }
-                counts.shootdowns += unmapper.tlb().flushes;
                 poison(extent.first, pages, unit_pages);
+                state[slot] = SlotState::Empty;
                 match mapped {
-                    SlotState::Huge { unit } => {
+                    SlotState::Huge { unit, split } if r & (1 << 40) != 0 => {
+                        // The same unit at the same slot again, with the same
+                        // leaf entry, over units of the other size.
+                        allocate_huge(unit, !split, slot, &mut counts);
+                        map(tables, first, MIB2, MIB2);
+                        state[slot] = SlotState::Huge {
+                            unit,
+                            split: !split,
+                        };
+                        counts.remaps += 1;
+                    }
+                    SlotState::Huge { unit, .. } => {
                         let _ = huge_free.push(unit);
                     }
                     SlotState::Small { block } => {
@@ -652,9 +836,9 @@ pub fn writer<F: PagingFormat>(
                     SlotState::Giant => counts.giant_truncates += 1,
                     SlotState::Empty => {}
                 }
-                state[slot] = SlotState::Empty;
                 counts.truncates += 1;
-                // Relaxed: a progress hint for stretched walkers.
+                // Relaxed: a progress hint for stretched walkers (after the
+                // remap, so that a stretched lookup's window holds it).
                 TRUNCATES_DONE.fetch_add(1, Ordering::Relaxed);
                 // Detached tables whose shootdown is done: poisoned and back in
                 // the pool, to be zero-filled and reused by the next map.
