@@ -90,18 +90,16 @@ impl<'m> DirectMap<'m> {
     pub const fn range(&self) -> (PhysAddr, PhysAddr) {
         (self.first, self.last)
     }
-}
 
-// SAFETY: (1) `entry` computes the word's address from its arguments alone
-// (`table + 8 * index + offset`), so the same arguments give the same word,
-// which the constructor's caller promised is the memory of that entry for every
-// CPU; (2) distinct entries of one table and distinct tables are distinct
-// physical addresses, and `pa + offset` is injective; (3) promised by the
-// constructor's caller (point 2). Every word returned lies inside `first ..=
-// last` (checked below), where point 1 applies.
-unsafe impl<'m> TableAccess for DirectMap<'m> {
+    /// [`TableAccess::entry`], with the reference living for all of `'m`
+    /// rather than the borrow of `self`: for a kernel's own access that wraps
+    /// this one (adding checks, or built afresh on each call).
+    ///
+    /// # Errors
+    ///
+    /// As [`TableAccess::entry`].
     #[inline]
-    fn entry(&self, table: PhysAddr, index: usize) -> Result<&AtomicU64, AccessError> {
+    pub fn word(&self, table: PhysAddr, index: usize) -> Result<&'m AtomicU64, AccessError> {
         if table.0 % 8 != 0 {
             return Err(AccessError::Misaligned { table });
         }
@@ -121,11 +119,24 @@ unsafe impl<'m> TableAccess for DirectMap<'m> {
         let word = core::ptr::with_exposed_provenance::<AtomicU64>(va);
         // SAFETY: `pa` is 8-byte aligned (the table is, and `8 * index` is)
         // and inside `first ..= last - 7`, so by the constructor's promise
-        // (point 1) `va` is the live, mapped, aligned memory of that entry,
-        // for `'m`, which `&self` cannot outlive; it is only accessed
-        // atomically (point 2),
-        // so a shared reference to an `AtomicU64` there is sound.
+        // (point 1) `va` is the live, mapped, aligned memory of that entry
+        // for all of `'m`; it is only accessed atomically (point 2), so a
+        // shared reference to an `AtomicU64` there is sound.
         Ok(unsafe { &*word })
+    }
+}
+
+// SAFETY: (1) `entry` computes the word's address from its arguments alone
+// (`table + 8 * index + offset`), so the same arguments give the same word,
+// which the constructor's caller promised is the memory of that entry for every
+// CPU; (2) distinct entries of one table and distinct tables are distinct
+// physical addresses, and `pa + offset` is injective; (3) promised by the
+// constructor's caller (point 2). Every word `word` returns lies inside
+// `first ..= last` (checked there), where point 1 applies.
+unsafe impl<'m> TableAccess for DirectMap<'m> {
+    #[inline]
+    fn entry(&self, table: PhysAddr, index: usize) -> Result<&AtomicU64, AccessError> {
+        self.word(table, index)
     }
 }
 

@@ -6,7 +6,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use pagepin::guard::Epoch;
 use pagepin::memmap::{MemoryMap, OutsideMap, Pfn, Unit};
 use pagepin::meta::PageMeta;
-use pagepin::table::{AccessError, FramePool, PhysAddr, PoolFull, Retire, TableAccess};
+use pagepin::table::{AccessError, DirectMap, FramePool, PhysAddr, PoolFull, Retire, TableAccess};
 use pagepin::wait::{WaitSlot, WaitTable};
 
 use crate::WALKERS;
@@ -55,26 +55,31 @@ pub struct IdentityTables;
 /// The one instance.
 pub static IDENTITY: IdentityTables = IdentityTables;
 
-// SAFETY: (1) the kernel runs identity-mapped (VA = PA, with the MMU off and
-// with the tables built here), so the `AtomicU64` at the address of
-// `TABLES[frame].0[index]` *is* the word at physical address `table + 8 *
-// index` that the MMU reads; `entry` returns exactly that element of the static
-// (a reference into a `'static`, computed from the arguments alone); (2)
-// distinct (frame, index) pairs are distinct elements; (3) the frames are
-// arrays of `AtomicU64` that nothing reinterprets, so every access is atomic
-// (the MMU's table walks are single-copy atomic 64-bit reads).
+/// pagepin's identity-map access to the [`TABLES`] frames (VA = PA): the
+/// kernel runs identity-mapped, with the MMU off and with the tables built here.
+fn direct() -> DirectMap<'static> {
+    let first = TABLES.as_ptr().expose_provenance() as u64;
+    let last = first + (TABLE_FRAMES as u64) * PAGE - 1;
+    // SAFETY: (1) every 8-aligned address of `first ..= last` is a word of the
+    // `TABLES` static (VA = PA: the kernel runs identity-mapped), live for the
+    // whole run, its provenance exposed above; (2) the frames are arrays of
+    // `AtomicU64` that nothing reinterprets, so every access is atomic (the
+    // MMU's table walks are single-copy atomic 64-bit reads); (3) the static
+    // does not wrap the address space.
+    unsafe { DirectMap::identity(PhysAddr(first), PhysAddr(last)) }
+}
+
+// SAFETY: (1)-(3) as pagepin's `DirectMap` (`direct`): the word of `(table,
+// index)` is the `TABLES` element at that physical address, the same every
+// call; distinct entries are distinct elements; only atomic accesses. The
+// frame check adds no access.
 unsafe impl TableAccess for IdentityTables {
     fn entry(&self, table: PhysAddr, index: usize) -> Result<&AtomicU64, AccessError> {
         if !table.0.is_multiple_of(PAGE) {
             return Err(AccessError::Misaligned { table });
         }
-        let base = TABLES.as_ptr() as u64;
-        let unreachable = AccessError::Unreachable { table, index };
-        let frame = table.0.checked_sub(base).ok_or(unreachable)? / PAGE;
-        let word = TABLES
-            .get(frame as usize)
-            .and_then(|f| f.0.get(index))
-            .ok_or(unreachable)?;
+        let word = direct().word(table, index)?;
+        let frame = (table.0 - TABLES.as_ptr() as u64) / PAGE;
         check_not_freed(frame as usize, table);
         Ok(word)
     }
@@ -196,7 +201,13 @@ impl<'e> KernelRetire<'e> {
     }
 }
 
-impl Retire for KernelRetire<'_> {
+// SAFETY: (1) a table goes back to the pool only in `reclaim`, once the epoch
+// shows no walk that could have loaded a pointer to it is inside its read
+// section (every walker of these tables uses a reader of this epoch); (2) the
+// unmapper's `sfence.vma` and the acknowledged remote fences run right after
+// each `unmap`, before the builder's next `map` can reuse a given-back frame.
+// (The `broken-early-table-reuse` build breaks (1) on purpose.)
+unsafe impl Retire for KernelRetire<'_> {
     fn retire(&mut self, table: PhysAddr, _pool: &mut FramePool<'_>) -> Result<(), PoolFull> {
         let epoch = self.epoch.retire_epoch();
         // Never full: there are only TABLE_FRAMES tables, and the root is

@@ -38,11 +38,11 @@
 
 mod el2;
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::Ordering;
 
 use pagepin::arch::aarch64::{Shareability, Stage1, stage1_mem_type};
 use pagepin::table::{
-    AccessError, Entry, FramePool, MapError, MapRequest, MemType, PagingFormat, Perms, PhysAddr,
+    DirectMap, Entry, FramePool, MapError, MapRequest, MemType, PagingFormat, Perms, PhysAddr,
     ReclaimNow, TableAccess, TableBuilder, VirtAddr, WalkErrorKind, WalkItem, Walker,
 };
 
@@ -82,31 +82,18 @@ const XN_TABLE: u64 = 3 << 59;
 const AP_TABLE_NO_EL0: u64 = 1 << 61;
 const AP_TABLE_RDONLY: u64 = 1 << 62;
 
-/// Table access over RAM (the EL2 MMU is off: VA = PA): a table is any
-/// 4 KiB-aligned address of the frame pool.
-struct RamTables;
+/// Table access over RAM (the EL2 MMU is off: VA = PA): pagepin's identity
+/// map of the frame pool.
+type RamTables = DirectMap<'static>;
 
 // SAFETY: (1) the kernel's data accesses are physical (EL2 MMU off), so the
-// `AtomicU64` at address `table + 8 * index` is the word the MMU's walker
-// reads; it is returned only inside the frame pool, which no Rust object
-// overlaps (above the image: the linker script's ASSERT) and which is only
-// ever accessed through these references; (2) distinct (table, index) pairs
-// inside one table are distinct words (the index is below the table's
-// entries, a granule holds at most 8192); (3) every access is an aligned
-// 64-bit atomic, like the walker's.
-unsafe impl TableAccess for RamTables {
-    fn entry(&self, table: PhysAddr, index: usize) -> Result<&AtomicU64, AccessError> {
-        if !table.0.is_multiple_of(4096) {
-            return Err(AccessError::Misaligned { table });
-        }
-        let addr = table.0.wrapping_add(8 * index as u64);
-        if !(POOL_BASE..POOL_END).contains(&table.0) || index >= 8192 || addr + 8 > POOL_END {
-            return Err(AccessError::Unreachable { table, index });
-        }
-        // SAFETY: as the impl's comment says: inside the pool, aligned.
-        Ok(unsafe { &*(addr as *const AtomicU64) })
-    }
-}
+// `AtomicU64` at address `pa` is the word the MMU's walker reads at `pa`; the
+// pool `POOL_BASE .. POOL_END` is RAM that no Rust object overlaps (above the
+// image: the linker script's ASSERT), live for the whole run; (2) it is only
+// ever accessed through these references, with aligned 64-bit atomics like the
+// walker's; (3) it does not wrap the address space.
+static RAM_TABLES: RamTables =
+    unsafe { DirectMap::identity(PhysAddr(POOL_BASE), PhysAddr(POOL_END - 1)) };
 
 /// xorshift64*.
 struct Rng(u64);
@@ -221,7 +208,7 @@ fn sweep_round<const G: u32, const VA: u32, const TTBR1: bool>(
         *f = PhysAddr(POOL_BASE + i as u64 * page);
     }
     let Ok(mut tables) = TableBuilder::<F<G, VA, TTBR1>, _, _>::new(
-        &RamTables,
+        &RAM_TABLES,
         FramePool::new(&mut frames[..count]),
         // SAFETY: the sweep only maps: this builder never detaches a table, so
         // no table is ever handed back while the MMU or a walk may read it.
@@ -353,7 +340,7 @@ fn sweep_round<const G: u32, const VA: u32, const TTBR1: bool>(
     for &(va, leaf, group) in &groups[..n_groups] {
         for i in 0..group as u64 {
             if let Ok(WalkItem::Leaf(l)) = walker.translate(VirtAddr(va + i * leaf))
-                && let Ok(word) = RamTables.entry(l.entry.loc.table, l.entry.loc.index)
+                && let Ok(word) = RAM_TABLES.entry(l.entry.loc.table, l.entry.loc.index)
             {
                 // Relaxed: this CPU alone writes and reads the tables;
                 // `el2::install` orders the writes before the MMU's walks.
@@ -390,7 +377,7 @@ fn sweep_round<const G: u32, const VA: u32, const TTBR1: bool>(
         if bits == 0 {
             continue;
         }
-        if let Ok(word) = RamTables.entry(parent.loc.table, parent.loc.index) {
+        if let Ok(word) = RAM_TABLES.entry(parent.loc.table, parent.loc.index) {
             // Relaxed: as for the contiguous hint.
             word.fetch_or(bits, Ordering::Relaxed);
             stats.restricted_tables += 1;
@@ -400,7 +387,7 @@ fn sweep_round<const G: u32, const VA: u32, const TTBR1: bool>(
     if round == 0
         && let Ok(WalkItem::Leaf(l)) = walker.translate(VirtAddr(known_va))
         && let Some(parent) = l.parent
-        && let Ok(word) = RamTables.entry(parent.loc.table, parent.loc.index)
+        && let Ok(word) = RAM_TABLES.entry(parent.loc.table, parent.loc.index)
     {
         // Relaxed: as for the contiguous hint.
         word.fetch_or(AP_TABLE_NO_EL0, Ordering::Relaxed);
@@ -695,7 +682,7 @@ fn print_raw_walk<const G: u32, const VA: u32, const TTBR1: bool>(root: u64, va:
     let mut table = PhysAddr(root);
     for level in 0..geo.depth() {
         let index = geo.index(VirtAddr(va), level);
-        let Ok(word) = RamTables.entry(table, index) else {
+        let Ok(word) = RAM_TABLES.entry(table, index) else {
             println!("  raw: level {level}: table {:#x} unreachable", table.0);
             return;
         };
