@@ -113,8 +113,10 @@
 //! allowed to be slow (a cache miss, an interrupt, a preempted virtual CPU),
 //! and the stall only schedules the truncater adversarially: it changes
 //! nothing the protocol relies on. With the re-checks the run stays clean;
-//! built without one (`--cfg pagepin_broken_no_recheck` or `--cfg
-//! pagepin_broken_no_unit_recheck`) it reports violations. Time spent
+//! run without one (`--broken no-recheck` or `--broken no-unit-recheck`,
+//! built with `--features broken-twins`, which calls
+//! `pagepin::gup::broken::get_pages` instead of `Gup::get_pages`) it reports
+//! violations. Time spent
 //! stalled is left out of `ns_per_op`. Walkers and the truncater also prefer
 //! a hot eighth of the file half of the time.
 //!
@@ -214,6 +216,24 @@ pub struct Config {
     pub seed: u64,
     /// Print a progress line on stderr every 5 s.
     pub progress: bool,
+    /// Run GUP-fast without one of its checks (`--broken`, with the
+    /// `broken-twins` feature): a run that shows what the check catches.
+    #[cfg(feature = "broken-twins")]
+    pub broken: Option<pagepin::gup::broken::Dropped>,
+}
+
+impl Default for Config {
+    /// The default run: 5 s, 3 walkers.
+    fn default() -> Config {
+        Config {
+            seconds: 5.0,
+            threads: 3,
+            seed: 0x1234_5678,
+            progress: false,
+            #[cfg(feature = "broken-twins")]
+            broken: None,
+        }
+    }
 }
 
 /// What a run counted.
@@ -637,6 +657,9 @@ struct Shared<'a, 'r> {
     stop: AtomicBool,
     /// GUP-fast calls so far (progress line).
     calls: AtomicU64,
+    /// The check GUP-fast runs without (`--broken`).
+    #[cfg(feature = "broken-twins")]
+    broken: Option<pagepin::gup::broken::Dropped>,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -740,6 +763,18 @@ fn gup<G: WalkGuard>(
 ) -> Option<(usize, Stop)> {
     STALL_ARMED.set(stall);
     let va = VirtAddr(FILE_VA[space] + start * KIB4);
+    #[cfg(feature = "broken-twins")]
+    let taken = match (space, s.broken) {
+        (0, Some(d)) => {
+            pagepin::gup::broken::get_pages(&s.x86, d, guard, va, len * KIB4, flags, out)
+        }
+        (_, Some(d)) => {
+            pagepin::gup::broken::get_pages(&s.arm, d, guard, va, len * KIB4, flags, out)
+        }
+        (0, None) => s.x86.get_pages(guard, va, len * KIB4, flags, out),
+        (_, None) => s.arm.get_pages(guard, va, len * KIB4, flags, out),
+    };
+    #[cfg(not(feature = "broken-twins"))]
     let taken = match space {
         0 => s.x86.get_pages(guard, va, len * KIB4, flags, out),
         _ => s.arm.get_pages(guard, va, len * KIB4, flags, out),
@@ -1404,6 +1439,8 @@ pub fn run(config: Config) -> Summary {
         holders: &holders,
         stop: AtomicBool::new(false),
         calls: AtomicU64::new(0),
+        #[cfg(feature = "broken-twins")]
+        broken: config.broken,
     };
     let start = Instant::now();
     let walked: Vec<WalkerCounts> = std::thread::scope(|sc| {
@@ -1477,12 +1514,7 @@ pub fn run(config: Config) -> Summary {
 }
 
 fn main() {
-    let mut config = Config {
-        seconds: 5.0,
-        threads: 3,
-        seed: 0x1234_5678,
-        progress: false,
-    };
+    let mut config = Config::default();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let value = args.next().unwrap_or_else(|| usage(&arg));
@@ -1490,6 +1522,14 @@ fn main() {
             "--seconds" => config.seconds = value.parse().unwrap_or_else(|_| usage(&arg)),
             "--threads" => config.threads = value.parse().unwrap_or_else(|_| usage(&arg)),
             "--seed" => config.seed = value.parse().unwrap_or_else(|_| usage(&arg)),
+            #[cfg(feature = "broken-twins")]
+            "--broken" => {
+                config.broken = Some(match value.as_str() {
+                    "no-recheck" => pagepin::gup::broken::Dropped::Recheck,
+                    "no-unit-recheck" => pagepin::gup::broken::Dropped::UnitRecheck,
+                    _ => usage(&arg),
+                })
+            }
             _ => usage(&arg),
         }
     }
@@ -1539,7 +1579,8 @@ fn main() {
 fn usage(bad: &str) -> ! {
     eprintln!(
         "dax_truncate: bad argument {bad:?}\nusage: dax_truncate [--seconds S] \
-         [--threads 1..={READERS}] [--seed N]"
+         [--threads 1..={READERS}] [--seed N] [--broken no-recheck|no-unit-recheck \
+         (built with --features broken-twins)]"
     );
     std::process::exit(2)
 }

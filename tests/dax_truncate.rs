@@ -16,9 +16,8 @@ mod dax_truncate;
 fn dax_file_truncated_under_pinning_walkers_in_two_address_spaces() {
     let s = dax_truncate::run(dax_truncate::Config {
         seconds: 2.0,
-        threads: 3,
         seed: 0x5eed,
-        progress: false,
+        ..dax_truncate::Config::default()
     });
     println!("{s:?}");
     assert_eq!(s.violations, 0, "{s:?}");

@@ -1,6 +1,9 @@
-//! Deliberately broken GUP-fast variants, compiled only under `cfg(loom)`, so the
-//! loom models can show that each check they drop is needed (DESIGN.md,
-//! invariant 8). Nothing outside `tests/loom_*.rs` may call these.
+//! Deliberately broken GUP-fast variants, compiled only under `cfg(loom)` (for
+//! the loom models) or with the `broken-twins` feature (for the stress runs
+//! and test kernels that boot broken twins), so that each can show that the
+//! check it drops is needed (DESIGN.md, invariant 8). They are separate
+//! functions a build must call by name: nothing here changes
+//! [`Gup::get_pages`], whose checks are the constants of `AllChecks`.
 
 use super::fast::{AllChecks, Checks, Gup};
 use super::{GupError, GupFlags, NoFault, Taken};

@@ -78,8 +78,7 @@ mod held;
 mod outcome;
 mod release;
 
-#[cfg(loom)]
-#[doc(hidden)]
+#[cfg(any(loom, feature = "broken-twins"))]
 pub mod broken;
 
 pub use fast::Gup;
