@@ -25,8 +25,8 @@
 #       Builds with a deliberately broken cargo feature (broken-no-drain,
 #       broken-early-table-reuse, broken-no-tlbi), or pagepin without a
 #       GUP-fast re-check (broken-no-recheck, broken-no-unit-recheck: the
-#       library cfgs through CARGO_TARGET_AARCH64_UNKNOWN_NONE_RUSTFLAGS, plus
-#       the kernel's `stretch` feature), and boots it N times
+#       walkers call pagepin's broken twin `gup::broken::get_pages`, with the
+#       kernel's `stretch` feature), and boots it N times
 #       (default 20); prints how many runs detected it (violations > 0, an
 #       exception, or a non-zero status). Exits 0 whatever the rate.
 #
@@ -102,14 +102,9 @@ else
 fi
 case "$BROKEN" in
     "") ;;
-    broken-no-recheck | broken-no-unit-recheck)
-        # Not kernel features: pagepin built without GUP-fast's entry re-check
-        # (--cfg pagepin_broken_no_recheck) or unit re-check (--cfg
-        # pagepin_broken_no_unit_recheck), set only through this variable;
-        # the kernel's `stretch` widens the window they leave open.
-        export CARGO_TARGET_AARCH64_UNKNOWN_NONE_RUSTFLAGS="--cfg pagepin_${BROKEN//-/_}"
-        FEATURES=${FEATURES:+$FEATURES,}stretch
-        ;;
+    # broken-no-recheck and broken-no-unit-recheck are kernel features too:
+    # the walkers call pagepin's broken twin of GUP-fast by name (the
+    # library's `broken-twins` feature), with `stretch` widening the window.
     *) FEATURES=${FEATURES:+$FEATURES,}$BROKEN ;;
 esac
 VARIANT=g$GRANULE${BROKEN:+-$BROKEN}

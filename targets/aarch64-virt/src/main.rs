@@ -70,10 +70,11 @@
 //! TLB invalidation after unmapping. `run.sh 4k --broken FEATURE --runs 20`
 //! boots one repeatedly and reports how often the checks catch it.
 //!
-//! `--broken broken-no-recheck` and `--broken broken-no-unit-recheck` break
-//! the library instead: pagepin's GUP-fast built without its entry re-check
-//! (`--cfg pagepin_broken_no_recheck`) or its unit-identity re-check (`--cfg
-//! pagepin_broken_no_unit_recheck`), with the kernel's `stretch` feature,
+//! `--broken broken-no-recheck` and `--broken broken-no-unit-recheck` make the
+//! walkers call pagepin's broken twin of GUP-fast instead
+//! (`pagepin::gup::broken::get_pages`, the library's `broken-twins` feature),
+//! without its entry re-check or its unit-identity re-check, with the
+//! kernel's `stretch` feature,
 //! which makes a walking CPU's `MemoryMap::unit` spin 10 ms (between
 //! GUP-fast's entry load and its get) on every lookup of a block-sized unit
 //! and on every 32nd other call. The unit re-check matters
@@ -628,6 +629,42 @@ fn truncater(shared: &'static Shared, tables: &mut Tables<'_>) -> TruncaterStats
     stats
 }
 
+/// The walkers' GUP-fast: pagepin's, or in a broken build its broken twin
+/// without the entry re-check (`broken-no-recheck`) or the unit re-check
+/// (`broken-no-unit-recheck`), called by name.
+fn get_pages<G: pagepin::guard::WalkGuard>(
+    gup: &Gup<'_, Format, memory::IdentityTables, memory::KernelMemMap>,
+    guard: &G,
+    start: VirtAddr,
+    len: u64,
+    flags: GupFlags,
+    out: &mut [Pfn],
+) -> Result<pagepin::gup::Taken, pagepin::gup::GupError> {
+    #[cfg(feature = "broken-no-recheck")]
+    let taken = pagepin::gup::broken::get_pages(
+        gup,
+        pagepin::gup::broken::Dropped::Recheck,
+        guard,
+        start,
+        len,
+        flags,
+        out,
+    );
+    #[cfg(feature = "broken-no-unit-recheck")]
+    let taken = pagepin::gup::broken::get_pages(
+        gup,
+        pagepin::gup::broken::Dropped::UnitRecheck,
+        guard,
+        start,
+        len,
+        flags,
+        out,
+    );
+    #[cfg(not(any(feature = "broken-no-recheck", feature = "broken-no-unit-recheck")))]
+    let taken = gup.get_pages(guard, start, len, flags, out);
+    taken
+}
+
 /// CPUs 1-3: pin, check, write, check again, release, until told to stop.
 fn walker(shared: &'static Shared, cpu: u64) {
     let reader = shared
@@ -659,7 +696,7 @@ fn walker(shared: &'static Shared, cpu: u64) {
         let len = (pages << PAGE_SHIFT).min(slots_end - start);
         calls += 1;
         let flags = GupFlags::PIN | GupFlags::WRITE;
-        let taken = match gup.get_pages(&reader, VirtAddr(start), len, flags, &mut out) {
+        let taken = match get_pages(&gup, &reader, VirtAddr(start), len, flags, &mut out) {
             Ok(taken) => taken,
             Err(e) => {
                 violation(format_args!("GUP refused a valid range: {e}"));
