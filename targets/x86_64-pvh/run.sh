@@ -24,7 +24,9 @@
 #
 # Environment: KERNEL_ARGS (more kernel command-line words, e.g. `guard=epoch
 # stretch=2000`: the race's walkers in epoch read sections with interrupts
-# on, their memory-map lookups stretched), ROUNDS (race: writer rounds, default 1000; sweep: table sets
+# on, their memory-map lookups stretched; `stretch2m=1`: also every lookup of
+# a whole 2 MiB unit; `unmap=leaves`: 2 MiB leaves cleared in place, their
+# table kept; `layout=unversioned`: the memory map keeps no layout version), ROUNDS (race: writer rounds, default 1000; sweep: table sets
 # swept, default 1000), SEED (default: from the
 # clock; printed), CPUS (default 4), BOOT_TIMEOUT (seconds per boot, default
 # 150), PAGEPIN_BARE_METAL=rustup|debian (the toolchain, as .ci/run chose it;
@@ -117,13 +119,14 @@ case "$BROKEN" in
         # on: with interrupts off no shootdown, and so no free, can complete
         # inside a walk, and neither re-check can matter) and stretch the
         # window between the entry load and the get (KERNEL_ARGS overrides).
-        # broken-no-unit-recheck also clears 2 MiB leaves in place (unmap=leaves):
+        # broken-no-unit-recheck also stretches every lookup of a whole 2 MiB
+        # unit (stretch2m=1) and clears 2 MiB leaves in place (unmap=leaves):
         # the table above stays attached, so a slot mapped again with the same
         # leaf over its unit split in the meantime passes the entry re-check.
         cfg=pagepin_$BROKEN
         export CARGO_TARGET_X86_64_UNKNOWN_NONE_RUSTFLAGS="-C relocation-model=static --cfg ${cfg//-/_}"
         if [ "$BROKEN" = broken-no-unit-recheck ]; then
-            KERNEL_ARGS=${KERNEL_ARGS-guard=epoch stretch=2000 unmap=leaves}
+            KERNEL_ARGS=${KERNEL_ARGS-guard=epoch stretch=2000 stretch2m=1 unmap=leaves}
         else
             KERNEL_ARGS=${KERNEL_ARGS-guard=epoch stretch=2000}
         fi

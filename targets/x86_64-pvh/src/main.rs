@@ -63,6 +63,9 @@ struct Config {
     epoch: bool,
     /// `stretch=N`: the walkers' memory-map lookups spin (see `race::Stretched`).
     stretch: u64,
+    /// `stretch2m=1`: the stretch also waits on every lookup that answers a
+    /// whole 2 MiB unit (see `race::Stretched`).
+    stretch_2m: bool,
     /// `unmap=leaves`: truncates of 2 MiB slots clear the leaf in place and
     /// never detach its table (see `race::LeafUnmapper`).
     unmap_leaves: bool,
@@ -80,6 +83,7 @@ impl Config {
         sweep: false,
         epoch: false,
         stretch: 0,
+        stretch_2m: false,
         unmap_leaves: false,
         unversioned: false,
     };
@@ -146,6 +150,7 @@ impl Config {
                 "cpus" => config.cpus = (value as usize).clamp(1, MAX_CPUS),
                 "fault" => config.fault = value != 0,
                 "stretch" => config.stretch = value,
+                "stretch2m" => config.stretch_2m = value != 0,
                 _ => {}
             }
         }
@@ -180,13 +185,14 @@ extern "C" fn kmain_bsp(start_info: u32, la57: u32) -> ! {
     let config = Config::parse(u64::from(start_info));
     let levels = if la57 != 0 { 5 } else { 4 };
     println!(
-        "pagepin x86_64 PVH kernel: {levels}-level paging, mode={} rounds={} seed={} cpus={} guard={} stretch={} unmap={} layout={}",
+        "pagepin x86_64 PVH kernel: {levels}-level paging, mode={} rounds={} seed={} cpus={} guard={} stretch={} stretch2m={} unmap={} layout={}",
         if config.sweep { "sweep" } else { "race" },
         config.rounds,
         config.seed,
         config.cpus,
         if config.epoch { "epoch" } else { "irq-off" },
         config.stretch,
+        u8::from(config.stretch_2m),
         if config.unmap_leaves {
             "leaves"
         } else {
@@ -209,6 +215,7 @@ extern "C" fn kmain_bsp(start_info: u32, la57: u32) -> ! {
         unmap_leaves: config.unmap_leaves,
         versioned: !config.unversioned,
         fail_fast: config.stretch != 0 && !config.sweep,
+        stretch_2m: config.stretch_2m,
     });
     if levels == 5 {
         run::<Paging5Level>(config, levels, start_tsc)

@@ -180,18 +180,24 @@ pub struct Options {
     pub versioned: bool,
     /// `stretch=N` (non-zero): the boot stops at its first violation.
     pub fail_fast: bool,
+    /// `stretch2m=1`: [`Stretched`] also waits on every lookup that answers
+    /// a whole 2 MiB unit.
+    pub stretch_2m: bool,
 }
 
 /// [`Options::unmap_leaves`].
 static UNMAP_LEAVES: AtomicBool = AtomicBool::new(false);
 /// [`Options::fail_fast`].
 static FAIL_FAST: AtomicBool = AtomicBool::new(false);
+/// [`Options::stretch_2m`].
+static STRETCH_2M: AtomicBool = AtomicBool::new(false);
 
 /// Frees every page and builds the memory map (CPU 0, before any walker).
 pub fn init(options: Options) {
     // Relaxed: written before the SIPIs, which order them for the APs.
     UNMAP_LEAVES.store(options.unmap_leaves, Ordering::Relaxed);
     FAIL_FAST.store(options.fail_fast, Ordering::Relaxed);
+    STRETCH_2M.store(options.stretch_2m, Ordering::Relaxed);
     for meta in &METAS {
         if let Err(e) = meta.free() {
             violation(format_args!("initial free failed: {e}"));
@@ -275,8 +281,9 @@ static TRUNCATES_DONE: AtomicU64 = AtomicU64::new(0);
 /// The memory map as the walkers see it in a *stretch* boot (`stretch=N`):
 /// a lookup answers from the map at once, but before it returns that answer
 /// it waits until CPU 0 has finished four more truncates, or for at most `N`
-/// pause loops of 100: every eighth lookup, and every lookup that answers a
-/// whole 2 MiB unit. GUP-fast looks a page's unit up between its load of the
+/// pause loops of 100: every eighth lookup, and with `stretch2m=1` every
+/// lookup that answers a whole 2 MiB unit (where the split-and-remap race
+/// is). GUP-fast looks a page's unit up between its load of the
 /// entry and its get, so this widens the window in which the entry can be
 /// cleared, the unit freed, split and allocated again (the window the
 /// re-checks close) from a few instructions to four truncates, whatever the
@@ -304,9 +311,11 @@ unsafe impl MemoryMap for Stretched {
         let answer = self.map.unit(pfn);
         let calls = self.calls.get().wrapping_add(1);
         self.calls.set(calls);
-        let whole_2m = answer
-            .as_ref()
-            .is_ok_and(|u| u.pages == HUGE_PAGES && u.head.0 * KIB4 < SMALL_BASE);
+        // Relaxed: written before the SIPIs.
+        let whole_2m = STRETCH_2M.load(Ordering::Relaxed)
+            && answer
+                .as_ref()
+                .is_ok_and(|u| u.pages == HUGE_PAGES && u.head.0 * KIB4 < SMALL_BASE);
         if self.spins != 0 && (whole_2m || calls.is_multiple_of(8)) {
             // Relaxed: only a progress hint; nothing is read through it.
             let start = TRUNCATES_DONE.load(Ordering::Relaxed);
