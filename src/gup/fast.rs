@@ -58,18 +58,16 @@ pub(crate) trait Checks {
     const UNIT: bool;
 }
 
-/// Every check. Built with `--cfg pagepin_broken_no_recheck` (set only by
-/// the deliberately broken boots and stress runs, through `RUSTFLAGS`,
-/// never by a cargo feature that a dependency could turn on), the entry
-/// re-check is left out; with `--cfg pagepin_broken_no_unit_recheck`, the
-/// unit re-check; so that a run can show what it catches.
+/// Every check: the only set the public API runs (the broken sets live in
+/// `broken`, built only under `cfg(loom)` or with the `broken-twins` feature,
+/// and are reached only through their own functions).
 pub(crate) enum AllChecks {}
 
 impl Checks for AllChecks {
-    const LEAF: bool = !cfg!(pagepin_broken_no_recheck);
-    const PARENT: bool = !cfg!(pagepin_broken_no_recheck);
+    const LEAF: bool = true;
+    const PARENT: bool = true;
     const GUARD_ACROSS_GET: bool = true;
-    const UNIT: bool = !cfg!(pagepin_broken_no_unit_recheck);
+    const UNIT: bool = true;
 }
 
 impl<'a, F: PagingFormat, A: TableAccess + ?Sized, M: MemoryMap + ?Sized> Gup<'a, F, A, M> {

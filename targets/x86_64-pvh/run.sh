@@ -17,9 +17,9 @@
 #       prints how many runs detected it (violations or mismatches > 0, an
 #       exception, or another failure). Exits 0 whatever the rate. Race:
 #       the kernel feature broken-no-ack; pagepin's GUP-fast without its entry
-#       re-check (broken-no-recheck, through --cfg pagepin_broken_no_recheck)
-#       or without its unit re-check (broken-no-unit-recheck, through --cfg
-#       pagepin_broken_no_unit_recheck). Sweep: broken-table-grants (the
+#       re-check (broken-no-recheck) or without its unit re-check
+#       (broken-no-unit-recheck), the broken twins the walkers call by name
+#       (the library's broken-twins feature). Sweep: broken-table-grants (the
 #       walker ignores table entries' R/W, U/S and XD).
 #
 # Environment: KERNEL_ARGS (more kernel command-line words, e.g. `guard=epoch
@@ -112,10 +112,9 @@ fi
 FEATURE_ARGS=()
 case "$BROKEN" in
     broken-no-recheck|broken-no-unit-recheck)
-        # Not kernel features: pagepin's GUP-fast without its entry re-check
-        # or without its unit re-check, by a cfg that only this environment
-        # variable sets (it replaces .cargo/config's target rustflags, so those
-        # are repeated here). The boots use the epoch walk guard (interrupts
+        # The walkers call pagepin's broken twin of GUP-fast without its entry
+        # re-check or without its unit re-check, by name (kernel features that
+        # turn on the library's `broken-twins`). The boots use the epoch walk guard (interrupts
         # on: with interrupts off no shootdown, and so no free, can complete
         # inside a walk, and neither re-check can matter) and stretch the
         # window between the entry load and the get (KERNEL_ARGS overrides).
@@ -123,8 +122,6 @@ case "$BROKEN" in
         # unit (stretch2m=1) and clears 2 MiB leaves in place (unmap=leaves):
         # the table above stays attached, so a slot mapped again with the same
         # leaf over its unit split in the meantime passes the entry re-check.
-        cfg=pagepin_$BROKEN
-        export CARGO_TARGET_X86_64_UNKNOWN_NONE_RUSTFLAGS="-C relocation-model=static --cfg ${cfg//-/_}"
         if [ "$BROKEN" = broken-no-unit-recheck ]; then
             KERNEL_ARGS=${KERNEL_ARGS-guard=epoch stretch=2000 stretch2m=1 unmap=leaves}
         else
@@ -132,7 +129,7 @@ case "$BROKEN" in
         fi
         ;;
 esac
-if [ -n "$BROKEN" ] && [ -z "${CARGO_TARGET_X86_64_UNKNOWN_NONE_RUSTFLAGS:-}" ]; then
+if [ -n "$BROKEN" ]; then
     FEATURE_ARGS=(--features "$BROKEN")
 fi
 TOOLCHAIN=${PAGEPIN_BARE_METAL:-}

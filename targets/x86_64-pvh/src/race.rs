@@ -371,6 +371,43 @@ pub fn walker<F: PagingFormat>(cpu: usize, root: PhysAddr, file_va: u64, seed: u
     }
 }
 
+/// The walkers' GUP-fast: pagepin's, or in a broken build its broken twin
+/// without the entry re-check (`broken-no-recheck`) or the unit re-check
+/// (`broken-no-unit-recheck`), called by name (the library's `broken-twins`
+/// feature).
+fn get_pages<F: PagingFormat, G: WalkGuard>(
+    gup: &Gup<'_, F, IdentityTables, Stretched>,
+    guard: &G,
+    start: VirtAddr,
+    len: u64,
+    flags: GupFlags,
+    out: &mut [Pfn],
+) -> Result<pagepin::gup::Taken, pagepin::gup::GupError> {
+    #[cfg(feature = "broken-no-recheck")]
+    let taken = pagepin::gup::broken::get_pages(
+        gup,
+        pagepin::gup::broken::Dropped::Recheck,
+        guard,
+        start,
+        len,
+        flags,
+        out,
+    );
+    #[cfg(feature = "broken-no-unit-recheck")]
+    let taken = pagepin::gup::broken::get_pages(
+        gup,
+        pagepin::gup::broken::Dropped::UnitRecheck,
+        guard,
+        start,
+        len,
+        flags,
+        out,
+    );
+    #[cfg(not(any(feature = "broken-no-recheck", feature = "broken-no-unit-recheck")))]
+    let taken = gup.get_pages(guard, start, len, flags, out);
+    taken
+}
+
 fn walk<F: PagingFormat, G: WalkGuard>(
     cpu: usize,
     gup: &Gup<'_, F, IdentityTables, Stretched>,
@@ -397,7 +434,8 @@ fn walk<F: PagingFormat, G: WalkGuard>(
         };
         let len = (pages * KIB4).min(end - start);
         counts.calls += 1;
-        let taken = match gup.get_pages(
+        let taken = match get_pages(
+            gup,
             guard,
             VirtAddr(start),
             len,
