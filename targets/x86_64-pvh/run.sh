@@ -25,7 +25,9 @@
 # Environment: KERNEL_ARGS (more kernel command-line words, e.g. `guard=epoch
 # stretch=2000`: the race's walkers in epoch read sections with interrupts
 # on, their memory-map lookups stretched; `stretch2m=1`: also every lookup of
-# a whole 2 MiB unit; `unmap=leaves`: 2 MiB leaves cleared in place, their
+# a whole 2 MiB unit; `stall=N`: one GUP-fast call in N of each walker
+# stalls in its first lookup until CPU 0 has truncated that page's slot and
+# mapped its unit again at another slot; `unmap=leaves`: 2 MiB leaves cleared in place, their
 # table kept; `layout=unversioned`: the memory map keeps no layout version), ROUNDS (race: writer rounds, default 1000; sweep: table sets
 # swept, default 1000), SEED (default: from the
 # clock; printed), CPUS (default 4), BOOT_TIMEOUT (seconds per boot, default
@@ -118,14 +120,18 @@ case "$BROKEN" in
         # on: with interrupts off no shootdown, and so no free, can complete
         # inside a walk, and neither re-check can matter) and stretch the
         # window between the entry load and the get (KERNEL_ARGS overrides).
-        # broken-no-unit-recheck also stretches every lookup of a whole 2 MiB
-        # unit (stretch2m=1) and clears 2 MiB leaves in place (unmap=leaves):
+        # broken-no-recheck stalls the first lookup of one GUP-fast call in 8
+        # until CPU 0 has truncated that page's slot and mapped its unit at
+        # another slot (stall=8: the unit re-check passes, only the entry
+        # re-check can see it). broken-no-unit-recheck stretches lookups
+        # (stretch=2000), also every lookup of a whole 2 MiB unit
+        # (stretch2m=1), and clears 2 MiB leaves in place (unmap=leaves):
         # the table above stays attached, so a slot mapped again with the same
         # leaf over its unit split in the meantime passes the entry re-check.
         if [ "$BROKEN" = broken-no-unit-recheck ]; then
             KERNEL_ARGS=${KERNEL_ARGS-guard=epoch stretch=2000 stretch2m=1 unmap=leaves}
         else
-            KERNEL_ARGS=${KERNEL_ARGS-guard=epoch stretch=2000}
+            KERNEL_ARGS=${KERNEL_ARGS-guard=epoch stall=8}
         fi
         ;;
 esac

@@ -66,6 +66,10 @@ struct Config {
     /// `stretch2m=1`: the stretch also waits on every lookup that answers a
     /// whole 2 MiB unit (see `race::Stretched`).
     stretch_2m: bool,
+    /// `stall=N`: one GUP-fast call in N of each walker stalls in its first
+    /// lookup until CPU 0 has truncated the slot the page is mapped at and
+    /// mapped its unit elsewhere (see `race::Stretched`).
+    stall: u64,
     /// `unmap=leaves`: truncates of 2 MiB slots clear the leaf in place and
     /// never detach its table (see `race::LeafUnmapper`).
     unmap_leaves: bool,
@@ -84,6 +88,7 @@ impl Config {
         epoch: false,
         stretch: 0,
         stretch_2m: false,
+        stall: 0,
         unmap_leaves: false,
         unversioned: false,
     };
@@ -151,6 +156,7 @@ impl Config {
                 "fault" => config.fault = value != 0,
                 "stretch" => config.stretch = value,
                 "stretch2m" => config.stretch_2m = value != 0,
+                "stall" => config.stall = value,
                 _ => {}
             }
         }
@@ -185,7 +191,7 @@ extern "C" fn kmain_bsp(start_info: u32, la57: u32) -> ! {
     let config = Config::parse(u64::from(start_info));
     let levels = if la57 != 0 { 5 } else { 4 };
     println!(
-        "pagepin x86_64 PVH kernel: {levels}-level paging, mode={} rounds={} seed={} cpus={} guard={} stretch={} stretch2m={} unmap={} layout={}",
+        "pagepin x86_64 PVH kernel: {levels}-level paging, mode={} rounds={} seed={} cpus={} guard={} stretch={} stretch2m={} stall={} unmap={} layout={}",
         if config.sweep { "sweep" } else { "race" },
         config.rounds,
         config.seed,
@@ -193,6 +199,7 @@ extern "C" fn kmain_bsp(start_info: u32, la57: u32) -> ! {
         if config.epoch { "epoch" } else { "irq-off" },
         config.stretch,
         u8::from(config.stretch_2m),
+        config.stall,
         if config.unmap_leaves {
             "leaves"
         } else {
@@ -214,8 +221,9 @@ extern "C" fn kmain_bsp(start_info: u32, la57: u32) -> ! {
     race::init(race::Options {
         unmap_leaves: config.unmap_leaves,
         versioned: !config.unversioned,
-        fail_fast: config.stretch != 0 && !config.sweep,
+        fail_fast: (config.stretch != 0 || config.stall != 0) && !config.sweep,
         stretch_2m: config.stretch_2m,
+        stall_every: config.stall,
     });
     if levels == 5 {
         run::<Paging5Level>(config, levels, start_tsc)
@@ -323,6 +331,12 @@ fn run<F: PagingFormat>(config: Config, levels: usize, start_tsc: u64) -> ! {
         "CPU 0: 2 MiB units split {} times, merged {} times (while free); {} truncated 2 MiB slots mapped again at once with the same leaf entry over the unit split or merged",
         writer.splits, writer.merges, writer.remaps
     );
+    if config.stall != 0 {
+        println!(
+            "CPU 0: {} stalled walkers answered ({} slots truncated for them, {} of those units mapped again at another slot)",
+            writer.stalls_answered, writer.stall_truncates, writer.relocations
+        );
+    }
     println!("TSC ticks since entry: {}", cpu::rdtsc() - start_tsc);
     let violations = race::violations();
     println!(

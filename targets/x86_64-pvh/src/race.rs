@@ -147,6 +147,13 @@ pub struct WriterCounts {
     /// Truncated 2 MiB slots mapped again at once over the same unit with
     /// the same leaf entry (split or merged the other way).
     pub remaps: u64,
+    /// Stalled walkers answered (`stall=N`).
+    pub stalls_answered: u64,
+    /// Of them, those whose page's slot was truncated for them.
+    pub stall_truncates: u64,
+    /// Of those, the units mapped again at once at another empty slot, with
+    /// the same unit sizes.
+    pub relocations: u64,
 }
 
 /// Records a violation (the first ten are printed). In a stretch boot (a
@@ -183,6 +190,9 @@ pub struct Options {
     /// `stretch2m=1`: [`Stretched`] also waits on every lookup that answers
     /// a whole 2 MiB unit.
     pub stretch_2m: bool,
+    /// `stall=N` (non-zero): one GUP-fast call in N of each walker stalls in
+    /// its first lookup (see [`Stretched`]).
+    pub stall_every: u64,
 }
 
 /// [`Options::unmap_leaves`].
@@ -191,6 +201,15 @@ static UNMAP_LEAVES: AtomicBool = AtomicBool::new(false);
 static FAIL_FAST: AtomicBool = AtomicBool::new(false);
 /// [`Options::stretch_2m`].
 static STRETCH_2M: AtomicBool = AtomicBool::new(false);
+/// [`Options::stall_every`].
+static STALL_EVERY: AtomicU64 = AtomicU64::new(0);
+/// A stalled walker's request (`stall=N`): 1 + the PFN it has just looked
+/// up, 0 when none. One walker at a time; CPU 0 answers it at its next round.
+static STALLED: AtomicU64 = AtomicU64::new(0);
+/// How long a stalled walker waits for CPU 0's answer at most, in TSC ticks
+/// (about a second: CPU 0 answers at its next round, which may be a 1 GiB
+/// slot's allocation or poisoning).
+const STALL_MAX_TICKS: u64 = 1 << 31;
 
 /// Frees every page and builds the memory map (CPU 0, before any walker).
 pub fn init(options: Options) {
@@ -198,6 +217,7 @@ pub fn init(options: Options) {
     UNMAP_LEAVES.store(options.unmap_leaves, Ordering::Relaxed);
     FAIL_FAST.store(options.fail_fast, Ordering::Relaxed);
     STRETCH_2M.store(options.stretch_2m, Ordering::Relaxed);
+    STALL_EVERY.store(options.stall_every, Ordering::Relaxed);
     for meta in &METAS {
         if let Err(e) = meta.free() {
             violation(format_args!("initial free failed: {e}"));
@@ -290,12 +310,50 @@ static TRUNCATES_DONE: AtomicU64 = AtomicU64::new(0);
 /// host's load does to the vCPUs' relative speed; and the answer GUP-fast
 /// gets is the one from before the window, as if the walker had been
 /// preempted right after the lookup. (Bounded: the walker may hold pins that
-/// the truncate's drain waits for.) Test instrumentation of this kernel only;
-/// pagepin is unchanged.
+/// the truncate's drain waits for.)
+///
+/// With `stall=N` one GUP-fast call in `N` is *armed* by its walker: its first
+/// lookup (after its first entry load, before its first get, so the walker
+/// holds no pin CPU 0's drain could wait for) answers from the map, then
+/// publishes the PFN in [`STALLED`] and waits (at most [`STALL_MAX_TICKS`])
+/// until CPU 0, at its next round, has truncated the slot that page is
+/// mapped at and mapped the unit again at once at another empty slot, with
+/// the same unit sizes (the stall handshake of `examples/dax_truncate.rs`,
+/// aimed at the entry re-check: the unit and its answer are the same again,
+/// only the entry the walker loaded is gone). An armed lookup is not
+/// stretched otherwise. Test instrumentation of this kernel only; pagepin is
+/// unchanged.
 struct Stretched {
     map: &'static KernelMemMap,
     spins: u64,
     calls: core::cell::Cell<u64>,
+    /// The next lookup stalls (`stall=N`; set by the walker before a call).
+    armed: core::cell::Cell<bool>,
+}
+
+/// The stall of an armed lookup of `pfn` (see [`Stretched`]).
+fn stall(pfn: Pfn) {
+    // Relaxed, here and in the writer: a scheduling hint that carries no
+    // data; every order the race relies on is pagepin's own.
+    if STALLED
+        .compare_exchange(0, pfn.0 + 1, Ordering::Relaxed, Ordering::Relaxed)
+        .is_err()
+    {
+        // Another walker is stalled: this call goes on at once.
+        return;
+    }
+    let start = cpu::rdtsc();
+    // Relaxed: as above (STALLED); STOP is a flag that publishes nothing.
+    while STALLED.load(Ordering::Relaxed) == pfn.0 + 1 {
+        // Relaxed: as above.
+        if STOP.load(Ordering::Relaxed) || cpu::rdtsc().wrapping_sub(start) > STALL_MAX_TICKS {
+            // Given up: withdraw the request (unless answered meanwhile).
+            // Relaxed: as above.
+            let _ = STALLED.compare_exchange(pfn.0 + 1, 0, Ordering::Relaxed, Ordering::Relaxed);
+            break;
+        }
+        cpu::pause(100);
+    }
 }
 
 // SAFETY: every answer is the inner map's, unchanged, only returned later: as
@@ -309,6 +367,17 @@ unsafe impl MemoryMap for Stretched {
 
     fn unit(&self, pfn: Pfn) -> Result<Unit<'_>, OutsideMap> {
         let answer = self.map.unit(pfn);
+        if self.armed.replace(false) {
+            // A unit of a 2 MiB or 64-page slot (the 1 GiB unit has no other
+            // slot to go to).
+            if answer
+                .as_ref()
+                .is_ok_and(|u| u.head.0 * KIB4 < SMALL_END && u.head.0 * KIB4 >= DATA_BASE)
+            {
+                stall(pfn);
+            }
+            return answer;
+        }
         let calls = self.calls.get().wrapping_add(1);
         self.calls.set(calls);
         // Relaxed: written before the SIPIs.
@@ -352,11 +421,12 @@ pub fn walker<F: PagingFormat>(cpu: usize, root: PhysAddr, file_va: u64, seed: u
         map: memmap(),
         spins: stretch,
         calls: core::cell::Cell::new(0),
+        armed: core::cell::Cell::new(false),
     };
     let gup = Gup::new(Walker::<F, _>::new(&IdentityTables::WALKER, root), &map);
     match EPOCH.get() {
         Some(epoch) => match epoch.reader() {
-            Ok(reader) => walk(cpu, &gup, &reader, file_va, seed),
+            Ok(reader) => walk(cpu, &gup, &map, &reader, file_va, seed),
             Err(e) => violation(format_args!("epoch reader: {e}")),
         },
         None => {
@@ -366,7 +436,7 @@ pub fn walker<F: PagingFormat>(cpu: usize, root: PhysAddr, file_va: u64, seed: u
             // online CPU, this one included. (The `broken-no-ack` build breaks
             // this promise on purpose.)
             let guard = unsafe { IrqOffWalk::new() };
-            walk(cpu, &gup, &guard, file_va, seed);
+            walk(cpu, &gup, &map, &guard, file_va, seed);
         }
     }
 }
@@ -411,10 +481,13 @@ fn get_pages<F: PagingFormat, G: WalkGuard>(
 fn walk<F: PagingFormat, G: WalkGuard>(
     cpu: usize,
     gup: &Gup<'_, F, IdentityTables, Stretched>,
+    map: &Stretched,
     guard: &G,
     file_va: u64,
     seed: u64,
 ) {
+    // Relaxed: written before the SIPIs.
+    let stall_every = STALL_EVERY.load(Ordering::Relaxed);
     let mut rng = Rng(seed.wrapping_add(0x9e37_79b9 * cpu as u64) | 1);
     let mut out = [Pfn(0); MAX_WALKER_PAGES];
     // Per page held: its unit's instrumentation index and generation when checked.
@@ -434,14 +507,20 @@ fn walk<F: PagingFormat, G: WalkGuard>(
         };
         let len = (pages * KIB4).min(end - start);
         counts.calls += 1;
-        let taken = match get_pages(
+        map.armed
+            .set(stall_every != 0 && (r >> 40).is_multiple_of(stall_every));
+        let taken = get_pages(
             gup,
             guard,
             VirtAddr(start),
             len,
             GupFlags::PIN | GupFlags::WRITE,
             &mut out,
-        ) {
+        );
+        // Not armed for the next call (this one may have stopped before any
+        // lookup).
+        map.armed.set(false);
+        let taken = match taken {
             Ok(taken) => taken,
             Err(e) => {
                 violation(format_args!("GUP refused a valid range: {e}"));
@@ -772,16 +851,27 @@ pub fn writer<F: PagingFormat>(
     let mut counts = WriterCounts::default();
     for _ in 0..rounds {
         let r = rng.next();
+        // A stalled walker (`stall=N`): this round truncates the 2 MiB or
+        // 64-page slot its page is mapped at, and maps the unit again at
+        // another slot. Relaxed: see `stall`.
+        let stalled = STALLED.load(Ordering::Relaxed);
+        let target = stalled_slot(stalled, &state);
         // The 1 GiB slot in one round of `GIANT_ODDS`: mapping it writes the
         // generation into 262144 pages, and poisoning it as many.
-        let slot = if r.is_multiple_of(GIANT_ODDS) {
+        let slot = if let Some(target) = target {
+            target
+        } else if r.is_multiple_of(GIANT_ODDS) {
             GIANT_SLOT
         } else {
             ((r / GIANT_ODDS) % SLOTS as u64) as usize
         };
         let va = VirtAddr(slot_va(file_va, slot));
         let pick = (r >> 16) as usize;
-        let map = |tables: &mut TableBuilder<'_, F, IdentityTables, IpiRetire>, pa, len, leaf| {
+        let map = |tables: &mut TableBuilder<'_, F, IdentityTables, IpiRetire>,
+                   va: VirtAddr,
+                   pa,
+                   len,
+                   leaf| {
             let req = MapRequest::new(va, PhysAddr(pa), len, leaf).with_perms(perms);
             if let Err(e) = tables.map(&req) {
                 violation(format_args!("map {va} failed: {e}"));
@@ -790,7 +880,7 @@ pub fn writer<F: PagingFormat>(
         match state[slot] {
             SlotState::Empty if slot == GIANT_SLOT => {
                 allocate(Pfn(GIANT_BASE / KIB4), GIANT_PAGES, slot);
-                map(tables, GIANT_BASE, GIB1, GIB1);
+                map(tables, va, GIANT_BASE, GIB1, GIB1);
                 state[slot] = SlotState::Giant;
             }
             SlotState::Empty => {
@@ -798,7 +888,7 @@ pub fn writer<F: PagingFormat>(
                     let unit = huge_free.swap_remove(reuse(r, pick, huge_free.len()));
                     let split = r & (1 << 33) != 0;
                     allocate_huge(unit, split, slot, &mut counts);
-                    map(tables, DATA_BASE + unit * MIB2, MIB2, MIB2);
+                    map(tables, va, DATA_BASE + unit * MIB2, MIB2, MIB2);
                     state[slot] = SlotState::Huge { unit, split };
                 } else if !small_free.is_empty() {
                     let block = small_free.swap_remove(reuse(r, pick, small_free.len()));
@@ -806,7 +896,7 @@ pub fn writer<F: PagingFormat>(
                     for i in 0..SMALL_SLOT_PAGES {
                         allocate(Pfn(pa / KIB4 + i), 1, slot);
                     }
-                    map(tables, pa, SMALL_SLOT_PAGES * KIB4, KIB4);
+                    map(tables, va, pa, SMALL_SLOT_PAGES * KIB4, KIB4);
                     state[slot] = SlotState::Small { block };
                 }
             }
@@ -862,12 +952,42 @@ pub fn writer<F: PagingFormat>(
                 }
                 poison(extent.first, pages, unit_pages);
                 state[slot] = SlotState::Empty;
+                // For a stalled walker: another empty slot for the unit.
+                let elsewhere = target.and_then(|_| {
+                    (0..SLOTS)
+                        .map(|i| (pick + i) % SLOTS)
+                        .find(|&s| s != slot && matches!(state[s], SlotState::Empty))
+                });
+                if target.is_some() {
+                    counts.stall_truncates += 1;
+                }
                 match mapped {
+                    SlotState::Huge { unit, split } if elsewhere.is_some() => {
+                        // The same unit at another slot at once, with the
+                        // same unit sizes: the stalled walker's answer holds
+                        // again, only the entry it loaded is gone.
+                        let to = elsewhere.unwrap_or(slot);
+                        allocate_huge(unit, split, to, &mut counts);
+                        map(tables, VirtAddr(slot_va(file_va, to)), first, MIB2, MIB2);
+                        state[to] = SlotState::Huge { unit, split };
+                        counts.relocations += 1;
+                    }
+                    SlotState::Small { block } if elsewhere.is_some() => {
+                        // As above, the block's 64 single pages.
+                        let to = elsewhere.unwrap_or(slot);
+                        for i in 0..SMALL_SLOT_PAGES {
+                            allocate(Pfn(first / KIB4 + i), 1, to);
+                        }
+                        let to_va = VirtAddr(slot_va(file_va, to));
+                        map(tables, to_va, first, SMALL_SLOT_PAGES * KIB4, KIB4);
+                        state[to] = SlotState::Small { block };
+                        counts.relocations += 1;
+                    }
                     SlotState::Huge { unit, split } if r & (1 << 40) != 0 => {
                         // The same unit at the same slot again, with the same
                         // leaf entry, over units of the other size.
                         allocate_huge(unit, !split, slot, &mut counts);
-                        map(tables, first, MIB2, MIB2);
+                        map(tables, va, first, MIB2, MIB2);
                         state[slot] = SlotState::Huge {
                             unit,
                             split: !split,
@@ -894,8 +1014,25 @@ pub fn writer<F: PagingFormat>(
                 }
             }
         }
+        if stalled != 0 {
+            // Let the walker go on (unless it gave up already). Relaxed: see
+            // `stall`.
+            let _ = STALLED.compare_exchange(stalled, 0, Ordering::Relaxed, Ordering::Relaxed);
+            counts.stalls_answered += 1;
+        }
     }
     counts
+}
+
+/// The slot a stalled walker's page (`stalled`: 1 + its PFN, or 0) is
+/// mapped at, if it is a 2 MiB or 64-page slot that is mapped (CPU 0 only:
+/// it alone writes `OWNER` and the slots' state).
+fn stalled_slot(stalled: u64, state: &[SlotState]) -> Option<usize> {
+    let pfn = Pfn(stalled.checked_sub(1)?);
+    let ui = unit_index(memmap().unit(pfn).ok()?.head)?;
+    // Relaxed: only this CPU writes OWNER.
+    let slot = usize::try_from(OWNER[ui].load(Ordering::Relaxed).checked_sub(1)?).ok()?;
+    (slot < SLOTS && !matches!(state[slot], SlotState::Empty)).then_some(slot)
 }
 
 /// After the walkers finished: every page idle and unmarked.
