@@ -5,9 +5,13 @@
 //! (one RMW per 4 KiB base page) and one of its smallest blocks over a unit of
 //! the block's size (one RMW for the whole block), pinned, checked against the
 //! mapping, and released. A 64 KiB page counts as 16 base pages of the memory
-//! map; the counting is by the memory map's unit, never by the leaf.
+//! map; the counting is by the memory map's unit, never by the leaf. The RISC-V
+//! modes (Sv39/48/57 in both halves, and the G-stage Sv39x4/48x4/57x4 with
+//! their 16 KiB roots built by `TableBuilder::with_root`) also with 1 GiB
+//! leaves where the mode has them.
 
 use pagepin::arch::aarch64::*;
+use pagepin::arch::riscv64::{Sv39, Sv39x4, Sv48, Sv48x4, Sv57, Sv57x4};
 use pagepin::arch::x86_64::{Ept4Level, Ept5Level, Paging4Level, Paging5Level};
 use pagepin::guard::TablesNeverFreed;
 use pagepin::gup::{Gup, GupFlags, Stop, Taken, release};
@@ -24,6 +28,8 @@ const DATA: u64 = 1 << 30;
 const SMALL_LEAVES: u64 = 4;
 const TABLE_BASE: PhysAddr = PhysAddr(0x10_0000);
 
+/// Checks the format's smallest block and 4 KiB leaves in the low half or,
+/// for an upper-half-only format (TTBR1), the high half.
 fn check<F: PagingFormat>() {
     let page = 1u64 << F::GEOMETRY.page_shift();
     let block = (0..F::GEOMETRY.depth())
@@ -31,6 +37,31 @@ fn check<F: PagingFormat>() {
         .filter_map(|l| F::GEOMETRY.leaf_size(l))
         .find(|&s| s > page)
         .expect("every format has a block size");
+    // A canonical base: the low half, or the high half for TTBR1.
+    let base = if F::is_canonical(VirtAddr(2 * block)) {
+        2 * block
+    } else {
+        (u64::MAX << F::GEOMETRY.va_bits()) + 2 * block
+    };
+    check_at::<F>(block, base);
+}
+
+/// Checks `block`-sized and 4 KiB leaves in the low half and, where the
+/// format has one, the upper (sign-extended) half.
+fn check_halves<F: PagingFormat>(block: u64) {
+    let low = 2 * block;
+    let high = (u64::MAX << F::GEOMETRY.va_bits()).wrapping_add(2 * block);
+    check_at::<F>(block, low);
+    if F::is_canonical(VirtAddr(high)) {
+        check_at::<F>(block, high);
+    }
+}
+
+/// GUP-fast over one `block`-sized leaf (one unit) and [`SMALL_LEAVES`] leaves
+/// of the format's page (single-page units) mapped from `base`.
+fn check_at<F: PagingFormat>(block: u64, base: u64) {
+    let page = 1u64 << F::GEOMETRY.page_shift();
+    assert!(F::GEOMETRY.leaf_level(block).is_some(), "{}", F::NAME);
     // Memory map: one block-sized unit at DATA, then single pages.
     let small_pa = DATA + block;
     let pages = ((block + SMALL_LEAVES * page) / KIB4) as usize;
@@ -73,12 +104,6 @@ fn check<F: PagingFormat>() {
             ReclaimNow::new()
         })
         .unwrap()
-    };
-    // A canonical base: the low half, or the high half for TTBR1.
-    let base = if F::is_canonical(VirtAddr(2 * block)) {
-        2 * block
-    } else {
-        (u64::MAX << F::GEOMETRY.va_bits()) + 2 * block
     };
     let perms = Perms::READ | Perms::WRITE;
     tables
@@ -207,4 +232,23 @@ fn aarch64_stage2() {
 #[test]
 fn toy() {
     check::<Toy>();
+}
+
+const MIB2: u64 = 2 << 20;
+const GIB: u64 = 1 << 30;
+
+#[test]
+fn riscv64_sv() {
+    check_halves::<Sv39>(MIB2);
+    check_halves::<Sv39>(GIB);
+    check_halves::<Sv48>(MIB2);
+    check_halves::<Sv57>(MIB2);
+}
+
+#[test]
+fn riscv64_g_stage() {
+    check_halves::<Sv39x4>(MIB2);
+    check_halves::<Sv39x4>(GIB);
+    check_halves::<Sv48x4>(MIB2);
+    check_halves::<Sv57x4>(MIB2);
 }
