@@ -56,6 +56,7 @@ pub mod error;
 pub mod format;
 #[cfg(feature = "host")]
 pub mod host;
+pub mod interop;
 pub mod pool;
 pub mod walk;
 
