@@ -53,8 +53,8 @@
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use pagepin::table::{
-    AccessError, FramePool, MapError, MapRequest, MemType, PagingFormat, Perms, PhysAddr,
-    ReclaimNow, TableAccess, TableBuilder, VirtAddr, WalkErrorKind, WalkItem, Walker,
+    DirectMap, FramePool, MapError, MapRequest, MemType, PagingFormat, Perms, PhysAddr, ReclaimNow,
+    TableBuilder, VirtAddr, WalkErrorKind, WalkItem, Walker,
 };
 
 use crate::probe::{self, Outcome};
@@ -104,35 +104,23 @@ struct Frame([AtomicU64; 512]);
 static FRAMES: [[Frame; SET_FRAMES]; 2] =
     [const { [const { Frame([const { AtomicU64::new(0) }; 512]) }; SET_FRAMES] }; 2];
 
-/// The sweep's tables, reached through the identity map: entry `index` of the
-/// table at `table` is the word at `table + 8 * index`, for tables inside
-/// [`FRAMES`] only.
-#[derive(Debug, Clone, Copy)]
-struct SweepTables;
+/// The sweep's tables: pagepin's identity-map access ([`sweep_tables`]).
+type SweepTables = DirectMap<'static>;
 
-// SAFETY: (1) `entry` maps `(table, index)` to the word at `table + 8 * index`
-// and nothing else: the word the MMU reads at that physical address, since
-// every table this kernel loads in CR3 maps the image (and so `FRAMES`) at
-// VA == PA; (2) distinct `(table, index)` pairs with `index < 512` in 4 KiB
-// aligned tables are distinct words; (3) only words of `FRAMES`, a `'static`
-// array of `AtomicU64` accessed only atomically (by this code and the MMU,
-// whose A/D updates are locked), are reachable.
-unsafe impl TableAccess for SweepTables {
-    #[inline]
-    fn entry(&self, table: PhysAddr, index: usize) -> Result<&AtomicU64, AccessError> {
-        if !table.0.is_multiple_of(4096) {
-            return Err(AccessError::Misaligned { table });
-        }
-        let base = FRAMES.as_ptr() as u64;
-        let unreachable = AccessError::Unreachable { table, index };
-        let offset = table.0.checked_sub(base).ok_or(unreachable)?;
-        if offset >= 2 * SET_FRAMES as u64 * 4096 || index >= 512 {
-            return Err(unreachable);
-        }
-        // SAFETY: inside `FRAMES` (checked above), 8-aligned, identity-mapped,
-        // an `AtomicU64` of a `'static` array.
-        Ok(unsafe { &*((table.0 + 8 * index as u64) as *const AtomicU64) })
-    }
+/// The sweep's tables, reached through the identity map (VA == PA): entry
+/// `index` of the table at `table` is the word at `table + 8 * index`, for
+/// words inside [`FRAMES`] only.
+fn sweep_tables() -> SweepTables {
+    let first = FRAMES.as_ptr().expose_provenance() as u64;
+    let last = first + 2 * SET_FRAMES as u64 * 4096 - 1;
+    // SAFETY: (1) every 8-aligned address of `first ..= last` is a word of the
+    // `FRAMES` static, live for the whole run, its provenance exposed above,
+    // and at VA == PA in every table this kernel loads in CR3 (the boot tables
+    // and each round's tables map the image, and so `FRAMES`, at VA == PA);
+    // (2) the frames are arrays of `AtomicU64` accessed only atomically (by
+    // this code and the MMU, whose A/D updates are locked); (3) the static, in
+    // the image below 1 GiB, does not wrap the address space.
+    unsafe { DirectMap::identity(PhysAddr(first), PhysAddr(last)) }
 }
 
 /// What a sweep boot counted.
@@ -215,7 +203,7 @@ fn raw_path(root: u64, va: u64, levels: usize) -> heapless::Vec<(PhysAddr, usize
     for level in 0..levels {
         let shift = 12 + 9 * (levels - 1 - level) as u32;
         let index = ((va >> shift) & 511) as usize;
-        let Ok(word) = SweepTables.entry(PhysAddr(table), index) else {
+        let Ok(word) = sweep_tables().word(PhysAddr(table), index) else {
             break;
         };
         // Relaxed: CPU 0 built these tables; only it and its MMU touch them.
@@ -408,8 +396,9 @@ impl Sweep {
         for (i, slot) in slots.iter_mut().enumerate() {
             *slot = PhysAddr(&raw const FRAMES[set][i] as u64);
         }
+        let access = sweep_tables();
         let mut tables = match TableBuilder::<F, _, _>::new(
-            &SweepTables,
+            &access,
             FramePool::new(&mut slots),
             // SAFETY: the sweep only maps: this builder never detaches a table, so
             // no table is ever handed back while the MMU or a walk may read it.
@@ -537,7 +526,7 @@ impl Sweep {
                 1 => raw & !(1 << 2),
                 _ => raw | (1 << 63),
             };
-            if let Ok(word) = SweepTables.entry(table, index) {
+            if let Ok(word) = sweep_tables().word(table, index) {
                 // Relaxed: the tables are not loaded in CR3 yet; the CR3
                 // write below is serializing.
                 word.store(new, Ordering::Relaxed);
@@ -580,7 +569,7 @@ impl Sweep {
         // page as the kernel's tables do; the paging mode matches CR4.LA57
         // (`F` was chosen from it). Nothing else below 4 GiB is mapped.
         unsafe { cpu::write_cr3(root) };
-        let walker = Walker::<F, _>::new(&SweepTables, PhysAddr(root));
+        let walker = Walker::<F, _>::new(&access, PhysAddr(root));
         for &va in &samples {
             if va < LOW_LIMIT {
                 continue;

@@ -6,7 +6,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use pagepin::guard::{Epoch, WalkGuard};
 use pagepin::table::{
-    AccessError, FramePool, LeafSizes, PhysAddr, PoolFull, Retire, TableAccess, VaRange,
+    AccessError, DirectMap, FramePool, LeafSizes, PhysAddr, PoolFull, Retire, TableAccess, VaRange,
 };
 use pagepin::truncate::TlbShootdown;
 
@@ -42,10 +42,28 @@ pub fn frame_pas() -> impl Iterator<Item = PhysAddr> {
     (0..FRAMES as u64).map(move |i| PhysAddr(base + i * 4096))
 }
 
-/// Page tables reached through the identity map: the entry `index` of the table
-/// at physical address `table` is the 8-byte word at virtual address `table +
-/// 8 * index`. Only tables inside the kernel's frame pool are reachable, so a
-/// malformed entry (or the poison above) can never make a walk read other memory.
+/// pagepin's identity-map access to the [`TABLE_FRAMES`] (VA == PA): the
+/// kernel is linked at its load address and every table it loads in CR3 (the
+/// boot tables and the builder's identity map of 0..2 GiB) maps the image at
+/// VA == PA.
+fn direct() -> DirectMap<'static> {
+    let first = TABLE_FRAMES.as_ptr().expose_provenance() as u64;
+    let last = first + FRAMES as u64 * 4096 - 1;
+    // SAFETY: (1) every 8-aligned address of `first ..= last` is a word of the
+    // `TABLE_FRAMES` static, identity-mapped (VA == PA) for every CPU in every
+    // table this kernel loads, live for the whole run, its provenance exposed
+    // above; (2) the frames are arrays of `AtomicU64` that nothing
+    // reinterprets, so every access is atomic (the MMU's walks are atomic
+    // 8-byte reads, its A/D updates locked); (3) the static, in the image
+    // below 1 GiB, does not wrap the address space.
+    unsafe { DirectMap::identity(PhysAddr(first), PhysAddr(last)) }
+}
+
+/// Page tables reached through the identity map, pagepin's [`DirectMap`]
+/// ([`direct`]): the entry `index` of the table at physical address `table`
+/// is the 8-byte word at virtual address `table + 8 * index`. Only tables
+/// inside the kernel's frame pool are reachable, so a malformed entry (or the
+/// poison above) can never make a walk read other memory.
 ///
 /// Two roles, for one piece of test instrumentation: DESIGN.md's invariant 6
 /// ("a walk never reads a page-table page after it was freed"). The retire hook
@@ -77,28 +95,25 @@ pub fn freed_reads() -> u64 {
     FREED_READS.load(Ordering::Relaxed)
 }
 
-// SAFETY: (1) `entry` turns `(table, index)` into the address `table + 8 *
-// index` and nothing else, so the same arguments give the same word, the one
-// the MMU reads at that physical address (VA == PA in every table this kernel
-// loads in CR3: the boot tables and the builder's identity map of 0..2 GiB both
-// map the frames at their physical addresses); (2) distinct (table, index) pairs
-// with `index < 512` in 4 KiB-aligned tables are distinct words; (3) the range
-// check admits only words of `TABLE_FRAMES`, a `'static` array of `AtomicU64`
-// that nothing accesses non-atomically (the MMU's own accesses are atomic
-// 8-byte reads and locked A/D updates).
+// SAFETY: (1)-(3) as pagepin's `DirectMap` (`direct`): the word of `(table,
+// index)` is the `TABLE_FRAMES` element at physical (and virtual) address
+// `table + 8 * index`, the same every call, the one the MMU reads; distinct
+// entries are distinct elements; only atomic accesses. The page-alignment and
+// index checks only refuse more, and the freed-frame check adds no access to
+// the tables.
 unsafe impl TableAccess for IdentityTables {
     #[inline]
     fn entry(&self, table: PhysAddr, index: usize) -> Result<&AtomicU64, AccessError> {
         if !table.0.is_multiple_of(4096) {
             return Err(AccessError::Misaligned { table });
         }
-        let base = TABLE_FRAMES.as_ptr() as u64;
-        let unreachable = AccessError::Unreachable { table, index };
-        let offset = table.0.checked_sub(base).ok_or(unreachable)?;
-        if offset >= FRAMES as u64 * 4096 || index >= 512 {
-            return Err(unreachable);
+        if index >= 512 {
+            return Err(AccessError::Unreachable { table, index });
         }
-        let frame = (offset / 4096) as usize;
+        let word = direct().word(table, index)?;
+        // In range: the entry is inside the frames (checked by `word`), and a
+        // 4 KiB-aligned table holding it is the frame it lies in.
+        let frame = ((table.0 - direct().range().0.0) / 4096) as usize;
         // Relaxed: instrumentation. For the builder, a frame is marked only
         // between its give-back and its next use, both on CPU 0. For a walker,
         // a frame it reaches through a published entry was unmarked before that
@@ -115,11 +130,7 @@ unsafe impl TableAccess for IdentityTables {
                 FREED[frame].store(false, Ordering::Relaxed);
             }
         }
-        let va = table.0 + 8 * index as u64;
-        // SAFETY: `va` lies inside `TABLE_FRAMES` (checked above), 8-aligned,
-        // identity-mapped (VA == PA, see the impl's SAFETY), and the word there
-        // is an `AtomicU64` of a `'static` array.
-        Ok(unsafe { &*(va as *const AtomicU64) })
+        Ok(word)
     }
 }
 
