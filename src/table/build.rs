@@ -172,16 +172,29 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, R: Retire> TableBuilder<'a, F
     ///
     /// # Errors
     ///
-    /// [`MapError::Access`] if a frame of the pool cannot hold a table of `F`
-    /// through `access` (unreachable or misaligned), [`MapError::Encode`] if a
-    /// frame's address cannot be put in a table entry (beyond the format's
-    /// physical width, or misaligned for its granule), and
+    /// [`MapError::RootLargerThanFrame`] if the format's root is larger than
+    /// one frame of its page size (a pool frame would hold only part of it,
+    /// and the frames after it, handed out later as tables, would alias the
+    /// rest of the root), [`MapError::Access`] if a frame of the pool cannot
+    /// hold a table of `F` through `access` (unreachable or misaligned),
+    /// [`MapError::Encode`] if a frame's address cannot be put in a table entry
+    /// (beyond the format's physical width, or misaligned for its granule), and
     /// [`MapError::PoolExhausted`] if the pool is empty.
     pub fn new(
         access: &'a A,
         mut pool: FramePool<'a>,
         retire: R,
     ) -> Result<TableBuilder<'a, F, A, R>, MapError> {
+        // A frame is a table of the format's page size: `page_shift < 64`
+        // (`Geometry::new` asserts it), so the shift is in range.
+        let frame_entries = ((1u64 << F::GEOMETRY.page_shift()) / 8) as usize;
+        let root_entries = F::GEOMETRY.entries(0).unwrap_or(0);
+        if root_entries > frame_entries {
+            return Err(MapError::RootLargerThanFrame {
+                root_entries,
+                frame_entries,
+            });
+        }
         check_pool::<F, A>(access, &pool, largest_table::<F>(0))?;
         let root = pool
             .take()

@@ -309,6 +309,16 @@ pub enum MapError {
     Access(AccessError),
     /// The retire hook could not give its reclaimed tables back to the pool.
     Reclaim(PoolFull),
+    /// The format's root table is larger than one pool frame (a concatenated
+    /// start level: aarch64 stage 2, the RISC-V G-stage's 16 KiB root), so
+    /// [`TableBuilder::new`](super::TableBuilder::new) cannot take it from the
+    /// pool: build it with [`TableBuilder::with_root`](super::TableBuilder::with_root).
+    RootLargerThanFrame {
+        /// Entries of the root table.
+        root_entries: usize,
+        /// Entries one frame of the format's page size holds.
+        frame_entries: usize,
+    },
 }
 
 impl fmt::Display for MapError {
@@ -335,6 +345,14 @@ impl fmt::Display for MapError {
             MapError::Walk(e) => write!(f, "map: {e}"),
             MapError::Access(e) => write!(f, "map: {e}"),
             MapError::Reclaim(e) => write!(f, "map: reclaim: {e}"),
+            MapError::RootLargerThanFrame {
+                root_entries,
+                frame_entries,
+            } => write!(
+                f,
+                "the root table has {root_entries} entries, a pool frame holds \
+                 {frame_entries}: build it with TableBuilder::with_root"
+            ),
         }
     }
 }
