@@ -43,6 +43,15 @@ use pagepin::table::{
 };
 use schemes::flag_fence::FlagFence;
 use schemes::grace::GracePeriod;
+
+pagepin::epoch_brand!(
+    /// The epoch of scheme (1)'s benchmarks.
+    enum AfterMark
+);
+pagepin::epoch_brand!(
+    /// The epoch of scheme (1b)'s benchmarks.
+    enum AfterUnmap
+);
 use schemes::one_word::{GUP, INLINE, NO_RECHECK, Pagepin};
 use schemes::pte_recheck::PteRecheck;
 use schemes::split_ref::SplitRef;
@@ -243,8 +252,8 @@ fn bench(c: &mut Criterion) {
             }
         })
     });
-    bench_walker::<GracePeriod<false>>(&mut g, &host);
-    bench_walker::<GracePeriod<true>>(&mut g, &host);
+    bench_walker::<GracePeriod<false, AfterMark>>(&mut g, &host);
+    bench_walker::<GracePeriod<true, AfterUnmap>>(&mut g, &host);
     bench_walker::<FlagFence<true>>(&mut g, &host);
     bench_walker::<FlagFence<false>>(&mut g, &host);
     bench_walker::<SplitRef>(&mut g, &host);
@@ -269,8 +278,8 @@ fn bench(c: &mut Criterion) {
             }
         })
     });
-    bench_truncate::<GracePeriod<false>>(&mut g, &host);
-    bench_truncate::<GracePeriod<true>>(&mut g, &host);
+    bench_truncate::<GracePeriod<false, AfterMark>>(&mut g, &host);
+    bench_truncate::<GracePeriod<true, AfterUnmap>>(&mut g, &host);
     bench_truncate::<FlagFence<true>>(&mut g, &host);
     bench_truncate::<SplitRef>(&mut g, &host);
     bench_truncate::<PteRecheck>(&mut g, &host);

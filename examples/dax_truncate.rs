@@ -186,6 +186,11 @@ const MAX_WALKER_PAGES: usize = 600;
 /// The most pages a long-term (leased) pin holds, and its leases (one per
 /// PFN run).
 const LONG_PAGES: u64 = 16;
+pagepin::epoch_brand!(
+    /// The brand of the one epoch guarding both address spaces' tables.
+    enum DaxTables
+);
+
 /// Epoch reader slots: the most walkers.
 const READERS: usize = 16;
 /// Lease registry capacity: every walker's runs.
@@ -527,7 +532,7 @@ impl Oracle {
 /// The builders' retire hook: detached tables wait for the epoch, are then
 /// poisoned (a walker that still read them would see garbage) and given back.
 struct PoisonRetire<'a> {
-    epoch: &'a Epoch<READERS>,
+    epoch: &'a Epoch<DaxTables, READERS>,
     memory: &'a HostMemory<'a>,
     poison: u64,
     pending: Vec<(PhysAddr, u64)>,
@@ -538,6 +543,8 @@ struct PoisonRetire<'a> {
 // no walker that could have loaded it is still reading; host tables have no
 // MMU, so no TLB can cache them.
 unsafe impl Retire for PoisonRetire<'_> {
+    type Domain = DaxTables;
+
     fn retire(&mut self, table: PhysAddr, pool: &mut FramePool<'_>) -> Result<(), PoolFull> {
         self.pending.push((table, self.epoch.retire_epoch()));
         self.retired += 1;
@@ -647,11 +654,11 @@ impl Revoke for Holder {
 
 /// Shared walker state.
 struct Shared<'a, 'r> {
-    x86: Gup<'a, Paging4Level, HostMemory<'a>, DaxMap>,
-    arm: Gup<'a, Stage1G4K48, HostMemory<'a>, DaxMap>,
+    x86: Gup<'a, Paging4Level, HostMemory<'a>, DaxMap, DaxTables>,
+    arm: Gup<'a, Stage1G4K48, HostMemory<'a>, DaxMap, DaxTables>,
     map: &'a DaxMap,
     oracle: &'a Oracle,
-    epoch: &'a Epoch<READERS>,
+    epoch: &'a Epoch<DaxTables, READERS>,
     leases: &'a LeaseRegistry<'r, LEASES>,
     holders: &'r [Holder],
     stop: AtomicBool,
@@ -751,7 +758,7 @@ fn release_held(s: &Shared<'_, '_>, pfns: &[Pfn], held: &[Held], hold: Hold) {
 /// One GUP-fast call in `space`; `stall` arms the test pressure for its
 /// first unit lookup.
 #[allow(clippy::too_many_arguments)]
-fn gup<G: WalkGuard>(
+fn gup<G: WalkGuard<Domain = DaxTables>>(
     s: &Shared<'_, '_>,
     guard: &G,
     space: usize,
@@ -820,7 +827,8 @@ fn pick_range(rng: &mut Rng, max_pages: u64) -> (u64, u64) {
 }
 
 fn walker<'a, 'r>(s: &Shared<'a, 'r>, me: usize, seed: u64) -> WalkerCounts {
-    let reader: EpochReader<'_, READERS> = s.epoch.reader().expect("a reader slot per walker");
+    let reader: EpochReader<'_, DaxTables, READERS> =
+        s.epoch.reader().expect("a reader slot per walker");
     let holders: &'r [Holder] = s.holders;
     let holder = &holders[me];
     let mut rng = Rng(seed | 1);
@@ -883,7 +891,7 @@ fn walker<'a, 'r>(s: &Shared<'a, 'r>, me: usize, seed: u64) -> WalkerCounts {
 fn take_long<'a, 'r>(
     s: &Shared<'a, 'r>,
     me: &'r Holder,
-    reader: &EpochReader<'_, READERS>,
+    reader: &EpochReader<'_, DaxTables, READERS>,
     space: usize,
     rng: &mut Rng,
     c: &mut WalkerCounts,
@@ -1380,7 +1388,7 @@ pub fn run(config: Config) -> Summary {
     let memory = HostMemory::new(&frames, PhysAddr(0x10_0000)).expect("aligned base");
     let mut pas: Vec<PhysAddr> = memory.frame_pas().collect();
     let (x86_pas, arm_pas) = pas.split_at_mut(TABLE_FRAMES);
-    let epoch = Epoch::<READERS>::new();
+    let epoch = Epoch::<DaxTables, READERS>::new().expect("the only epoch of its brand");
     let retire = |space: usize| PoisonRetire {
         epoch: &epoch,
         memory: &memory,

@@ -221,6 +221,11 @@ impl Clock for Monotonic {
 // Demo.
 // ---------------------------------------------------------------------------
 
+pagepin::epoch_brand!(
+    /// The brand of the epoch guarding the stage-2 tables the device walks.
+    enum Stage2Tables
+);
+
 const TABLE_BASE: PhysAddr = PhysAddr(0x10_0000);
 const TABLE_FRAMES: usize = 16;
 /// Host memory backing guest RAM: 4 units of 2 MiB from PA 1 GiB.
@@ -292,17 +297,17 @@ fn run_vm<F: SecondStage>(s: &mut Summary) {
     };
     // The second stage: a root of `ROOT_FRAMES` frames (contiguous, aligned to
     // their size), tables from the rest, freed through the epoch.
-    let epoch = Epoch::<2>::new();
+    let epoch = Epoch::<Stage2Tables, 2>::new().expect("one stage 2 at a time");
     let reader = epoch.reader().expect("a reader slot");
     let mut pool: Vec<PhysAddr> = memory.frame_pas().skip(F::ROOT_FRAMES).collect();
     let stage2 = TableBuilder::<F, _, _>::with_root(
         &memory,
         TABLE_BASE,
         FramePool::new(&mut pool),
-        // SAFETY: (1) the device's walks of this stage 2 run inside read
-        // sections of readers of `epoch`; (2) the host tables have no MMU: the
-        // example's TLB hook stands for the kernel's TLBI, made before the next map.
-        unsafe { EpochRetire::<2, 8>::new(&epoch) },
+        // SAFETY: the host tables have no MMU: the example's TLB hook stands
+        // for the kernel's TLBI, made before the next map. (That the device
+        // walks under readers of `epoch` is in the types.)
+        unsafe { EpochRetire::<_, 2, 8>::new(&epoch) },
     );
     let mut vms = match stage2 {
         Ok(stage2) => [stage2],
@@ -325,7 +330,7 @@ fn run_vm<F: SecondStage>(s: &mut Summary) {
     if let Err(e) = vms[0].map(&req) {
         return s.check(false, format_args!("{name}: map guest RAM: {e}"));
     }
-    let gup = Gup::new(Walker::<F, _>::new(&memory, vms[0].root()), &backing);
+    let gup = Gup::new(vms[0].walker(), &backing);
 
     // A long-term pin of balloonable memory is refused: it needs a lease.
     let mut pfns = vec![Pfn(0); DMA_PAGES as usize];

@@ -55,25 +55,33 @@ const RETIRE_CAP: usize = 16;
 // Glue: an address space whose mappings are owned values.
 // ---------------------------------------------------------------------------
 
-type Tables<'k> =
-    TableBuilder<'k, Paging4Level, HostMemory<'k>, EpochRetire<'k, READERS, RETIRE_CAP>>;
+pagepin::epoch_brand!(
+    /// The brand of the kernel's one epoch: the domain of its tables' walkers.
+    enum KernelTables
+);
+
+type Tables<'k> = TableBuilder<
+    'k,
+    Paging4Level,
+    HostMemory<'k>,
+    EpochRetire<'k, KernelTables, READERS, RETIRE_CAP>,
+>;
 
 /// One address space: its page tables behind a lock (writers), readable
 /// without it (GUP-fast).
 struct AddressSpace<'k> {
     tables: Mutex<Tables<'k>>,
-    memory: &'k HostMemory<'k>,
-    root: PhysAddr,
+    /// GUP-fast's walker, of the epoch's domain (handed out by the builder).
+    walker: Walker<'k, Paging4Level, HostMemory<'k>, KernelTables>,
     /// TLB shootdowns (bare metal: `invlpg` and an IPI round, or `TLBI ...IS`).
     shootdowns: StdAtomicU64,
 }
 
 impl<'k> AddressSpace<'k> {
-    fn new(tables: Tables<'k>, memory: &'k HostMemory<'k>) -> AddressSpace<'k> {
+    fn new(tables: Tables<'k>) -> AddressSpace<'k> {
         AddressSpace {
-            root: tables.root(),
+            walker: tables.walker(),
             tables: Mutex::new(tables),
-            memory,
             shootdowns: StdAtomicU64::new(0),
         }
     }
@@ -100,8 +108,11 @@ impl<'k> AddressSpace<'k> {
     }
 
     /// GUP-fast over this address space.
-    fn gup<'s, M: MemoryMap>(&'s self, memmap: &'s M) -> Gup<'s, Paging4Level, HostMemory<'k>, M> {
-        Gup::new(Walker::new(self.memory, self.root), memmap)
+    fn gup<'s, M: MemoryMap>(
+        &'s self,
+        memmap: &'s M,
+    ) -> Gup<'s, Paging4Level, HostMemory<'k>, M, KernelTables> {
+        Gup::new(self.walker, memmap)
     }
 }
 
@@ -164,7 +175,7 @@ enum PinError {
 fn pin_pages<'m, M: MemoryMap>(
     space: &'m AddressSpace<'_>,
     memmap: &'m M,
-    reader: &EpochReader<'_, READERS>,
+    reader: &EpochReader<'_, KernelTables, READERS>,
     va: VirtAddr,
     len: u64,
     flags: GupFlags,
@@ -310,15 +321,15 @@ pub fn run() -> Summary {
             layout_managed: true,
         })
         .expect("the file region fits");
-    let epoch = Epoch::<READERS>::new();
+    let epoch = Epoch::<KernelTables, READERS>::new().expect("the only epoch of its brand");
     let mut pool: Vec<PhysAddr> = memory.frame_pas().collect();
-    // SAFETY: (1) every walk of these tables is inside a read section of a
-    // reader of `epoch` (the kernel's only walk guard); (2) host tables have no
-    // MMU and no TLB, so nothing caches them past an unmap.
+    // SAFETY: host tables have no MMU and no TLB, so nothing caches them past
+    // an unmap. (That every walk is inside a read section of a reader of
+    // `epoch` is in the types: the walkers have its domain.)
     let retire = unsafe { EpochRetire::new(&epoch) };
     let tables =
         TableBuilder::new(&memory, FramePool::new(&mut pool), retire).expect("a root table");
-    let space = AddressSpace::new(tables, &memory);
+    let space = AddressSpace::new(tables);
     let reader = epoch.reader().expect("a reader slot");
     let clock = Monotonic(Instant::now());
     let user_rw = Perms::READ | Perms::WRITE | Perms::USER;
@@ -362,7 +373,7 @@ pub fn run() -> Summary {
         );
         // `buf` is dropped here: unmapped.
     }
-    let walker = Walker::<Paging4Level, _>::new(&memory, space.root);
+    let walker = space.walker;
     s.check(
         walker
             .translate(VirtAddr(BUF_VA))

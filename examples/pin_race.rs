@@ -43,7 +43,7 @@ use pagepin::memmap::{MemoryMap, Pfn, Region, SliceMemMap};
 use pagepin::meta::{GetErrorKind, Hold, PageMeta};
 use pagepin::table::{
     FramePool, HostFrame, HostMemory, MapRequest, Perms, PhysAddr, PoolFull, Retire, TableAccess,
-    TableBuilder, VirtAddr, Walker,
+    TableBuilder, VirtAddr,
 };
 use pagepin::truncate::{Extent, FileMapping, NoTlbShootdown, TableUnmapper, Truncate, Wait};
 use pagepin::wait::{Clock, SpinWaiter};
@@ -69,6 +69,11 @@ const POISON: u64 = u64::MAX;
 const POISON_ENTRY: u64 = DATA_BASE | 0x7;
 const TABLE_FRAMES: usize = 48;
 const MAX_WALKER_PAGES: usize = 600;
+pagepin::epoch_brand!(
+    /// The brand of the race's epoch, guarding the walkers' tables.
+    enum RaceTables
+);
+
 /// Epoch reader slots (walkers).
 const READERS: usize = 8;
 
@@ -169,7 +174,7 @@ impl Data {
 /// The builder's retire hook: detached tables wait for the epoch, are then
 /// poisoned (so a walker that still read them would see garbage) and given back.
 struct PoisonRetire<'a> {
-    epoch: &'a Epoch<READERS>,
+    epoch: &'a Epoch<RaceTables, READERS>,
     memory: &'a HostMemory<'a>,
     pending: Vec<(PhysAddr, u64)>,
     retired: u64,
@@ -179,6 +184,8 @@ struct PoisonRetire<'a> {
 // no walker that could have loaded it is still reading; host tables have no
 // MMU, so no TLB can cache them.
 unsafe impl Retire for PoisonRetire<'_> {
+    type Domain = RaceTables;
+
     fn retire(&mut self, table: PhysAddr, pool: &mut FramePool<'_>) -> Result<(), PoolFull> {
         self.pending.push((table, self.epoch.retire_epoch()));
         self.retired += 1;
@@ -233,13 +240,14 @@ fn slot_va(slot: usize) -> u64 {
 }
 
 fn walker(
-    gup: &Gup<'_, Paging4Level, HostMemory<'_>, SliceMemMap<'_>>,
+    gup: &Gup<'_, Paging4Level, HostMemory<'_>, SliceMemMap<'_>, RaceTables>,
     data: &Data,
-    epoch: &Epoch<READERS>,
+    epoch: &Epoch<RaceTables, READERS>,
     stop: &AtomicBool,
     seed: u64,
 ) -> (u64, u64, u64, u64, u64) {
-    let reader: EpochReader<'_, READERS> = epoch.reader().expect("a reader slot per walker");
+    let reader: EpochReader<'_, RaceTables, READERS> =
+        epoch.reader().expect("a reader slot per walker");
     let mut rng = Rng(seed | 1);
     let mut out = vec![Pfn(0); MAX_WALKER_PAGES];
     let (mut gets, mut pins, mut changed, mut refused, mut calls) = (0, 0, 0, 0, 0);
@@ -351,7 +359,7 @@ pub fn run(config: Config) -> Summary {
     let frames: Vec<HostFrame> = (0..TABLE_FRAMES).map(|_| HostFrame::new()).collect();
     let memory = HostMemory::new(&frames, PhysAddr(0x10_0000)).expect("aligned base");
     let mut slots: Vec<PhysAddr> = memory.frame_pas().collect();
-    let epoch = Epoch::<READERS>::new();
+    let epoch = Epoch::<RaceTables, READERS>::new().expect("one race at a time");
     let retire = PoisonRetire {
         epoch: &epoch,
         memory: &memory,
@@ -361,10 +369,7 @@ pub fn run(config: Config) -> Summary {
     let mut tables =
         TableBuilder::<Paging4Level, _, _>::new(&memory, FramePool::new(&mut slots), retire)
             .expect("the pool holds a root");
-    let gup = Gup::new(
-        Walker::<Paging4Level, _>::new(&memory, tables.root()),
-        &memmap,
-    );
+    let gup = Gup::new(tables.walker(), &memmap);
     let stop = AtomicBool::new(false);
     let begin = Instant::now();
     let clock = StdClock(begin);

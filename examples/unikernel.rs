@@ -290,6 +290,9 @@ impl Drop for IrqGuard<'_> {
 // acknowledge an IPI; the constructor's caller promised that no table page is
 // reused before every CPU acknowledged one, so none is reused under the guard.
 unsafe impl WalkGuard for IrqsOff<'_> {
+    // The IPI round is the kernel's own promise, made in `IrqsOff::new`, not a
+    // type: the walkers it guards are `Walker::new`'s.
+    type Domain = pagepin::guard::Promised;
     type Guard<'g>
         = IrqGuard<'g>
     where

@@ -23,9 +23,71 @@
 //!   at its detachment and reused only when no walker entered at or before that
 //!   epoch is still inside. [`EpochRetire`] plugs this into the table builder
 //!   as its [`Retire`] hook.
+//!
+//! # Domains: the guard and the retire hook agree by type
+//!
+//! A guard protects only the tables whose detached pages are retired the way it
+//! expects: an [`EpochReader`] holds back tables retired through an
+//! [`EpochRetire`] of the same [`Epoch`], and nothing else. Each guard and each
+//! retire hook names its *domain* (an associated type); a
+//! [`TableBuilder`](crate::table::TableBuilder) hands out walkers of its retire
+//! hook's domain, and GUP-fast over such a walker accepts only a guard of that
+//! domain. An epoch's domain is its *brand*, a type declared with
+//! [`epoch_brand!`](crate::epoch_brand) of which at most one [`Epoch`] lives
+//! at a time, so a reader of one epoch guarding tables retired through another
+//! does not compile:
+//!
+//! ```compile_fail,E0271
+//! use pagepin::arch::x86_64::Paging4Level;
+//! use pagepin::guard::{Epoch, EpochRetire};
+//! use pagepin::gup::{Gup, GupFlags};
+//! use pagepin::memmap::{Pfn, SliceMemMap};
+//! use pagepin::table::{FramePool, TableAccess, TableBuilder, VirtAddr};
+//! pagepin::epoch_brand!(enum Tables);
+//! pagepin::epoch_brand!(enum Other);
+//! fn pin<A: TableAccess>(access: &A, pool: FramePool<'_>, memmap: &SliceMemMap<'_>) {
+//!     let tables_epoch = Epoch::<Tables, 4>::new().unwrap();
+//!     let other_epoch = Epoch::<Other, 4>::new().unwrap();
+//!     // SAFETY: (the shootdown promise; not what this example is about)
+//!     let retire = unsafe { EpochRetire::<_, 4, 16>::new(&tables_epoch) };
+//!     let builder = TableBuilder::<Paging4Level, _, _>::new(access, pool, retire).unwrap();
+//!     let gup = Gup::new(builder.walker(), memmap);
+//!     let reader = other_epoch.reader().unwrap();
+//!     let mut out = [Pfn(0); 1];
+//!     // error[E0271]: the reader's domain is `Other`, the tables' is `Tables`.
+//!     let _ = gup.get_pages(&reader, VirtAddr(0), 4096, GupFlags::PIN, &mut out);
+//! }
+//! ```
+//!
+//! (With `tables_epoch.reader()` it compiles: `tests/epoch_domain.rs` runs
+//! it.) Nor does a bare walker take an epoch reader, since nothing says its
+//! tables wait for that epoch:
+//!
+//! ```compile_fail,E0271
+//! use pagepin::arch::x86_64::Paging4Level;
+//! use pagepin::guard::Epoch;
+//! use pagepin::gup::{Gup, GupFlags};
+//! use pagepin::memmap::{Pfn, SliceMemMap};
+//! use pagepin::table::{PhysAddr, TableAccess, VirtAddr, Walker};
+//! pagepin::epoch_brand!(enum Tables);
+//! fn pin<A: TableAccess>(access: &A, root: PhysAddr, memmap: &SliceMemMap<'_>) {
+//!     let epoch = Epoch::<Tables, 4>::new().unwrap();
+//!     let gup = Gup::new(Walker::<Paging4Level, _>::new(access, root), memmap);
+//!     let reader = epoch.reader().unwrap();
+//!     let mut out = [Pfn(0); 1];
+//!     // error[E0271]: the walker's domain is `Promised`, the reader's `Tables`.
+//!     let _ = gup.get_pages(&reader, VirtAddr(0), 4096, GupFlags::PIN, &mut out);
+//! }
+//! ```
+//!
+//! Guards and hooks whose agreement rests on a caller's `unsafe` promise
+//! ([`TablesNeverFreed`], [`ReclaimNow`](crate::table::ReclaimNow), a
+//! [`Walker::new`](crate::table::Walker::new) over a bare root) share the
+//! domain [`Promised`].
 
 use core::cell::Cell;
 use core::fmt;
+use core::marker::PhantomData;
 
 use heapless::Vec;
 
@@ -42,6 +104,10 @@ use crate::table::{FramePool, PhysAddr, PoolFull, Retire};
 /// freed, reused for anything but the same page table, or unmapped from the
 /// table access. (Entries inside it may change; the page itself stays.)
 pub unsafe trait WalkGuard {
+    /// The tables this guard protects: those retired through a
+    /// [`Retire`] hook of the same domain (see the [module docs](self)).
+    type Domain;
+
     /// The guard; the read section ends when it is dropped.
     type Guard<'g>
     where
@@ -50,6 +116,13 @@ pub unsafe trait WalkGuard {
     /// Enters a read section.
     fn enter(&self) -> Self::Guard<'_>;
 }
+
+/// The domain of guards, retire hooks and walkers whose agreement is a caller's
+/// `unsafe` promise rather than a type: [`TablesNeverFreed`],
+/// [`ReclaimNow`](crate::table::ReclaimNow), and a
+/// [`Walker::new`](crate::table::Walker::new) over a bare root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Promised {}
 
 /// A guard for tables that are never freed while walkers run (boot-time tables,
 /// single-threaded tests, or a builder with no concurrent walker).
@@ -71,6 +144,7 @@ impl TablesNeverFreed {
 // SAFETY: the constructor's caller promised that no reachable table page is
 // freed while walks run, which is this trait's whole contract.
 unsafe impl WalkGuard for TablesNeverFreed {
+    type Domain = Promised;
     type Guard<'g> = ();
 
     #[inline]
@@ -82,22 +156,115 @@ const UNCLAIMED: u64 = u64::MAX;
 /// A slot value: claimed, outside any read section.
 const QUIESCENT: u64 = 0;
 
-/// An epoch domain with `SLOTS` reader slots (one per walking CPU or thread).
+/// The brand of an [`Epoch`]: a type of which at most one epoch lives at a
+/// time, and the [domain](self#domains-the-guard-and-the-retire-hook-agree-by-type)
+/// of that epoch's readers and retire hooks. Declare one with
+/// [`epoch_brand!`](crate::epoch_brand), which implements this trait soundly.
+///
+/// # Safety
+///
+/// [`claim`](Self::claim) returns the same [`BrandClaim`] at every call. (Two
+/// brands may share a claim; that only keeps their epochs from living at the
+/// same time.)
+pub unsafe trait EpochBrand: 'static {
+    /// The flag saying whether an epoch of this brand lives.
+    fn claim() -> &'static BrandClaim;
+}
+
+/// Whether an [`Epoch`] of a brand lives; a `static` per brand, declared by
+/// [`epoch_brand!`](crate::epoch_brand).
+#[derive(Debug)]
+pub struct BrandClaim {
+    /// A `core` atomic even under loom: it is a `static` (loom's atomics are
+    /// not `const`), and the claim orders nothing a model checks; an epoch's
+    /// life is ordered by the ownership of the `Epoch` value itself.
+    taken: core::sync::atomic::AtomicBool,
+}
+
+impl BrandClaim {
+    /// An unclaimed brand.
+    #[allow(clippy::new_without_default)] // only `epoch_brand!` makes these, in a `static`
+    pub const fn new() -> BrandClaim {
+        BrandClaim {
+            taken: core::sync::atomic::AtomicBool::new(false),
+        }
+    }
+}
+
+/// Declares an [`Epoch`] brand: an uninhabited type implementing
+/// [`EpochBrand`](crate::guard::EpochBrand) with a claim of its own.
+///
+/// ```
+/// pagepin::epoch_brand!(
+///     /// The epoch of the kernel's user page tables.
+///     pub enum UserTables
+/// );
+/// let epoch = pagepin::guard::Epoch::<UserTables, 8>::new().unwrap();
+/// // A second live epoch of the same brand would break the tie between
+/// // readers and retire hooks: refused.
+/// assert!(pagepin::guard::Epoch::<UserTables, 8>::new().is_err());
+/// drop(epoch);
+/// assert!(pagepin::guard::Epoch::<UserTables, 8>::new().is_ok());
+/// ```
+#[macro_export]
+macro_rules! epoch_brand {
+    ($(#[$attr:meta])* $vis:vis enum $name:ident $(;)?) => {
+        $(#[$attr])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        $vis enum $name {}
+
+        // SAFETY: `claim` returns the one `static` declared here, the same at
+        // every call.
+        unsafe impl $crate::guard::EpochBrand for $name {
+            fn claim() -> &'static $crate::guard::BrandClaim {
+                static CLAIM: $crate::guard::BrandClaim = $crate::guard::BrandClaim::new();
+                &CLAIM
+            }
+        }
+    };
+}
+
+/// An epoch of brand `B` already lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BrandTaken;
+
+impl fmt::Display for BrandTaken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an epoch of this brand already lives")
+    }
+}
+
+impl core::error::Error for BrandTaken {}
+
+/// An epoch domain of brand `B` with `SLOTS` reader slots (one per walking CPU
+/// or thread).
 ///
 /// The global epoch starts at 1 and grows by one at every retirement. A slot
 /// holds `u64::MAX` (unclaimed), `0` (claimed, not reading) or the epoch its reader
 /// entered in.
-pub struct Epoch<const SLOTS: usize> {
+pub struct Epoch<B: EpochBrand, const SLOTS: usize> {
     global: AtomicU64,
     slots: [AtomicU64; SLOTS],
+    brand: PhantomData<fn() -> B>,
 }
 
-impl<const SLOTS: usize> fmt::Debug for Epoch<SLOTS> {
+impl<B: EpochBrand, const SLOTS: usize> fmt::Debug for Epoch<B, SLOTS> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Epoch")
+            .field("brand", &core::any::type_name::<B>())
             .field("global", &self.global.load(Ordering::Relaxed))
             .field("slots", &SLOTS)
             .finish()
+    }
+}
+
+impl<B: EpochBrand, const SLOTS: usize> Drop for Epoch<B, SLOTS> {
+    fn drop(&mut self) {
+        // Release: pairs with the Acquire `swap` in `new`, so a later epoch of
+        // the brand is made after this one's last use.
+        B::claim()
+            .taken
+            .store(false, core::sync::atomic::Ordering::Release);
     }
 }
 
@@ -113,13 +280,28 @@ impl fmt::Display for SlotsFull {
 
 impl core::error::Error for SlotsFull {}
 
-impl<const SLOTS: usize> Epoch<SLOTS> {
-    /// A domain with no readers, at epoch 1.
-    pub fn new() -> Epoch<SLOTS> {
-        Epoch {
+impl<B: EpochBrand, const SLOTS: usize> Epoch<B, SLOTS> {
+    /// The epoch of brand `B`, with no readers, at epoch 1.
+    ///
+    /// # Errors
+    ///
+    /// [`BrandTaken`] while another epoch of brand `B` lives: its readers and
+    /// retire hooks would carry the same domain as this one's, and the types
+    /// could no longer tell them apart.
+    pub fn new() -> Result<Epoch<B, SLOTS>, BrandTaken> {
+        // Acquire: pairs with the Release store in `Drop`, ordering the end of
+        // the previous epoch of the brand before this one.
+        if B::claim()
+            .taken
+            .swap(true, core::sync::atomic::Ordering::Acquire)
+        {
+            return Err(BrandTaken);
+        }
+        Ok(Epoch {
             global: AtomicU64::new(1),
             slots: core::array::from_fn(|_| AtomicU64::new(UNCLAIMED)),
-        }
+            brand: PhantomData,
+        })
     }
 
     /// Claims a reader slot: one per walking thread (or CPU).
@@ -127,7 +309,7 @@ impl<const SLOTS: usize> Epoch<SLOTS> {
     /// # Errors
     ///
     /// [`SlotsFull`] when all `SLOTS` are claimed.
-    pub fn reader(&self) -> Result<EpochReader<'_, SLOTS>, SlotsFull> {
+    pub fn reader(&self) -> Result<EpochReader<'_, B, SLOTS>, SlotsFull> {
         for slot in &self.slots {
             op_count::rmw();
             // Relaxed: claiming publishes nothing; the read sections order
@@ -140,6 +322,7 @@ impl<const SLOTS: usize> Epoch<SLOTS> {
                     slot,
                     global: &self.global,
                     depth: Cell::new(0),
+                    brand: PhantomData,
                 });
             }
         }
@@ -180,15 +363,9 @@ impl<const SLOTS: usize> Epoch<SLOTS> {
     }
 }
 
-impl<const SLOTS: usize> Default for Epoch<SLOTS> {
-    fn default() -> Epoch<SLOTS> {
-        Epoch::new()
-    }
-}
-
 /// A claimed reader slot of an [`Epoch`]: the walk guard of one thread. Not
 /// `Sync`: one reader per thread (or CPU). Read sections nest.
-pub struct EpochReader<'e, const SLOTS: usize> {
+pub struct EpochReader<'e, B, const SLOTS: usize> {
     slot: &'e AtomicU64,
     global: &'e AtomicU64,
     /// Open read sections (they nest). `u64`, not `u32`: `mem::forget` of a
@@ -197,9 +374,10 @@ pub struct EpochReader<'e, const SLOTS: usize> {
     /// read section of a guard still walking. 2^64 `enter` calls take
     /// centuries at one per nanosecond, so `depth + 1` cannot overflow.
     depth: Cell<u64>,
+    brand: PhantomData<fn() -> B>,
 }
 
-impl<const SLOTS: usize> fmt::Debug for EpochReader<'_, SLOTS> {
+impl<B, const SLOTS: usize> fmt::Debug for EpochReader<'_, B, SLOTS> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EpochReader")
             .field("depth", &self.depth.get())
@@ -207,7 +385,7 @@ impl<const SLOTS: usize> fmt::Debug for EpochReader<'_, SLOTS> {
     }
 }
 
-impl<const SLOTS: usize> Drop for EpochReader<'_, SLOTS> {
+impl<B, const SLOTS: usize> Drop for EpochReader<'_, B, SLOTS> {
     fn drop(&mut self) {
         // Release: ends the slot's last read section's ordering (see `leave`).
         // A guard cannot outlive its reader, so no read section is open here.
@@ -217,17 +395,17 @@ impl<const SLOTS: usize> Drop for EpochReader<'_, SLOTS> {
 
 /// An open read section of an [`EpochReader`].
 #[must_use = "the read section ends when the guard is dropped"]
-pub struct EpochGuard<'r, 'e, const SLOTS: usize> {
-    reader: &'r EpochReader<'e, SLOTS>,
+pub struct EpochGuard<'r, 'e, B, const SLOTS: usize> {
+    reader: &'r EpochReader<'e, B, SLOTS>,
 }
 
-impl<const SLOTS: usize> fmt::Debug for EpochGuard<'_, '_, SLOTS> {
+impl<B, const SLOTS: usize> fmt::Debug for EpochGuard<'_, '_, B, SLOTS> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EpochGuard").finish_non_exhaustive()
     }
 }
 
-impl<const SLOTS: usize> Drop for EpochGuard<'_, '_, SLOTS> {
+impl<B, const SLOTS: usize> Drop for EpochGuard<'_, '_, B, SLOTS> {
     fn drop(&mut self) {
         // This guard's `enter` counted it and it has not been dropped, so
         // `depth >= 1`: the subtraction does not wrap.
@@ -241,16 +419,19 @@ impl<const SLOTS: usize> Drop for EpochGuard<'_, '_, SLOTS> {
     }
 }
 
-// SAFETY: a table is given back only when `is_safe` finds no slot that entered
-// at or before its retirement epoch still inside a read section (the argument is
-// in `retire_epoch` and `enter`); an open guard keeps its slot at its entry epoch.
-unsafe impl<const SLOTS: usize> WalkGuard for EpochReader<'_, SLOTS> {
+// SAFETY: a table of domain `B` is retired only through an `EpochRetire` of
+// the one live epoch of brand `B` (the brand's claim), which gives it back only
+// when `is_safe` finds no slot that entered at or before its retirement epoch
+// still inside a read section (the argument is in `retire_epoch` and `enter`);
+// an open guard keeps its slot at its entry epoch.
+unsafe impl<B: EpochBrand, const SLOTS: usize> WalkGuard for EpochReader<'_, B, SLOTS> {
+    type Domain = B;
     type Guard<'g>
-        = EpochGuard<'g, 'g, SLOTS>
+        = EpochGuard<'g, 'g, B, SLOTS>
     where
         Self: 'g;
 
-    fn enter(&self) -> EpochGuard<'_, '_, SLOTS> {
+    fn enter(&self) -> EpochGuard<'_, '_, B, SLOTS> {
         let depth = self.depth.get();
         if depth == 0 {
             // Acquire: pairs with the AcqRel `fetch_add` of `retire_epoch`.
@@ -279,12 +460,14 @@ unsafe impl<const SLOTS: usize> WalkGuard for EpochReader<'_, SLOTS> {
 
 /// The table builder's [`Retire`] hook over an [`Epoch`]: detached tables wait in
 /// a bounded list (`CAP`) until no walker can still read them.
-pub struct EpochRetire<'e, const SLOTS: usize, const CAP: usize> {
-    epoch: &'e Epoch<SLOTS>,
+pub struct EpochRetire<'e, B: EpochBrand, const SLOTS: usize, const CAP: usize> {
+    epoch: &'e Epoch<B, SLOTS>,
     pending: Vec<(PhysAddr, u64), CAP>,
 }
 
-impl<const SLOTS: usize, const CAP: usize> fmt::Debug for EpochRetire<'_, SLOTS, CAP> {
+impl<B: EpochBrand, const SLOTS: usize, const CAP: usize> fmt::Debug
+    for EpochRetire<'_, B, SLOTS, CAP>
+{
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EpochRetire")
             .field("pending", &self.pending.len())
@@ -292,22 +475,19 @@ impl<const SLOTS: usize, const CAP: usize> fmt::Debug for EpochRetire<'_, SLOTS,
     }
 }
 
-impl<'e, const SLOTS: usize, const CAP: usize> EpochRetire<'e, SLOTS, CAP> {
-    /// A retire hook over `epoch`.
+impl<'e, B: EpochBrand, const SLOTS: usize, const CAP: usize> EpochRetire<'e, B, SLOTS, CAP> {
+    /// A retire hook over `epoch`. A builder using it hands out walkers of
+    /// domain `B`, which GUP-fast walks only under a reader of this epoch: that
+    /// half of the contract is in the types.
     ///
     /// # Safety
     ///
-    /// The caller promises, for as long as the hook is in use:
-    ///
-    /// 1. every lockless walk of the tables whose builder uses this hook runs
-    ///    inside a read section of an [`EpochReader`] of this same `epoch`
-    ///    (a reader of another epoch, or another guard, does not hold these
-    ///    tables back);
-    /// 2. the TLB shootdown for the tables a builder's `unmap` detached
-    ///    completes before that builder's next `map` (this hook gives tables
-    ///    back when the epoch allows, and a `map` reuses them; a CPU's
-    ///    paging-structure caches are not epoch readers).
-    pub unsafe fn new(epoch: &'e Epoch<SLOTS>) -> Self {
+    /// The caller promises, for as long as the hook is in use, that the TLB
+    /// shootdown for the tables a builder's `unmap` detached completes before
+    /// that builder's next `map` (this hook gives tables back when the epoch
+    /// allows, and a `map` reuses them; a CPU's paging-structure caches are not
+    /// epoch readers).
+    pub unsafe fn new(epoch: &'e Epoch<B, SLOTS>) -> Self {
         EpochRetire {
             epoch,
             pending: Vec::new(),
@@ -322,10 +502,15 @@ impl<'e, const SLOTS: usize, const CAP: usize> EpochRetire<'e, SLOTS, CAP> {
 
 // SAFETY: (1) a table goes back to the pool only when `is_safe` finds no
 // reader of the epoch that entered at or before its retirement still inside,
-// and the constructor's caller promised every walk of these tables is such a
-// reader's; (2) the constructor's caller promised the shootdown of an unmap
+// and the walkers of these tables have domain `B`, which GUP-fast walks only
+// under a guard of domain `B`: a reader of this epoch, the only live one of the
+// brand; (2) the constructor's caller promised the shootdown of an unmap
 // completes before the next map, the only thing that reuses a given-back frame.
-unsafe impl<const SLOTS: usize, const CAP: usize> Retire for EpochRetire<'_, SLOTS, CAP> {
+unsafe impl<B: EpochBrand, const SLOTS: usize, const CAP: usize> Retire
+    for EpochRetire<'_, B, SLOTS, CAP>
+{
+    type Domain = B;
+
     fn retire(&mut self, table: PhysAddr, pool: &mut FramePool<'_>) -> Result<(), PoolFull> {
         let retired = self.epoch.retire_epoch();
         // The list is full: wait for the oldest walks to end. Read sections are
@@ -373,7 +558,8 @@ mod tests {
 
     #[test]
     fn a_table_waits_for_the_readers_that_entered_before_it() {
-        let epoch = Epoch::<2>::new();
+        crate::epoch_brand!(enum Nested);
+        let epoch = Epoch::<Nested, 2>::new().unwrap();
         let reader = epoch.reader().unwrap();
         let other = epoch.reader().unwrap();
         assert_eq!(epoch.reader().unwrap_err(), SlotsFull);
@@ -397,13 +583,14 @@ mod tests {
 
     #[test]
     fn epoch_retire_gives_tables_back_when_safe() {
-        let epoch = Epoch::<1>::new();
+        crate::epoch_brand!(enum GiveBack);
+        let epoch = Epoch::<GiveBack, 1>::new().unwrap();
         let reader = epoch.reader().unwrap();
         let mut frames = [PhysAddr(0); 2];
         let mut pool = FramePool::new(&mut frames);
         let a = pool.take().unwrap();
         // SAFETY: the only reader is this epoch's; no MMU walks these frames.
-        let mut retire = unsafe { EpochRetire::<1, 4>::new(&epoch) };
+        let mut retire = unsafe { EpochRetire::<_, 1, 4>::new(&epoch) };
         let guard = reader.enter();
         retire.retire(a, &mut pool).unwrap();
         retire.reclaim(&mut pool).unwrap();

@@ -26,7 +26,7 @@
 use loom::cell::UnsafeCell;
 use loom::sync::Arc;
 use loom::thread;
-use pagepin::guard::{Epoch, TablesNeverFreed, WalkGuard};
+use pagepin::guard::{Epoch, EpochBrand, TablesNeverFreed, WalkGuard};
 use pagepin::gup::broken::{self, Dropped};
 use pagepin::gup::{Gup, GupFlags, Stop, release};
 use pagepin::memmap::{Pfn, SliceMemMap};
@@ -95,7 +95,8 @@ impl World {
 trait WalkGuardDyn {
     fn run(
         &self,
-        gup: &Gup<'_, Toy, Tables, SliceMemMap<'_, 1, 1>>,
+        world: &World,
+        memmap: &SliceMemMap<'_, 1, 1>,
         dropped: Option<Dropped>,
         out: &mut [Pfn],
     ) -> (usize, Stop);
@@ -104,10 +105,17 @@ trait WalkGuardDyn {
 impl<G: WalkGuard> WalkGuardDyn for G {
     fn run(
         &self,
-        gup: &Gup<'_, Toy, Tables, SliceMemMap<'_, 1, 1>>,
+        world: &World,
+        memmap: &SliceMemMap<'_, 1, 1>,
         dropped: Option<Dropped>,
         out: &mut [Pfn],
     ) -> (usize, Stop) {
+        // SAFETY: the models free table 1 only after an epoch grace period of
+        // the reader that walks (domain: its brand), or never (`TablesNeverFreed`,
+        // domain `Promised`): the walker's domain is the guard's.
+        let walker = unsafe { Walker::<Toy, _, G::Domain>::new_in(&world.tables, table_pa(0)) };
+        let gup = Gup::new(walker, memmap);
+        let gup = &gup;
         let taken = match dropped {
             None => gup.get_pages(self, VirtAddr(0), 0x1000, GupFlags::PIN, out),
             Some(d) => broken::get_pages(gup, d, self, VirtAddr(0), 0x1000, GupFlags::PIN, out),
@@ -120,9 +128,8 @@ impl<G: WalkGuard> WalkGuardDyn for G {
 /// Pins VA 0 with `guard`, checks the page, releases it.
 fn walker(world: &World, guard: &dyn WalkGuardDyn, dropped: Option<Dropped>) {
     let memmap = world.memmap();
-    let gup = Gup::new(Walker::<Toy, _>::new(&world.tables, table_pa(0)), &memmap);
     let mut out = [Pfn(0)];
-    let (pages, _stop) = guard.run(&gup, dropped, &mut out);
+    let (pages, _stop) = guard.run(world, &memmap, dropped, &mut out);
     if pages == 1 {
         world.check_pinned(out[0]);
         release(&memmap, &out, Hold::Pin).unwrap();
@@ -181,10 +188,11 @@ fn detach(dropped: Option<Dropped>) {
 
 /// (b) The writer clears the leaf, detaches table 1, retires it in the epoch and
 /// frees it once the epoch says no walker can hold it.
-fn table_free(dropped: Option<Dropped>) {
+/// `B`: the epoch's brand, one per test (tests run side by side).
+fn table_free<B: EpochBrand>(dropped: Option<Dropped>) {
     loom::model(move || {
         let world = Arc::new(World::new());
-        let epoch = Arc::new(Epoch::<1>::new());
+        let epoch = Arc::new(Epoch::<B, 1>::new().unwrap());
         let writer = {
             let (world, epoch) = (world.clone(), epoch.clone());
             thread::spawn(move || {
@@ -215,9 +223,10 @@ fn table_free(dropped: Option<Dropped>) {
 fn epoch_guard_orders_the_previous_read_section() {
     let mut model = loom::model::Builder::new();
     model.preemption_bound = Some(3);
+    pagepin::epoch_brand!(enum Ordered);
     model.check(|| {
         let world = Arc::new(World::new());
-        let epoch = Arc::new(Epoch::<1>::new());
+        let epoch = Arc::new(Epoch::<Ordered, 1>::new().unwrap());
         let writer = {
             let (world, epoch) = (world.clone(), epoch.clone());
             thread::spawn(move || {
@@ -262,7 +271,8 @@ fn broken_no_parent_recheck_pins_through_a_detached_table() {
 
 #[test]
 fn epoch_guard_keeps_tables_alive() {
-    table_free(None);
+    pagepin::epoch_brand!(enum TableFree);
+    table_free::<TableFree>(None);
 }
 
 // Invariant 6, caught by loom itself: the walk's read of the freed-table cell
@@ -276,5 +286,6 @@ fn epoch_guard_keeps_tables_alive() {
 #[test]
 #[should_panic(expected = "Causality violation: Concurrent read and write accesses")]
 fn broken_guard_released_before_the_get_reads_a_freed_table() {
-    table_free(Some(Dropped::GuardAcrossGet));
+    pagepin::epoch_brand!(enum GuardEndsEarly);
+    table_free::<GuardEndsEarly>(Some(Dropped::GuardAcrossGet));
 }

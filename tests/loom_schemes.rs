@@ -212,29 +212,35 @@ where
     });
 }
 
-// (1) Grace period after marking.
+// (1) Grace period after marking. Each test has its own epoch brand: the
+// tests run side by side, and one epoch of a brand lives at a time.
+
+pagepin::epoch_brand!(enum GraceRace);
+pagepin::epoch_brand!(enum GraceAba);
+pagepin::epoch_brand!(enum AfterUnmapRace);
+pagepin::epoch_brand!(enum AfterUnmapAba);
 
 #[test]
 fn grace_period_truncate_race() {
-    truncate_race::<GracePeriod<false>>();
+    truncate_race::<GracePeriod<false, GraceRace>>();
 }
 
 #[test]
 #[should_panic(expected = "invariant 3 (a scheme pinned a reallocated page)")]
 fn grace_period_aba() {
-    aba::<GracePeriod<false>>();
+    aba::<GracePeriod<false, GraceAba>>();
 }
 
 // (1b) Grace period after unmapping.
 
 #[test]
 fn grace_period_after_unmap_truncate_race() {
-    truncate_race::<GracePeriod<true>>();
+    truncate_race::<GracePeriod<true, AfterUnmapRace>>();
 }
 
 #[test]
 fn grace_period_after_unmap_aba() {
-    aba::<GracePeriod<true>>();
+    aba::<GracePeriod<true, AfterUnmapAba>>();
 }
 
 // (2) Flag and a fence on each side, and its twin without the fences.

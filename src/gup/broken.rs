@@ -29,8 +29,8 @@ pub enum Dropped {
 /// # Errors
 ///
 /// As [`Gup::get_pages`].
-pub fn get_pages<F, A, M, G>(
-    gup: &Gup<'_, F, A, M>,
+pub fn get_pages<F, A, M, D, G>(
+    gup: &Gup<'_, F, A, M, D>,
     dropped: Dropped,
     guard: &G,
     start: VirtAddr,
@@ -42,7 +42,7 @@ where
     F: PagingFormat,
     A: TableAccess + ?Sized,
     M: MemoryMap + ?Sized,
-    G: WalkGuard + ?Sized,
+    G: WalkGuard<Domain = D> + ?Sized,
 {
     match dropped {
         Dropped::Recheck => gup.run::<_, _, NoRecheck>(guard, start, len, flags, out, &mut NoFault),

@@ -4,7 +4,7 @@ use super::fault::{FaultHandler, NoFault};
 use super::flags::GupFlags;
 use super::held::HeldPages;
 use super::outcome::{GupError, Stop, Taken};
-use crate::guard::WalkGuard;
+use crate::guard::{Promised, WalkGuard};
 use crate::memmap::{MemoryMap, OutsideMap, Pfn, Unit};
 use crate::meta::{Hold, MAX_BATCH, PageMeta};
 use crate::sync::AtomicU64;
@@ -24,20 +24,24 @@ const RUN_BATCH: usize = 32;
 
 /// GUP-fast over one address space: a [`Walker`] of its tables and the kernel's
 /// [`MemoryMap`].
-pub struct Gup<'a, F, A: ?Sized, M: ?Sized> {
-    walker: Walker<'a, F, A>,
+///
+/// `D` is the walker's [domain](crate::guard#domains-the-guard-and-the-retire-hook-agree-by-type):
+/// the walks take only guards of that domain, so a guard that does not hold
+/// these tables back does not compile.
+pub struct Gup<'a, F, A: ?Sized, M: ?Sized, D = Promised> {
+    walker: Walker<'a, F, A, D>,
     memmap: &'a M,
 }
 
-impl<F, A: ?Sized, M: ?Sized> Clone for Gup<'_, F, A, M> {
+impl<F, A: ?Sized, M: ?Sized, D> Clone for Gup<'_, F, A, M, D> {
     fn clone(&self) -> Self {
         *self
     }
 }
 
-impl<F, A: ?Sized, M: ?Sized> Copy for Gup<'_, F, A, M> {}
+impl<F, A: ?Sized, M: ?Sized, D> Copy for Gup<'_, F, A, M, D> {}
 
-impl<F, A: ?Sized, M: ?Sized> core::fmt::Debug for Gup<'_, F, A, M> {
+impl<F, A: ?Sized, M: ?Sized, D> core::fmt::Debug for Gup<'_, F, A, M, D> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Gup").field("walker", &self.walker).finish()
     }
@@ -70,20 +74,20 @@ impl Checks for AllChecks {
     const UNIT: bool = true;
 }
 
-impl<'a, F: PagingFormat, A: TableAccess + ?Sized, M: MemoryMap + ?Sized> Gup<'a, F, A, M> {
+impl<'a, F: PagingFormat, A: TableAccess + ?Sized, M: MemoryMap + ?Sized, D> Gup<'a, F, A, M, D> {
     const FORMAT_PAGES_COVER_BASE_PAGES: () = assert!(
         F::GEOMETRY.page_shift() >= M::PAGE_SHIFT,
         "the format's smallest page must be at least the memory map's base page"
     );
 
     /// GUP-fast over the tables `walker` reads, counting on `memmap`.
-    pub fn new(walker: Walker<'a, F, A>, memmap: &'a M) -> Self {
+    pub fn new(walker: Walker<'a, F, A, D>, memmap: &'a M) -> Self {
         let () = Self::FORMAT_PAGES_COVER_BASE_PAGES;
         Gup { walker, memmap }
     }
 
     /// The walker.
-    pub fn walker(&self) -> Walker<'a, F, A> {
+    pub fn walker(&self) -> Walker<'a, F, A, D> {
         self.walker
     }
 
@@ -126,7 +130,7 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, M: MemoryMap + ?Sized> Gup<'a
     /// [`GupError`] before anything is taken: an empty, wrapping or non-canonical
     /// range, a start or length not aligned to the base page, `LONGTERM` without
     /// `PIN`.
-    pub fn get_pages<G: WalkGuard + ?Sized>(
+    pub fn get_pages<G: WalkGuard<Domain = D> + ?Sized>(
         &self,
         guard: &G,
         start: VirtAddr,
@@ -145,7 +149,7 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, M: MemoryMap + ?Sized> Gup<'a
     /// # Errors
     ///
     /// As [`get_pages`](Self::get_pages); nothing is taken then.
-    pub fn get_held<'o, G: WalkGuard + ?Sized>(
+    pub fn get_held<'o, G: WalkGuard<Domain = D> + ?Sized>(
         &self,
         guard: &G,
         start: VirtAddr,
@@ -174,7 +178,7 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, M: MemoryMap + ?Sized> Gup<'a
     /// # Errors
     ///
     /// As [`get_pages`](Self::get_pages).
-    pub fn get_pages_with_fault<G: WalkGuard + ?Sized, H: FaultHandler + ?Sized>(
+    pub fn get_pages_with_fault<G: WalkGuard<Domain = D> + ?Sized, H: FaultHandler + ?Sized>(
         &self,
         guard: &G,
         start: VirtAddr,
@@ -187,7 +191,7 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, M: MemoryMap + ?Sized> Gup<'a
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn run<G: WalkGuard + ?Sized, H: FaultHandler + ?Sized, C: Checks>(
+    pub(crate) fn run<G: WalkGuard<Domain = D> + ?Sized, H: FaultHandler + ?Sized, C: Checks>(
         &self,
         guard: &G,
         start: VirtAddr,

@@ -58,7 +58,7 @@ use crate::meta::Hold;
 /// # use pagepin::memmap::{MemoryMap, Pfn};
 /// # use pagepin::guard::WalkGuard;
 /// # use pagepin::table::{PagingFormat, TableAccess, VirtAddr};
-/// # fn f<F: PagingFormat, A: TableAccess, M: MemoryMap, G: WalkGuard>(gup: Gup<'_, F, A, M>, guard: &G) {
+/// # fn f<F: PagingFormat, A: TableAccess, M: MemoryMap, D, G: WalkGuard<Domain = D>>(gup: Gup<'_, F, A, M, D>, guard: &G) {
 /// let mut out = [Pfn(0); 4];
 /// let held = gup.get_held(guard, VirtAddr(0), 0x4000, GupFlags::PIN, &mut out).unwrap();
 /// out[0] = Pfn(0); // `out` is borrowed by `held`

@@ -257,10 +257,13 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, R: Retire> TableBuilder<'a, F
         self.root
     }
 
-    /// A walker of these tables.
+    /// A walker of these tables, of the retire hook's domain: GUP-fast walks
+    /// it only under a guard that holds back the tables this builder retires.
     #[inline]
-    pub fn walker(&self) -> Walker<'a, F, A> {
-        Walker::new(self.access, self.root)
+    pub fn walker(&self) -> Walker<'a, F, A, R::Domain> {
+        // SAFETY: every table reachable from this root is detached by this
+        // builder and retired through its hook `R`, of domain `R::Domain`.
+        unsafe { Walker::new_in(self.access, self.root) }
     }
 
     /// The frame pool.

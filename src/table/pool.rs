@@ -86,7 +86,10 @@ impl<'a> FramePool<'a> {
 /// when nothing can still read it as a page table:
 ///
 /// 1. every lockless walk that could have loaded a pointer to it has ended
-///    (the walk guard's grace period, [`WalkGuard`](crate::guard::WalkGuard));
+///    (the walk guard's grace period, [`WalkGuard`](crate::guard::WalkGuard))
+///    for every walk under a guard of the hook's [`Domain`](Self::Domain):
+///    the builder's walkers carry that domain, and GUP-fast walks them only
+///    under such guards;
 /// 2. no CPU's paging-structure caches can still use it: the TLB shootdown
 ///    for its detachment has completed. The builder's caller makes that
 ///    shootdown after [`unmap`](super::TableBuilder::unmap) returns; a frame
@@ -97,6 +100,10 @@ impl<'a> FramePool<'a> {
 /// A table reused while a walker or an MMU still reads it is a device pinned
 /// through garbage, or a CPU translating through it: memory unsafety.
 pub unsafe trait Retire {
+    /// The walk guards whose read sections hold these tables back (see
+    /// [`guard`](crate::guard#domains-the-guard-and-the-retire-hook-agree-by-type)).
+    type Domain;
+
     /// Takes the detached, all-zero `table`: give it back to `pool` now or keep it
     /// until [`reclaim`](Self::reclaim) finds no walker can still read it.
     ///
@@ -147,6 +154,8 @@ impl ReclaimNow {
 // SAFETY: the constructor's caller promised that no walker or MMU reads a
 // detached table (1, 2 of the contract), so giving it back at once is sound.
 unsafe impl Retire for ReclaimNow {
+    type Domain = crate::guard::Promised;
+
     #[inline]
     fn retire(&mut self, table: PhysAddr, pool: &mut FramePool<'_>) -> Result<(), PoolFull> {
         pool.give_back(table)

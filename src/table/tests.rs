@@ -259,6 +259,8 @@ struct Deferred<'a> {
 // SAFETY: tables are held until the test reclaims them, single-threaded, and
 // no MMU walks host frames.
 unsafe impl Retire for Deferred<'_> {
+    type Domain = crate::guard::Promised;
+
     fn retire(&mut self, table: PhysAddr, _pool: &mut FramePool<'_>) -> Result<(), PoolFull> {
         for index in 0..4 {
             // Relaxed: single-threaded test.

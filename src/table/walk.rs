@@ -24,6 +24,7 @@ use super::addr::{PhysAddr, VaRange, VirtAddr};
 use super::entry::{Entry, EntryLoc, EntrySnapshot, MemType, Perms};
 use super::error::{AccessError, RangeError, WalkError, WalkErrorKind};
 use super::format::{MAX_LEVELS, PagingFormat};
+use crate::guard::Promised;
 use crate::sync::{AtomicU64, Ordering};
 
 /// Loads the entry at `loc` with the ordering its level needs.
@@ -156,21 +157,26 @@ pub(crate) fn check_canonical<F: PagingFormat>(range: VaRange) -> Result<(), Ran
 
 /// Walks the tables of one address space (one root) of format `F`, reading them
 /// through `A`.
-pub struct Walker<'a, F, A: ?Sized> {
+///
+/// `D` is the tables' [domain](crate::guard#domains-the-guard-and-the-retire-hook-agree-by-type):
+/// the walk guards under which GUP-fast may walk them. A
+/// [`TableBuilder`](super::TableBuilder) hands out walkers of its retire hook's
+/// domain; [`Walker::new`] over a bare root gives [`Promised`].
+pub struct Walker<'a, F, A: ?Sized, D = Promised> {
     access: &'a A,
     root: PhysAddr,
-    format: PhantomData<fn() -> F>,
+    format: PhantomData<fn() -> (F, D)>,
 }
 
-impl<F, A: ?Sized> Clone for Walker<'_, F, A> {
+impl<F, A: ?Sized, D> Clone for Walker<'_, F, A, D> {
     fn clone(&self) -> Self {
         *self
     }
 }
 
-impl<F, A: ?Sized> Copy for Walker<'_, F, A> {}
+impl<F, A: ?Sized, D> Copy for Walker<'_, F, A, D> {}
 
-impl<F, A: ?Sized> core::fmt::Debug for Walker<'_, F, A> {
+impl<F, A: ?Sized, D> core::fmt::Debug for Walker<'_, F, A, D> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Walker").field("root", &self.root).finish()
     }
@@ -246,15 +252,46 @@ impl WalkItem {
     }
 }
 
-impl<'a, F: PagingFormat, A: TableAccess + ?Sized> Walker<'a, F, A> {
-    /// A walker of the tables rooted at `root`.
+impl<'a, F: PagingFormat, A: TableAccess + ?Sized> Walker<'a, F, A, Promised> {
+    /// A walker of the tables rooted at `root`, of domain [`Promised`]: GUP-fast
+    /// walks it under a guard whose constructor took the `unsafe` promise
+    /// ([`TablesNeverFreed`](crate::guard::TablesNeverFreed)). For the walkers
+    /// an epoch guards, take them from the [`TableBuilder`](super::TableBuilder)
+    /// or see [`new_in`](Walker::new_in).
     #[inline]
-    pub fn new(access: &'a A, root: PhysAddr) -> Walker<'a, F, A> {
+    pub fn new(access: &'a A, root: PhysAddr) -> Walker<'a, F, A, Promised> {
         Walker {
             access,
             root,
             format: PhantomData,
         }
+    }
+}
+
+impl<'a, F: PagingFormat, A: TableAccess + ?Sized, D> Walker<'a, F, A, D> {
+    /// A walker of the tables rooted at `root`, of domain `D`, for a kernel that
+    /// keeps roots apart from their builders.
+    ///
+    /// # Safety
+    ///
+    /// Every page-table page reachable from `root` while walks of this walker
+    /// run is retired (detached and given back for reuse) only through a
+    /// [`Retire`](super::Retire) hook of domain `D`, or never: GUP-fast over
+    /// this walker trusts a guard of domain `D` to hold them back.
+    #[inline]
+    pub unsafe fn new_in(access: &'a A, root: PhysAddr) -> Walker<'a, F, A, D> {
+        Walker {
+            access,
+            root,
+            format: PhantomData,
+        }
+    }
+
+    /// The same walker without its domain, for a [`Walk`]: the domain matters
+    /// only where a guard is chosen, which a `Walk` never does.
+    #[inline]
+    fn without_domain(self) -> Walker<'a, F, A, Promised> {
+        Walker::new(self.access, self.root)
     }
 
     /// The root table.
@@ -279,7 +316,7 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized> Walker<'a, F, A> {
                 kind: WalkErrorKind::NonCanonical,
             });
         }
-        Walk::new(*self, range).step()
+        Walk::new(self.without_domain(), range).step()
     }
 
     /// Walks `len` bytes from `start`: yields every leaf and every hole in
@@ -327,7 +364,7 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized> Walker<'a, F, A> {
     /// [`RangeError::NonCanonical`] for a range that is not canonical as a whole.
     pub fn walk_range(&self, range: VaRange) -> Result<Walk<'a, F, A>, RangeError> {
         check_canonical::<F>(range)?;
-        Ok(Walk::new(*self, range))
+        Ok(Walk::new(self.without_domain(), range))
     }
 
     /// Re-reads the entry at `loc` with one atomic load (Acquire at levels that

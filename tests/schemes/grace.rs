@@ -16,7 +16,7 @@
 //! frees: unpublish, wait, free): a read section that starts after it can no
 //! longer load the old entry, so it passes both models — at the same cost.
 
-use pagepin::guard::{Epoch, EpochReader, WalkGuard};
+use pagepin::guard::{Epoch, EpochBrand, EpochReader, WalkGuard};
 use pagepin::memmap::Pfn;
 use pagepin::sync::spin_wait_hint;
 use pagepin::table::{EntryLoc, PagingFormat, TableAccess, VirtAddr, Walker};
@@ -31,12 +31,13 @@ const SLOTS: usize = 1;
 const SLOTS: usize = 8;
 
 /// Scheme (1) (`AFTER_UNMAP = false`), or (1b) with the grace period after
-/// the unmap.
-pub struct GracePeriod<const AFTER_UNMAP: bool> {
-    epoch: Epoch<SLOTS>,
+/// the unmap, over an epoch of brand `B` (one live epoch per brand: each test
+/// that runs beside others names its own).
+pub struct GracePeriod<const AFTER_UNMAP: bool, B: EpochBrand> {
+    epoch: Epoch<B, SLOTS>,
 }
 
-impl<const AFTER_UNMAP: bool> GracePeriod<AFTER_UNMAP> {
+impl<const AFTER_UNMAP: bool, B: EpochBrand> GracePeriod<AFTER_UNMAP, B> {
     /// Waits until every read section that began before now has ended.
     fn synchronize(&self) {
         // `retire_epoch` starts with a SeqCst fence, the reclaimer's side of the
@@ -49,18 +50,18 @@ impl<const AFTER_UNMAP: bool> GracePeriod<AFTER_UNMAP> {
     }
 }
 
-impl<const AFTER_UNMAP: bool> Scheme for GracePeriod<AFTER_UNMAP> {
+impl<const AFTER_UNMAP: bool, B: EpochBrand> Scheme for GracePeriod<AFTER_UNMAP, B> {
     const NAME: &'static str = if AFTER_UNMAP {
         "(1b) grace period after unmap"
     } else {
         "(1) grace period after mark"
     };
     type Page = FlagPage;
-    type Local<'s> = EpochReader<'s, SLOTS>;
+    type Local<'s> = EpochReader<'s, B, SLOTS>;
 
     fn new() -> Self {
         GracePeriod {
-            epoch: Epoch::new(),
+            epoch: Epoch::new().expect("one live scheme per brand"),
         }
     }
 
@@ -68,7 +69,7 @@ impl<const AFTER_UNMAP: bool> Scheme for GracePeriod<AFTER_UNMAP> {
         FlagPage::new()
     }
 
-    fn local(&self) -> EpochReader<'_, SLOTS> {
+    fn local(&self) -> EpochReader<'_, B, SLOTS> {
         self.epoch
             .reader()
             .expect("one epoch slot per walking thread")
@@ -77,7 +78,7 @@ impl<const AFTER_UNMAP: bool> Scheme for GracePeriod<AFTER_UNMAP> {
     #[inline]
     fn pin<F: PagingFormat, A: TableAccess + ?Sized>(
         &self,
-        local: &EpochReader<'_, SLOTS>,
+        local: &EpochReader<'_, B, SLOTS>,
         walker: &Walker<'_, F, A>,
         va: VirtAddr,
         pages: &[FlagPage],
