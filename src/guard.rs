@@ -126,6 +126,13 @@ pub enum Promised {}
 
 /// A guard for tables that are never freed while walkers run (boot-time tables,
 /// single-threaded tests, or a builder with no concurrent walker).
+///
+/// Its promise is the caller's, so making one without `unsafe` does not
+/// compile:
+///
+/// ```compile_fail,E0133
+/// let guard = pagepin::guard::TablesNeverFreed::new();
+/// ```
 #[derive(Debug)]
 pub struct TablesNeverFreed {
     _private: (),
@@ -487,6 +494,12 @@ impl<'e, B: EpochBrand, const SLOTS: usize, const CAP: usize> EpochRetire<'e, B,
     /// that builder's next `map` (this hook gives tables back when the epoch
     /// allows, and a `map` reuses them; a CPU's paging-structure caches are not
     /// epoch readers).
+    ///
+    /// ```compile_fail,E0133
+    /// pagepin::epoch_brand!(enum Tables);
+    /// let epoch = pagepin::guard::Epoch::<Tables, 1>::new().unwrap();
+    /// let retire = pagepin::guard::EpochRetire::<_, 1, 4>::new(&epoch);
+    /// ```
     pub unsafe fn new(epoch: &'e Epoch<B, SLOTS>) -> Self {
         EpochRetire {
             epoch,
