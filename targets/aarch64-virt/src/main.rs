@@ -57,6 +57,11 @@
 //! kept off a retired table by the TLB invalidation, which completes (DSB ISH)
 //! before any retired table is poisoned.
 //!
+//! The epoch's brand, [`KernelTables`], is the domain of both halves: of
+//! [`KernelRetire`] and of the walkers' readers. The walkers' `Walker` and
+//! `Gup` carry that domain too, so their GUP-fast takes a reader of this
+//! epoch and nothing else: a walk under another guard does not compile.
+//!
 //! QEMU's TCG does not model Arm's weak memory ordering: a run here shows the
 //! protocol works on the architecture's MMU, TLB maintenance and PSCI, not that
 //! its orderings are minimal (the loom models in `tests/` do that).
@@ -99,7 +104,7 @@ use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use pagepin::arch::aarch64::{Shareability, stage1_mem_type};
-use pagepin::guard::Epoch;
+use pagepin::guard::{Epoch, WalkGuard};
 use pagepin::gup::{Gup, GupFlags, Stop, release};
 use pagepin::memmap::{MemoryMap, Pfn};
 use pagepin::meta::{GetErrorKind, Hold};
@@ -112,7 +117,9 @@ use pagepin::wait::{Clock, SpinWaiter, WaitTable};
 
 use arch::BootContext;
 use layout::*;
-use memory::{IDENTITY, IdentityTables, KernelMemMap, KernelRetire, TABLES, page_word};
+use memory::{
+    IDENTITY, IdentityTables, KernelMemMap, KernelRetire, KernelTables, TABLES, page_word,
+};
 
 /// CPUs: CPU 0 truncates, the others walk.
 const CPUS: u64 = 4;
@@ -133,10 +140,13 @@ const MAX_WALK: usize = 96;
 /// What a free data page holds.
 const POISON: u64 = 0xdead_dead_dead_dead;
 
-/// The test's shared state, written once by CPU 0 before the other CPUs start.
+/// The test's shared state, written once by CPU 0 (once its MMU is on) before
+/// the other CPUs start.
 struct Shared {
     memmap: KernelMemMap,
-    epoch: Epoch<WALKERS>,
+    /// The one epoch of brand [`KernelTables`]: the walkers' readers, and the
+    /// retire hook's grace periods.
+    epoch: Epoch<KernelTables, WALKERS>,
 }
 
 /// A static written once, by CPU 0, before any other CPU reads it.
@@ -260,7 +270,7 @@ impl SlotState {
     }
 }
 
-type Tables<'a> = TableBuilder<'a, Format, IdentityTables, KernelRetire<'a>>;
+type Tables<'a> = TableBuilder<'a, Format, IdentityTables, KernelRetire>;
 
 /// The kernel's [`Unmapper`]: its reverse map is the slot table (which slot
 /// maps which PFNs); it clears the leaves through the builder (detaching and
@@ -632,8 +642,8 @@ fn truncater(shared: &'static Shared, tables: &mut Tables<'_>) -> TruncaterStats
 /// The walkers' GUP-fast: pagepin's, or in a broken build its broken twin
 /// without the entry re-check (`broken-no-recheck`) or the unit re-check
 /// (`broken-no-unit-recheck`), called by name.
-fn get_pages<G: pagepin::guard::WalkGuard>(
-    gup: &Gup<'_, Format, memory::IdentityTables, memory::KernelMemMap>,
+fn get_pages<G: WalkGuard<Domain = KernelTables>>(
+    gup: &Gup<'_, Format, IdentityTables, KernelMemMap, KernelTables>,
     guard: &G,
     start: VirtAddr,
     len: u64,
@@ -673,7 +683,12 @@ fn walker(shared: &'static Shared, cpu: u64) {
         .expect("a reader slot per walking CPU");
     // Relaxed: published before this CPU started (SHARED_READY).
     let root = PhysAddr(ROOT.load(Ordering::Relaxed));
-    let gup = Gup::new(Walker::<Format, _>::new(&IDENTITY, root), &shared.memmap);
+    // SAFETY: `root` is the root of CPU 0's `tables`, the only builder of
+    // these tables; every table it detaches is retired through its hook,
+    // `KernelRetire`, of domain `KernelTables`, and nothing else frees a
+    // table reachable from `root`.
+    let walker = unsafe { Walker::<Format, _, KernelTables>::new_in(&IDENTITY, root) };
+    let gup = Gup::new(walker, &shared.memmap);
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ cpu.wrapping_mul(0x1234_5678_9abc_def1) | 1);
     let mut out = [Pfn(0); MAX_WALK];
     let mut seen = [0u64; MAX_WALK];
@@ -811,23 +826,15 @@ extern "C" fn kernel_main() -> ! {
     if !arch::granule_supported(PAGE_SHIFT) {
         fail_early("this CPU does not support the granule");
     }
-    // SAFETY: CPU 0 alone runs; nothing has read `SHARED` and nothing will
-    // before `SHARED_READY` is set below.
-    unsafe {
-        (*SHARED.0.get()).write(Shared {
-            memmap: KernelMemMap::new(WaitTable::new()),
-            epoch: Epoch::new(),
-        });
-    }
-    // SAFETY: just written, and never written again.
-    let shared: &'static Shared = unsafe { (*SHARED.0.get()).assume_init_ref() };
 
     // The frame pool: every frame of the static table area.
     let mut frames = [PhysAddr(0); TABLE_FRAMES];
     for (slot, frame) in frames.iter_mut().zip(TABLES.iter()) {
         *slot = PhysAddr(frame as *const _ as u64);
     }
-    let retire = KernelRetire::new(&shared.epoch);
+    // The hook finds the epoch only when it retires a table (after the MMU is
+    // on and `SHARED` is written): see `memory::epoch`.
+    let retire = KernelRetire::new();
     let Ok(mut tables) = Tables::new(&IDENTITY, FramePool::new(&mut frames), retire) else {
         fail_early("TableBuilder::new");
     };
@@ -875,6 +882,19 @@ extern "C" fn kernel_main() -> ! {
         BLOCK >> 10,
         root.0
     );
+    // The epoch only now, with the MMU on: `Epoch::new` claims the brand with
+    // an exclusive RMW (see `memory::epoch`).
+    let epoch = Epoch::new().expect("the first and only epoch of brand KernelTables");
+    // SAFETY: CPU 0 alone runs; nothing has read `SHARED` and nothing will
+    // before `SHARED_READY` is set below.
+    unsafe {
+        (*SHARED.0.get()).write(Shared {
+            memmap: KernelMemMap::new(WaitTable::new()),
+            epoch,
+        });
+    }
+    // SAFETY: just written, and never written again.
+    let shared: &'static Shared = unsafe { (*SHARED.0.get()).assume_init_ref() };
     // Release: publishes `SHARED` and `ROOT` to the walkers.
     SHARED_READY.store(true, Ordering::Release);
 

@@ -225,6 +225,25 @@ unsafe impl MemoryMap for KernelMemMap {
     }
 }
 
+pagepin::epoch_brand!(
+    /// The brand of the kernel's one epoch (`Shared::epoch`): the domain of
+    /// the walking CPUs' readers and of [`KernelRetire`], so GUP-fast over the
+    /// live tables compiles only under a reader of that epoch.
+    pub enum KernelTables
+);
+
+/// The kernel's one epoch, the one [`KernelRetire`] waits for.
+///
+/// Looked up when a table is retired or reclaimed rather than held from the
+/// hook's construction: CPU 0 builds the tables (and so this hook) with its
+/// MMU off, and makes the epoch only once the MMU is on, because
+/// `Epoch::new` claims the brand with an exclusive RMW and with the MMU off
+/// every access is Device-nGnRnE (the same rule as the UART lock). Nothing is
+/// retired before the first truncate, long after `SHARED_READY`.
+fn epoch() -> &'static Epoch<KernelTables, WALKERS> {
+    &crate::shared().epoch
+}
+
 /// The builder's retire hook: a detached table waits for the epoch (no walk
 /// that could have loaded a pointer to it is still inside its read section),
 /// is then poisoned with [`crate::poison_entry`] and given back to the pool,
@@ -233,8 +252,7 @@ unsafe impl MemoryMap for KernelMemMap {
 /// Tables are poisoned only in `reclaim`, never in `retire`: the builder calls
 /// `retire` inside `unmap`, before the unmapper's TLB invalidation, when a
 /// hardware walker may still hold the table in its walk cache.
-pub struct KernelRetire<'e> {
-    epoch: &'e Epoch<WALKERS>,
+pub struct KernelRetire {
     pending: [(PhysAddr, u64); TABLE_FRAMES],
     len: usize,
     /// Tables retired.
@@ -243,11 +261,10 @@ pub struct KernelRetire<'e> {
     pub reused: u64,
 }
 
-impl<'e> KernelRetire<'e> {
-    /// A hook over `epoch`.
-    pub fn new(epoch: &'e Epoch<WALKERS>) -> KernelRetire<'e> {
+impl KernelRetire {
+    /// A hook over the kernel's epoch ([`epoch`]).
+    pub const fn new() -> KernelRetire {
         KernelRetire {
-            epoch,
             pending: [(PhysAddr(0), 0); TABLE_FRAMES],
             len: 0,
             retired: 0,
@@ -255,29 +272,33 @@ impl<'e> KernelRetire<'e> {
         }
     }
 
-    /// Whether a table retired in `epoch` may be reused.
-    fn safe(&self, epoch: u64) -> bool {
+    /// Whether a table retired in epoch `retired` may be reused.
+    fn safe(&self, retired: u64) -> bool {
         // BROKEN build: no grace period at all.
-        cfg!(feature = "broken-early-table-reuse") || self.epoch.is_safe(epoch)
+        cfg!(feature = "broken-early-table-reuse") || epoch().is_safe(retired)
     }
 }
 
 // SAFETY: (1) a table goes back to the pool only in `reclaim`, once the epoch
 // shows no walk that could have loaded a pointer to it is inside its read
-// section (every walker of these tables uses a reader of this epoch); (2) the
-// unmapper's TLB invalidation (`TLBI VAE1IS` + `DSB ISH`) runs right after each
-// `unmap`, before the builder's next `map` can reuse a given-back frame. (The
-// `broken-early-table-reuse` build breaks (1) on purpose.)
-unsafe impl Retire for KernelRetire<'_> {
+// section: the walks of these tables run under guards of this hook's domain,
+// `KernelTables`, i.e. readers of the one live epoch of that brand, the one
+// `epoch()` returns; (2) the unmapper's TLB invalidation (`TLBI VAE1IS` +
+// `DSB ISH`) runs right after each `unmap`, before the builder's next `map`
+// can reuse a given-back frame. (The `broken-early-table-reuse` build breaks
+// (1) on purpose.)
+unsafe impl Retire for KernelRetire {
+    type Domain = KernelTables;
+
     fn retire(&mut self, table: PhysAddr, _pool: &mut FramePool<'_>) -> Result<(), PoolFull> {
-        let epoch = self.epoch.retire_epoch();
+        let retired = epoch().retire_epoch();
         // Never full: there are only TABLE_FRAMES tables, and the root is
         // never retired.
         let slot = self
             .pending
             .get_mut(self.len)
             .ok_or(PoolFull { frame: table })?;
-        *slot = (table, epoch);
+        *slot = (table, retired);
         self.len += 1;
         self.retired += 1;
         Ok(())
@@ -295,8 +316,8 @@ unsafe impl Retire for KernelRetire<'_> {
         let poison = crate::poison_entry();
         let mut i = 0;
         while i < self.len {
-            let (table, epoch) = self.pending[i];
-            if self.safe(epoch) {
+            let (table, retired) = self.pending[i];
+            if self.safe(retired) {
                 for index in 0..FRAME_WORDS {
                     let word = IDENTITY
                         .entry(table, index)

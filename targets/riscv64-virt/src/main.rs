@@ -54,6 +54,11 @@
 //! masked the IPI; they cannot here (M-mode interrupts are always taken in
 //! S-mode), which is one more reason for the epoch.
 //!
+//! The epoch's brand, [`KernelTables`], is the domain of both halves: of
+//! [`KernelRetire`] and of the walkers' readers. The walkers' `Walker` and
+//! `Gup` carry that domain too, so their GUP-fast takes a reader of this
+//! epoch and nothing else: a walk under another guard does not compile.
+//!
 //! QEMU's TCG does not model RVWMO's weak ordering: a run shows the protocol
 //! works with the architecture's MMU, `sfence.vma` and IPIs, not that its
 //! orderings are minimal (the loom models in `tests/` do that).
@@ -93,7 +98,9 @@ use pagepin::truncate::{Extent, Failed, Truncate, Unmapper, Wait};
 use pagepin::wait::{Clock, SpinWaiter, WaitTable};
 
 use layout::*;
-use memory::{IDENTITY, IdentityTables, KernelMemMap, KernelRetire, TABLES, page_word};
+use memory::{
+    IDENTITY, IdentityTables, KernelMemMap, KernelRetire, KernelTables, TABLES, page_word,
+};
 
 /// CPUs: CPU 0 truncates, the others walk.
 const CPUS: u64 = 4;
@@ -117,7 +124,9 @@ const POISON: u64 = 0xdead_dead_dead_dead;
 /// The test's shared state, written once by CPU 0 before the other CPUs start.
 struct Shared {
     memmap: KernelMemMap,
-    epoch: Epoch<WALKERS>,
+    /// The one epoch of brand [`KernelTables`]: the walkers' readers, and the
+    /// retire hook's grace periods.
+    epoch: Epoch<KernelTables, WALKERS>,
 }
 
 /// A static written once, by CPU 0, before any other CPU reads it.
@@ -553,7 +562,12 @@ fn walker(shared: &'static Shared, cpu: u64) {
         .expect("a reader slot per walking CPU");
     // Relaxed: published before this hart read SHARED (SHARED_READY).
     let root = PhysAddr((SATP.load(Ordering::Relaxed) & ((1 << 44) - 1)) << 12);
-    let gup = Gup::new(Walker::<Format, _>::new(&IDENTITY, root), &shared.memmap);
+    // SAFETY: `root` is the root of hart 0's `tables`, the only builder of
+    // these tables; every table it detaches is retired through its hook,
+    // `KernelRetire`, of domain `KernelTables`, and nothing else frees a
+    // table reachable from `root`.
+    let walker = unsafe { Walker::<Format, _, KernelTables>::new_in(&IDENTITY, root) };
+    let gup = Gup::new(walker, &shared.memmap);
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ cpu.wrapping_mul(0x1234_5678_9abc_def1) | 1);
     let mut out = [Pfn(0); MAX_WALK];
     let mut seen = [0u64; MAX_WALK];
@@ -684,7 +698,9 @@ extern "C" fn kernel_main() -> ! {
     unsafe {
         (*SHARED.0.get()).write(Shared {
             memmap: KernelMemMap::new(WaitTable::new()),
-            epoch: Epoch::new(),
+            // Claims the brand with an atomic RMW: fine with satp bare (RAM's
+            // PMAs support atomics), unlike on aarch64 with its MMU off.
+            epoch: Epoch::new().expect("the first and only epoch of brand KernelTables"),
         });
     }
     // SAFETY: just written, and never written again.

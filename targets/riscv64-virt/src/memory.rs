@@ -164,6 +164,13 @@ unsafe impl MemoryMap for KernelMemMap {
     }
 }
 
+pagepin::epoch_brand!(
+    /// The brand of the kernel's one epoch (`Shared::epoch`): the domain of
+    /// the walking harts' readers and of [`KernelRetire`], so GUP-fast over the
+    /// live tables compiles only under a reader of that epoch.
+    pub enum KernelTables
+);
+
 /// The builder's retire hook: a detached table waits for the epoch (no walk
 /// that could have loaded a pointer to it is still inside its read section),
 /// is then poisoned with [`crate::poison_entry`] and given back to the pool,
@@ -173,7 +180,7 @@ unsafe impl MemoryMap for KernelMemMap {
 /// `retire` inside `unmap`, before the unmapper's TLB invalidation, when a
 /// hardware walker may still hold the table in its walk cache.
 pub struct KernelRetire<'e> {
-    epoch: &'e Epoch<WALKERS>,
+    epoch: &'e Epoch<KernelTables, WALKERS>,
     pending: [(PhysAddr, u64); TABLE_FRAMES],
     len: usize,
     /// Tables retired.
@@ -184,7 +191,7 @@ pub struct KernelRetire<'e> {
 
 impl<'e> KernelRetire<'e> {
     /// A hook over `epoch`.
-    pub fn new(epoch: &'e Epoch<WALKERS>) -> KernelRetire<'e> {
+    pub fn new(epoch: &'e Epoch<KernelTables, WALKERS>) -> KernelRetire<'e> {
         KernelRetire {
             epoch,
             pending: [(PhysAddr(0), 0); TABLE_FRAMES],
@@ -203,11 +210,15 @@ impl<'e> KernelRetire<'e> {
 
 // SAFETY: (1) a table goes back to the pool only in `reclaim`, once the epoch
 // shows no walk that could have loaded a pointer to it is inside its read
-// section (every walker of these tables uses a reader of this epoch); (2) the
-// unmapper's `sfence.vma` and the acknowledged remote fences run right after
-// each `unmap`, before the builder's next `map` can reuse a given-back frame.
-// (The `broken-early-table-reuse` build breaks (1) on purpose.)
+// section: the walks of these tables run under guards of this hook's domain,
+// `KernelTables`, i.e. readers of the one live epoch of that brand, the one
+// this hook holds; (2) the unmapper's `sfence.vma` and the acknowledged remote
+// fences run right after each `unmap`, before the builder's next `map` can
+// reuse a given-back frame. (The `broken-early-table-reuse` build breaks (1)
+// on purpose.)
 unsafe impl Retire for KernelRetire<'_> {
+    type Domain = KernelTables;
+
     fn retire(&mut self, table: PhysAddr, _pool: &mut FramePool<'_>) -> Result<(), PoolFull> {
         let epoch = self.epoch.retire_epoch();
         // Never full: there are only TABLE_FRAMES tables, and the root is

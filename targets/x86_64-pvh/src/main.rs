@@ -42,6 +42,7 @@ mod units;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use pagepin::arch::x86_64::{Paging4Level, Paging5Level};
+use pagepin::guard::Epoch;
 use pagepin::table::{
     FramePool, MapRequest, MemType, PagingFormat, Perms, PhysAddr, TableBuilder, VirtAddr,
 };
@@ -232,7 +233,26 @@ extern "C" fn kmain_bsp(start_info: u32, la57: u32) -> ! {
     }
 }
 
+/// Picks the retire hook for the walk guard of the boot (`guard=`): its domain
+/// is the walkers' (`race::walker` picks the same way, by [`tables::EPOCH`]).
 fn run<F: PagingFormat>(config: Config, levels: usize, start_tsc: u64) -> ! {
+    if config.epoch {
+        // Before the builder (its retire hook holds the epoch) and the SIPIs
+        // (which order it for the APs); set in `guard=epoch` boots only.
+        let epoch = tables::EPOCH
+            .call_once(|| Epoch::new().expect("the first and only epoch of brand EpochTables"));
+        run_with::<F, _>(config, levels, start_tsc, IpiRetire::with_epoch(epoch))
+    } else {
+        run_with::<F, _>(config, levels, start_tsc, IpiRetire::new())
+    }
+}
+
+fn run_with<F: PagingFormat, D>(
+    config: Config,
+    levels: usize,
+    start_tsc: u64,
+    retire: IpiRetire<D>,
+) -> ! {
     let mut slots = [PhysAddr(0); FRAMES];
     for (slot, pa) in slots.iter_mut().zip(tables::frame_pas()) {
         *slot = pa;
@@ -240,7 +260,7 @@ fn run<F: PagingFormat>(config: Config, levels: usize, start_tsc: u64) -> ! {
     let mut tables = match TableBuilder::<F, _, _>::new(
         &IdentityTables::BUILDER,
         FramePool::new(&mut slots),
-        IpiRetire::new(),
+        retire,
     ) {
         Ok(tables) => tables,
         Err(e) => panic!("table builder: {e}"),
@@ -287,11 +307,6 @@ fn run<F: PagingFormat>(config: Config, levels: usize, start_tsc: u64) -> ! {
     SEED.store(config.seed, Ordering::Relaxed);
     SWEEP.store(config.sweep, Ordering::Relaxed);
     STRETCH.store(config.stretch, Ordering::Relaxed);
-    if config.epoch {
-        // Before the SIPIs (which order it for the APs) and before any
-        // table is retired.
-        tables::EPOCH.call_once(pagepin::guard::Epoch::new);
-    }
     let cpus = start_aps(config.cpus, levels, root);
     shootdown::set_online(cpus);
     if config.sweep {

@@ -44,8 +44,8 @@ use pagepin::gup::{Gup, GupFlags, Stop, release};
 use pagepin::memmap::{MemoryMap, OutsideMap, Pfn, Unit};
 use pagepin::meta::{GetErrorKind, Hold, PageMeta};
 use pagepin::table::{
-    LeafSizes, MapRequest, PagingFormat, Perms, PhysAddr, TableAccess, TableBuilder, VaRange,
-    VirtAddr, WalkItem, Walker,
+    LeafSizes, MapRequest, PagingFormat, Perms, PhysAddr, Retire, TableAccess, TableBuilder,
+    VaRange, VirtAddr, WalkItem, Walker,
 };
 use pagepin::truncate::{
     Extent, FileMapping, TableUnmapper, TlbShootdown, Truncate, Unmapper, Wait,
@@ -53,7 +53,7 @@ use pagepin::truncate::{
 use pagepin::wait::{Clock, SpinWaiter};
 
 use crate::shootdown::MAX_CPUS;
-use crate::tables::{EPOCH, IdentityTables, IpiRetire, IpiShootdown, IrqOffWalk};
+use crate::tables::{EPOCH, EpochTables, IdentityTables, IpiShootdown, IrqOffTables, IrqOffWalk};
 use crate::units::{HUGE_PAGES, KernelMemMap, METAS};
 use crate::{cpu, println};
 use pagepin::wait::WaitSlot;
@@ -416,6 +416,12 @@ unsafe impl MemoryMap for Stretched {
 /// says stop; then publishes its counts. The walk guard is interrupts-off, or
 /// an epoch read section if the boot set up [`EPOCH`] (`guard=epoch`);
 /// `stretch` is the spin of [`Stretched`] (0: none).
+///
+/// The guard is picked at run time and the two have different domains, so the
+/// walker (and its `Gup`) is made in each arm, of that arm's domain: with
+/// `Walker::new_in`, for the domain of the retire hook CPU 0's builder has in
+/// this boot, since the builder is CPU 0's and out of reach here (its root
+/// comes through `ROOT`).
 pub fn walker<F: PagingFormat>(cpu: usize, root: PhysAddr, file_va: u64, seed: u64, stretch: u64) {
     let map = Stretched {
         map: memmap(),
@@ -423,18 +429,37 @@ pub fn walker<F: PagingFormat>(cpu: usize, root: PhysAddr, file_va: u64, seed: u
         calls: core::cell::Cell::new(0),
         armed: core::cell::Cell::new(false),
     };
-    let gup = Gup::new(Walker::<F, _>::new(&IdentityTables::WALKER, root), &map);
     match EPOCH.get() {
-        Some(epoch) => match epoch.reader() {
-            Ok(reader) => walk(cpu, &gup, &map, &reader, file_va, seed),
-            Err(e) => violation(format_args!("epoch reader: {e}")),
-        },
+        Some(epoch) => {
+            // SAFETY: `root` is the root of CPU 0's builder, the only one
+            // that detaches tables reachable from it. `EPOCH` is set, so this
+            // is a `guard=epoch` boot, whose builder retires every table it
+            // detaches through `IpiRetire::with_epoch(EPOCH)`, of domain
+            // `EpochTables` (`main::run`).
+            let walker =
+                unsafe { Walker::<F, _, EpochTables>::new_in(&IdentityTables::WALKER, root) };
+            let gup = Gup::new(walker, &map);
+            match epoch.reader() {
+                Ok(reader) => walk(cpu, &gup, &map, &reader, file_va, seed),
+                Err(e) => violation(format_args!("epoch reader: {e}")),
+            }
+        }
         None => {
-            // SAFETY: the only table freer is CPU 0's builder, whose retire
-            // hook (`IpiRetire`) reuses a detached table only after a
-            // shootdown started after the detachment was acknowledged by every
-            // online CPU, this one included. (The `broken-no-ack` build breaks
-            // this promise on purpose.)
+            // SAFETY: `root` is the root of CPU 0's builder, the only one
+            // that detaches tables reachable from it. `EPOCH` is not set
+            // (and is set, if at all, before the SIPIs), so this is a
+            // `guard=irq-off` boot, whose builder retires every table it
+            // detaches through `IpiRetire::new()`, of domain `IrqOffTables`
+            // (`main::run`).
+            let walker =
+                unsafe { Walker::<F, _, IrqOffTables>::new_in(&IdentityTables::WALKER, root) };
+            let gup = Gup::new(walker, &map);
+            // SAFETY: this CPU is online (`shootdown::set_online` counted it
+            // before GO), so the retire hook of the tables this guard can
+            // guard (domain `IrqOffTables`: `IpiRetire::new()`) reuses a
+            // detached table only after a shootdown started after the
+            // detachment was acknowledged by this CPU too. (The
+            // `broken-no-ack` build breaks this promise on purpose.)
             let guard = unsafe { IrqOffWalk::new() };
             walk(cpu, &gup, &map, &guard, file_va, seed);
         }
@@ -445,8 +470,8 @@ pub fn walker<F: PagingFormat>(cpu: usize, root: PhysAddr, file_va: u64, seed: u
 /// without the entry re-check (`broken-no-recheck`) or the unit re-check
 /// (`broken-no-unit-recheck`), called by name (the library's `broken-twins`
 /// feature).
-fn get_pages<F: PagingFormat, G: WalkGuard>(
-    gup: &Gup<'_, F, IdentityTables, Stretched>,
+fn get_pages<F: PagingFormat, D, G: WalkGuard<Domain = D>>(
+    gup: &Gup<'_, F, IdentityTables, Stretched, D>,
     guard: &G,
     start: VirtAddr,
     len: u64,
@@ -478,9 +503,9 @@ fn get_pages<F: PagingFormat, G: WalkGuard>(
     taken
 }
 
-fn walk<F: PagingFormat, G: WalkGuard>(
+fn walk<F: PagingFormat, D, G: WalkGuard<Domain = D>>(
     cpu: usize,
-    gup: &Gup<'_, F, IdentityTables, Stretched>,
+    gup: &Gup<'_, F, IdentityTables, Stretched, D>,
     map: &Stretched,
     guard: &G,
     file_va: u64,
@@ -750,14 +775,14 @@ enum LeafUnmapError {
 /// same leaf entry, GUP-fast's entry re-check cannot tell the two mappings
 /// apart: only the unit re-check can see that the unit changed (split) in
 /// between. Nothing is detached, so no table goes to the retire hook.
-struct LeafUnmapper<'t, 'b, F> {
-    tables: &'t mut TableBuilder<'b, F, IdentityTables, IpiRetire>,
+struct LeafUnmapper<'t, 'b, F, R> {
+    tables: &'t mut TableBuilder<'b, F, IdentityTables, R>,
     va: VirtAddr,
     first: Pfn,
     tlb: IpiShootdown,
 }
 
-impl<F: PagingFormat> Unmapper for LeafUnmapper<'_, '_, F> {
+impl<F: PagingFormat, R: Retire> Unmapper for LeafUnmapper<'_, '_, F, R> {
     type Error = LeafUnmapError;
 
     fn unmap_extent(&mut self, extent: Extent) -> Result<(), LeafUnmapError> {
@@ -829,8 +854,8 @@ fn truncate<U: Unmapper>(unmapper: &mut U, extent: Extent) -> Option<u64> {
 /// slot again at once, with the same leaf entry, split if it was merged and
 /// merged if it was split (the refault that only GUP-fast's unit re-check can
 /// tell from the old mapping).
-pub fn writer<F: PagingFormat>(
-    tables: &mut TableBuilder<'_, F, IdentityTables, IpiRetire>,
+pub fn writer<F: PagingFormat, R: Retire>(
+    tables: &mut TableBuilder<'_, F, IdentityTables, R>,
     file_va: u64,
     rounds: u64,
     seed: u64,
@@ -867,16 +892,13 @@ pub fn writer<F: PagingFormat>(
         };
         let va = VirtAddr(slot_va(file_va, slot));
         let pick = (r >> 16) as usize;
-        let map = |tables: &mut TableBuilder<'_, F, IdentityTables, IpiRetire>,
-                   va: VirtAddr,
-                   pa,
-                   len,
-                   leaf| {
-            let req = MapRequest::new(va, PhysAddr(pa), len, leaf).with_perms(perms);
-            if let Err(e) = tables.map(&req) {
-                violation(format_args!("map {va} failed: {e}"));
-            }
-        };
+        let map =
+            |tables: &mut TableBuilder<'_, F, IdentityTables, R>, va: VirtAddr, pa, len, leaf| {
+                let req = MapRequest::new(va, PhysAddr(pa), len, leaf).with_perms(perms);
+                if let Err(e) = tables.map(&req) {
+                    violation(format_args!("map {va} failed: {e}"));
+                }
+            };
         match state[slot] {
             SlotState::Empty if slot == GIANT_SLOT => {
                 allocate(Pfn(GIANT_BASE / KIB4), GIANT_PAGES, slot);

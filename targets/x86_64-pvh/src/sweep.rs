@@ -569,7 +569,7 @@ impl Sweep {
         // page as the kernel's tables do; the paging mode matches CR4.LA57
         // (`F` was chosen from it). Nothing else below 4 GiB is mapped.
         unsafe { cpu::write_cr3(root) };
-        let walker = Walker::<F, _>::new(&access, PhysAddr(root));
+        let walker = tables.walker();
         for &va in &samples {
             if va < LOW_LIMIT {
                 continue;

@@ -1,7 +1,19 @@
 //! The kernel's side of pagepin's table traits: table access over the
 //! identity map, a static frame pool, the retire hook that waits for the
 //! shootdown acknowledgements, the TLB hook, and the interrupts-off walk guard.
+//!
+//! # Domains
+//!
+//! pagepin pairs walk guards with retire hooks by type (their `Domain`): a
+//! walker has its tables' domain and GUP-fast over it takes only a guard of
+//! that domain. This kernel has two pairs, one per `guard=` boot option:
+//!
+//! - `guard=irq-off` (the default): [`IrqOffWalk`] and [`IpiRetire::new`],
+//!   domain [`IrqOffTables`];
+//! - `guard=epoch`: the readers of [`EPOCH`] and [`IpiRetire::with_epoch`],
+//!   domain [`EpochTables`], the epoch's brand.
 
+use core::marker::PhantomData;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use pagepin::guard::{Epoch, WalkGuard};
@@ -13,8 +25,29 @@ use pagepin::truncate::TlbShootdown;
 use crate::shootdown::MAX_CPUS;
 use crate::{cpu, shootdown};
 
-/// The epoch domain of `guard=epoch` boots: one reader slot per CPU.
-pub static EPOCH: spin::Once<Epoch<MAX_CPUS>> = spin::Once::new();
+/// The domain of [`IrqOffWalk`] and of [`IpiRetire::new`]'s hook: tables
+/// reused only after a shootdown IPI sent after their detachment was
+/// acknowledged by every CPU, and walks that cannot acknowledge one.
+///
+/// The tie between the two is this kernel's own promise (`IrqOffWalk::new` is
+/// `unsafe`), so pagepin's `Promised` domain would do; a type of the kernel's
+/// own makes more mismatches fail to compile: `IrqOffWalk` cannot guard a walk
+/// of tables whose builder frees them at once (`ReclaimNow`, `Promised`), of a
+/// bare `Walker::new` (`Promised`) or of the `guard=epoch` tables
+/// ([`EpochTables`]), and a `TablesNeverFreed` (`Promised`) cannot guard the
+/// race's tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IrqOffTables {}
+
+pagepin::epoch_brand!(
+    /// The brand of [`EPOCH`]: the domain of its readers and of
+    /// [`IpiRetire::with_epoch`]'s hook (`guard=epoch` boots).
+    pub enum EpochTables
+);
+
+/// The epoch of `guard=epoch` boots, one reader slot per CPU; set (before the
+/// table builder and the SIPIs) only in those boots.
+pub static EPOCH: spin::Once<Epoch<EpochTables, MAX_CPUS>> = spin::Once::new();
 
 /// Page-table frames: every table the kernel builds (the identity map and the
 /// file region) is one of these.
@@ -157,7 +190,14 @@ fn poison(table: PhysAddr) {
 /// With `guard=epoch` (walkers in epoch read sections, interrupts on, so a
 /// walker acknowledges a shootdown in the middle of a walk) a table also
 /// waits until [`EPOCH`] says no read section that could hold it is open.
-pub struct IpiRetire {
+///
+/// `D` is the hook's domain, and says which of the two it is: only
+/// [`IpiRetire::new`] makes an `IpiRetire<IrqOffTables>` (no epoch) and only
+/// [`IpiRetire::with_epoch`] an `IpiRetire<EpochTables>` (with one).
+pub struct IpiRetire<D> {
+    /// The epoch a table also waits for: `Some` exactly when `D` is
+    /// [`EpochTables`].
+    epoch: Option<&'static Epoch<EpochTables, MAX_CPUS>>,
     /// Detached tables, the shootdown generation that frees them and their
     /// retirement epoch (0 without an epoch).
     pending: heapless::Vec<(PhysAddr, u64, u64), FRAMES>,
@@ -165,18 +205,41 @@ pub struct IpiRetire {
     pub retired: u64,
     /// Tables poisoned and given back.
     pub reused: u64,
+    domain: PhantomData<fn() -> D>,
 }
 
-impl IpiRetire {
-    /// No table pending.
-    pub const fn new() -> IpiRetire {
+impl IpiRetire<IrqOffTables> {
+    /// The hook of `guard=irq-off` boots, no table pending: a table waits for
+    /// the acknowledged shootdown alone, which is all [`IrqOffWalk`] needs.
+    pub const fn new() -> IpiRetire<IrqOffTables> {
         IpiRetire {
+            epoch: None,
             pending: heapless::Vec::new(),
             retired: 0,
             reused: 0,
+            domain: PhantomData,
         }
     }
+}
 
+impl IpiRetire<EpochTables> {
+    /// The hook of `guard=epoch` boots, no table pending: a table waits for
+    /// the acknowledged shootdown and for `epoch`, the one epoch of brand
+    /// [`EpochTables`].
+    pub const fn with_epoch(
+        epoch: &'static Epoch<EpochTables, MAX_CPUS>,
+    ) -> IpiRetire<EpochTables> {
+        IpiRetire {
+            epoch: Some(epoch),
+            pending: heapless::Vec::new(),
+            retired: 0,
+            reused: 0,
+            domain: PhantomData,
+        }
+    }
+}
+
+impl<D> IpiRetire<D> {
     fn give_back(&mut self, table: PhysAddr, pool: &mut FramePool<'_>) -> Result<(), PoolFull> {
         poison(table);
         self.reused += 1;
@@ -185,16 +248,21 @@ impl IpiRetire {
 }
 
 // SAFETY: pagepin's `Retire` contract: a detached table goes back to the pool
-// only from `reclaim`, once (1) every walk that could have loaded a pointer to
-// it has ended: with the interrupts-off guard, a shootdown started after the
-// detachment (generation `frees_at`, taken in `retire`, which the builder
-// calls after its detaching store) has been acknowledged by every online
-// CPU, which a CPU inside a walk cannot do (see `IrqOffWalk`); with
-// `guard=epoch` also `EPOCH.is_safe` for the table's retirement epoch; and
-// (2) that same completed shootdown invalidated every CPU's paging-structure
-// caches for the range (`shootdown::flush` runs `invlpg` on each CPU before
-// it acknowledges). The `broken-no-ack` build breaks (1) and (2) on purpose.
-unsafe impl Retire for IpiRetire {
+// only from `reclaim`, once (1) every walk under a guard of the hook's domain
+// `D` that could have loaded a pointer to it has ended. `D` is one of two
+// (the constructors): `IrqOffTables`, whose only guard is `IrqOffWalk`: a
+// shootdown started after the detachment (generation `frees_at`, taken in
+// `retire`, which the builder calls after its detaching store) has been
+// acknowledged by every online CPU, which a CPU inside such a walk cannot do
+// (see `IrqOffWalk`); or `EpochTables`, whose guards are the readers of the
+// one live epoch of that brand, `self.epoch`: also `is_safe` for the table's
+// retirement epoch. And (2) that same completed shootdown invalidated every
+// CPU's paging-structure caches for the range (`shootdown::flush` runs
+// `invlpg` on each CPU before it acknowledges). The `broken-no-ack` build
+// breaks (1) and (2) on purpose.
+unsafe impl<D> Retire for IpiRetire<D> {
+    type Domain = D;
+
     fn retire(&mut self, table: PhysAddr, pool: &mut FramePool<'_>) -> Result<(), PoolFull> {
         self.retired += 1;
         if cfg!(feature = "broken-no-ack") {
@@ -204,7 +272,7 @@ unsafe impl Retire for IpiRetire {
         // The builder calls this after clearing the entry that pointed to
         // `table`; the unmapper's shootdown (generation `next()`) starts after.
         let frees_at = shootdown::next();
-        let epoch = EPOCH.get().map_or(0, Epoch::retire_epoch);
+        let epoch = self.epoch.map_or(0, Epoch::retire_epoch);
         self.pending
             .push((table, frees_at, epoch))
             .map_err(|(frame, _, _)| PoolFull { frame })
@@ -215,7 +283,7 @@ unsafe impl Retire for IpiRetire {
         let mut i = 0;
         while i < self.pending.len() {
             let (table, frees_at, epoch) = self.pending[i];
-            let walks_done = EPOCH.get().is_none_or(|e| e.is_safe(epoch));
+            let walks_done = self.epoch.is_none_or(|e| e.is_safe(epoch));
             if frees_at <= done && walks_done {
                 self.give_back(table, pool)?;
                 self.pending.swap_remove(i);
@@ -255,10 +323,14 @@ impl IrqOffWalk {
     /// The caller promises that every page-table page the guarded walks can
     /// reach is reused only after a shootdown IPI that was sent after the
     /// table was detached has been acknowledged by every CPU that walks with
-    /// this guard (as [`IpiRetire`] does). On x86 an IPI is an interrupt, so a
-    /// CPU with interrupts off cannot acknowledge it before its walk ends; that
-    /// wait is the whole protection. (On aarch64 a broadcast TLBI interrupts
-    /// nobody: this guard would protect nothing there.)
+    /// this guard. The guarded walks are those of walkers of this guard's
+    /// domain, [`IrqOffTables`], whose tables go through [`IpiRetire::new`]'s
+    /// hook, which waits for every online CPU: what is left to promise is that
+    /// the walking CPUs are online (`shootdown::set_online` counted them). On
+    /// x86 an IPI is an interrupt, so a CPU with interrupts off cannot
+    /// acknowledge it before its walk ends; that wait is the whole protection.
+    /// (On aarch64 a broadcast TLBI interrupts nobody: this guard would protect
+    /// nothing there.)
     pub const unsafe fn new() -> IrqOffWalk {
         IrqOffWalk { _private: () }
     }
@@ -281,9 +353,10 @@ impl Drop for IrqOff {
 
 // SAFETY: while an `IrqOff` lives this CPU has interrupts off (`cli` is also a
 // compiler barrier, so the walk's loads stay inside the section) and cannot
-// acknowledge a shootdown IPI. By the constructor's promise, a table detached
-// at any moment is reused only after a shootdown *sent after the detachment*
-// was acknowledged by this CPU, i.e. after the section that may have loaded the
+// acknowledge a shootdown IPI. The walks it guards are of tables of domain
+// `IrqOffTables`. By the constructor's promise, such a table detached at any
+// moment is reused only after a shootdown *sent after the detachment* was
+// acknowledged by this CPU, i.e. after the section that may have loaded the
 // old entry has ended: the acknowledgement is a Release store made after the
 // section, the reuser's wait an Acquire load of it, so every load of the walk
 // happens before the reuse. A section that begins after this CPU acknowledged
@@ -291,6 +364,7 @@ impl Drop for IrqOff {
 // the initiator bumped (Release) after the detaching store: its walk sees the
 // table detached and cannot reach it.
 unsafe impl WalkGuard for IrqOffWalk {
+    type Domain = IrqOffTables;
     type Guard<'g> = IrqOff;
 
     fn enter(&self) -> IrqOff {

@@ -290,10 +290,18 @@ static DOORBELL: Doorbell = Doorbell {
     revoked: AtomicBool::new(false),
 };
 
+pagepin::epoch_brand!(
+    /// The brand of the device's epoch: the domain of the device's reader and
+    /// of the stage-2 builder's `EpochRetire`, so the device's GUP-fast
+    /// through the stage-2 tables compiles only under a reader of that epoch.
+    enum Stage2Tables
+);
+
 /// The state CPU 0 writes once before the other CPUs start.
 struct Shared {
     memmap: BackingMap,
-    epoch: Epoch<1>,
+    /// The one epoch of brand [`Stage2Tables`]: one reader slot, the device's.
+    epoch: Epoch<Stage2Tables, 1>,
     leases: LeaseRegistry<'static, 2>,
     access: DirectMap<'static>,
     root: PhysAddr,
@@ -378,7 +386,12 @@ fn tag(ipa: u64, generation: u64) -> u64 {
     ipa | (generation & 0xfff)
 }
 
-type Tables = TableBuilder<'static, Format, DirectMap<'static>, EpochRetire<'static, 1, 32>>;
+type Tables =
+    TableBuilder<'static, Format, DirectMap<'static>, EpochRetire<'static, Stage2Tables, 1, 32>>;
+
+/// A walker of the stage-2 tables (the builder's, or the device's over the
+/// same root), of their domain.
+type S2Walker<'a> = Walker<'a, Format, DirectMap<'static>, Stage2Tables>;
 
 /// The stage-2 TLB hook of the balloon's `TableUnmapper`: [`el2::flush_ipa_range`]
 /// stepping by the smallest leaf the unmap cleared.
@@ -656,7 +669,7 @@ fn expected_attr(mem_attr: u8) -> u8 {
 }
 
 /// Compares pagepin's walk of `ipa` with `AT S12E1R` and `AT S12E1W`.
-fn at_compare(walker: &Walker<'_, Format, DirectMap<'static>>, ipa: u64, stats: &mut AtStats) {
+fn at_compare(walker: &S2Walker<'_>, ipa: u64, stats: &mut AtStats) {
     stats.ipas += 1;
     let answer = match walker.translate(VirtAddr(ipa)) {
         Ok(WalkItem::Leaf(l)) => Answer::Leaf {
@@ -759,7 +772,7 @@ fn at_compare(walker: &Walker<'_, Format, DirectMap<'static>>, ipa: u64, stats: 
 }
 
 /// Prints the raw entries of the walk of `ipa`.
-fn print_raw_walk(walker: &Walker<'_, Format, DirectMap<'static>>, ipa: u64) {
+fn print_raw_walk(walker: &S2Walker<'_>, ipa: u64) {
     let geo = Format::GEOMETRY;
     let access = &shared().access;
     let mut table = walker.root();
@@ -859,12 +872,7 @@ fn map_probes(tables: &mut Tables, rng: &mut Rng, probes: &mut [Probe; PROBES]) 
 
 /// Compares every probe mapping's edges and a random inside, fixed IPAs,
 /// and every chunk's first and last pages.
-fn at_sweep(
-    walker: &Walker<'_, Format, DirectMap<'static>>,
-    probes: &[Probe],
-    rng: &mut Rng,
-    stats: &mut AtStats,
-) {
+fn at_sweep(walker: &S2Walker<'_>, probes: &[Probe], rng: &mut Rng, stats: &mut AtStats) {
     let (code, _) = el2::guest_page_range();
     let control = core::ptr::addr_of!(CONTROL) as u64;
     for ipa in [
@@ -998,7 +1006,11 @@ fn check_pinned(pfn: u64, ipa: u64, what: &str) -> u64 {
 /// CPU 1: pin, check, write, hold, check, release, until told to stop.
 fn device(shared: &'static Shared) {
     let reader = shared.epoch.reader().expect("the device's reader slot");
-    let walker = Walker::<Format, _>::new(&shared.access, shared.root);
+    // SAFETY: `shared.root` is the root of CPU 0's `tables`, the only builder
+    // of the stage-2 tables; every table it detaches is retired through its
+    // `EpochRetire` over `shared.epoch`, of domain `Stage2Tables`, and nothing
+    // else frees a table reachable from that root.
+    let walker = unsafe { S2Walker::new_in(&shared.access, shared.root) };
     let gup = Gup::new(walker, &shared.memmap);
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut out = [Pfn(0); MAX_PIN];
@@ -1253,7 +1265,7 @@ extern "C" fn stage2_main() -> ! {
             memmap: BackingMap {
                 waits: WaitTable::new(),
             },
-            epoch: Epoch::new(),
+            epoch: Epoch::new().expect("the first and only epoch of brand Stage2Tables"),
             leases: LeaseRegistry::new(),
             access,
             root,
@@ -1271,12 +1283,11 @@ extern "C" fn stage2_main() -> ! {
         *f = PhysAddr(base + i as u64 * PAGE);
     }
     let root_frames = Format::CONCATENATED_TABLES;
-    // SAFETY: (1) the only lockless walker of these tables is the device,
-    // which walks inside read sections of its reader of this epoch; (2) every
-    // unmap's TLB shootdown (the `Stage2Tlb` hook, inside `unmap`) completes
-    // before the builder's next map.
-    #[allow(unused_unsafe)]
-    let retire = unsafe { EpochRetire::<1, 32>::new(&shared.epoch) };
+    // SAFETY: every unmap's TLB shootdown (the `Stage2Tlb` hook, inside
+    // `unmap`) completes before the builder's next map. (That the device walks
+    // under a reader of this epoch is in the types: its walker has the
+    // hook's domain, `Stage2Tables`.)
+    let retire = unsafe { EpochRetire::<_, 1, 32>::new(&shared.epoch) };
     let mut tables = match Tables::with_root(
         &shared.access,
         root,
