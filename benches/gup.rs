@@ -42,7 +42,8 @@ fn gup_case<F: PagingFormat>(
     metas: &[PageMeta],
     leaf: u64,
 ) {
-    let mut memmap = SliceMemMap::<1>::new(Pfn(DATA >> 12), metas);
+    // SAFETY: this map is the only one counting on these metas.
+    let mut memmap = unsafe { SliceMemMap::<1>::new(Pfn(DATA >> 12), metas) };
     if leaf > KIB4 {
         memmap
             .add_region(Region {
@@ -69,7 +70,8 @@ fn gup_case<F: PagingFormat>(
     slots.push(PhysAddr(0x10_0000));
     let mut tables =
         // SAFETY: no walker or MMU reads these tables while the builder unmaps.
-        TableBuilder::<F, _, _>::new(&memory, FramePool::new(&mut slots), unsafe { ReclaimNow::new() }).unwrap();
+        // The pool's frames are this code's own, in no other pool.
+        TableBuilder::<F, _, _>::new(&memory, unsafe { FramePool::new(&mut slots) }, unsafe { ReclaimNow::new() }).unwrap();
     tables
         .map(
             &MapRequest::new(VirtAddr(VA), PhysAddr(DATA), GIB1, leaf)
@@ -92,7 +94,8 @@ fn gup_case<F: PagingFormat>(
                 )
                 .unwrap();
             assert_eq!((taken.pages, taken.stop), (PAGES, Stop::Complete));
-            release(&memmap, &out, Hold::Pin).unwrap();
+            // SAFETY: the pages were taken above by this code and are released once.
+            unsafe { release(&memmap, &out, Hold::Pin) }.unwrap();
         })
     });
 }
@@ -104,7 +107,8 @@ fn floor_case(g: &mut BenchmarkGroup<'_, WallTime>) {
     let mut slots: Vec<PhysAddr> = memory.frame_pas().collect();
     let mut tables =
         // SAFETY: no walker or MMU reads these tables while the builder unmaps.
-        TableBuilder::<Paging4Level, _, _>::new(&memory, FramePool::new(&mut slots), unsafe { ReclaimNow::new() })
+        // The pool's frames are this code's own, in no other pool.
+        TableBuilder::<Paging4Level, _, _>::new(&memory, unsafe { FramePool::new(&mut slots) }, unsafe { ReclaimNow::new() })
             .unwrap();
     tables
         .map(&MapRequest::new(VirtAddr(VA), PhysAddr(DATA), GIB1, KIB4))

@@ -68,7 +68,8 @@ impl Memory {
         for (pte, meta) in self.ptes.iter().zip(&self.metas) {
             let e = pte.load(Ordering::Relaxed);
             std::hint::black_box(e);
-            assert!(!meta.put(Hold::Pin, 1).unwrap().is_due());
+            // SAFETY: gives back a count this code took above.
+            assert!(!unsafe { meta.put(Hold::Pin, 1) }.unwrap().is_due());
         }
     }
 }
@@ -116,7 +117,8 @@ fn hot<P: GetPath>(metas: &[PageMeta]) {
         for meta in metas {
             // SAFETY: as in `pin_unpin`: at most two contexts per word.
             unsafe { P::get(meta, Hold::Pin, 1) }.unwrap();
-            assert!(!meta.put(Hold::Pin, 1).unwrap().is_due());
+            // SAFETY: gives back a count this code took above.
+            assert!(!unsafe { meta.put(Hold::Pin, 1) }.unwrap().is_due());
         }
     }
 }

@@ -192,7 +192,8 @@ fn bench(c: &mut Criterion) {
     let mut slots: Vec<PhysAddr> = memory.frame_pas().collect();
     let mut tables =
         // SAFETY: no walker or MMU reads these tables while the builder unmaps.
-        TableBuilder::<Paging4Level, _, _>::new(&memory, FramePool::new(&mut slots), unsafe { ReclaimNow::new() })
+        // The pool's frames are this code's own, in no other pool.
+        TableBuilder::<Paging4Level, _, _>::new(&memory, unsafe { FramePool::new(&mut slots) }, unsafe { ReclaimNow::new() })
             .unwrap();
     tables
         .map(

@@ -40,13 +40,15 @@ impl Clock for StdClock {
 
 fn bench(c: &mut Criterion) {
     let metas: Vec<PageMeta> = (0..PAGES).map(|_| PageMeta::new_allocated()).collect();
-    let memmap = SliceMemMap::<1>::new(Pfn(DATA >> 12), &metas);
+    // SAFETY: this map is the only one counting on these metas.
+    let memmap = unsafe { SliceMemMap::<1>::new(Pfn(DATA >> 12), &metas) };
     let frames: Vec<HostFrame> = (0..600).map(|_| HostFrame::new()).collect();
     let memory = HostMemory::new(&frames, PhysAddr(0x10_0000)).unwrap();
     let mut slots: Vec<PhysAddr> = memory.frame_pas().collect();
     let mut spaces = [TableBuilder::<Paging4Level, _, _>::new(
         &memory,
-        FramePool::new(&mut slots),
+        // SAFETY: the frames are this code's own, listed once, in no other pool.
+        unsafe { FramePool::new(&mut slots) },
         // SAFETY: no walker or MMU reads these tables while the builder unmaps.
         unsafe { ReclaimNow::new() },
     )
@@ -110,7 +112,9 @@ fn bench(c: &mut Criterion) {
         if pinned {
             pinned_meta.get(Hold::Pin, 1).unwrap();
         }
-        let mut unmapper = TableUnmapper::<_, _, _, _, 1>::new(&mut spaces, 12, NoTlbShootdown);
+        // SAFETY: every mapping of the truncated pages is in these spaces and registered below.
+        let mut unmapper =
+            unsafe { TableUnmapper::<_, _, _, _, 1>::new(&mut spaces, 12, NoTlbShootdown) };
         unmapper
             .add_mapping(FileMapping {
                 space: 0,
@@ -127,7 +131,8 @@ fn bench(c: &mut Criterion) {
                     while !started.load(StdOrdering::Acquire) || !pinned_meta.is_truncating() {
                         std::hint::spin_loop();
                     }
-                    if pinned_meta.put(Hold::Pin, 1).unwrap().is_due() {
+                    // SAFETY: gives back a count this code took above.
+                    if unsafe { pinned_meta.put(Hold::Pin, 1) }.unwrap().is_due() {
                         memmap.wake(pinned_pfn);
                     }
                 });

@@ -90,7 +90,8 @@ fn with_mapping<R>(
     ) -> R,
 ) -> R {
     let metas: Vec<PageMeta> = (0..PAGES).map(|_| PageMeta::new_allocated()).collect();
-    let mut memmap = SliceMemMap::<1>::new(Pfn(DATA >> 12), &metas);
+    // SAFETY: this map is the only one counting on these metas.
+    let mut memmap = unsafe { SliceMemMap::<1>::new(Pfn(DATA >> 12), &metas) };
     if leaf > KIB4 {
         memmap
             .add_region(Region {
@@ -106,7 +107,8 @@ fn with_mapping<R>(
     let mut slots: Vec<PhysAddr> = memory.frame_pas().collect();
     let mut tables =
         // SAFETY: no walker or MMU reads these tables while the builder unmaps.
-        TableBuilder::<Paging4Level, _, _>::new(&memory, FramePool::new(&mut slots), unsafe { ReclaimNow::new() })
+        // The pool's frames are this code's own, in no other pool.
+        TableBuilder::<Paging4Level, _, _>::new(&memory, unsafe { FramePool::new(&mut slots) }, unsafe { ReclaimNow::new() })
             .expect("a root");
     tables
         .map(
@@ -182,7 +184,8 @@ fn main() {
                     .expect("a valid range");
                 assert_eq!((taken.pages, taken.stop), (PAGES, Stop::Complete));
             });
-            release(gup.memmap(), &out, Hold::Pin).expect("pinned above");
+            // SAFETY: the pages were taken above by this code and are released once.
+            unsafe { release(gup.memmap(), &out, Hold::Pin) }.expect("pinned above");
             t
         });
         let mut unpins = Vec::new();
@@ -194,7 +197,8 @@ fn main() {
                 assert_eq!((taken.pages, taken.stop), (PAGES, Stop::Complete));
             });
             unpins.push(timed(|| {
-                release(gup.memmap(), &out, Hold::Pin).expect("pinned above")
+                // SAFETY: the pages were taken above by this code and are released once.
+                unsafe { release(gup.memmap(), &out, Hold::Pin) }.expect("pinned above")
             }));
             t
         });
@@ -215,7 +219,8 @@ fn main() {
                     .expect("a valid range");
                 assert_eq!((taken.pages, taken.stop), (PAGES, Stop::Complete));
             });
-            release(gup.memmap(), &out, Hold::Pin).expect("pinned above");
+            // SAFETY: the pages were taken above by this code and are released once.
+            unsafe { release(gup.memmap(), &out, Hold::Pin) }.expect("pinned above");
             t
         })
     });
@@ -253,7 +258,8 @@ fn main() {
 fn truncate_figures() -> (f64, f64) {
     with_mapping(KIB4, |_, tables, _| {
         let memmap_metas: Vec<PageMeta> = (0..PAGES).map(|_| PageMeta::new_allocated()).collect();
-        let memmap = SliceMemMap::<1>::new(Pfn(DATA >> 12), &memmap_metas);
+        // SAFETY: this map is the only one counting on these metas.
+        let memmap = unsafe { SliceMemMap::<1>::new(Pfn(DATA >> 12), &memmap_metas) };
         let words = as_words(&memmap_metas);
         let fetch_or = median_ns_per_page(|| {
             let t = timed(|| {
@@ -284,11 +290,14 @@ fn truncate_figures() -> (f64, f64) {
                 tables.map(&request).expect("unmapped by the last run");
             }
             first = false;
-            let mut unmapper = TableUnmapper::<_, _, _, _, 1>::new(
-                core::slice::from_mut(tables),
-                12,
-                NoTlbShootdown,
-            );
+            // SAFETY: every mapping of the truncated pages is in these spaces and registered below.
+            let mut unmapper = unsafe {
+                TableUnmapper::<_, _, _, _, 1>::new(
+                    core::slice::from_mut(tables),
+                    12,
+                    NoTlbShootdown,
+                )
+            };
             unmapper
                 .add_mapping(FileMapping {
                     space: 0,

@@ -147,7 +147,7 @@ use pagepin::memmap::{MemoryMap, OutsideMap, Pfn, Unit};
 use pagepin::meta::{GetErrorKind, Hold, PageMeta};
 use pagepin::table::{
     FramePool, HostFrame, HostMemory, LeafSizes, MapRequest, Perms, PhysAddr, PoolFull, Retire,
-    TableAccess, TableBuilder, VaRange, VirtAddr,
+    RetireError, TableAccess, TableBuilder, VaRange, VirtAddr,
 };
 use pagepin::truncate::{
     Extent, Failed, Lease, LeaseId, LeaseRegistry, Revoke, TlbShootdown, Truncate, Unmapper, Wait,
@@ -545,11 +545,15 @@ struct PoisonRetire<'a> {
 unsafe impl Retire for PoisonRetire<'_> {
     type Domain = DaxTables;
 
-    fn retire(&mut self, table: PhysAddr, pool: &mut FramePool<'_>) -> Result<(), PoolFull> {
+    unsafe fn retire(
+        &mut self,
+        table: PhysAddr,
+        pool: &mut FramePool<'_>,
+    ) -> Result<(), RetireError> {
         self.pending.push((table, self.epoch.retire_epoch()));
         self.retired += 1;
         if self.pending.len() > TABLE_FRAMES / 8 {
-            self.reclaim(pool)?;
+            self.reclaim(pool).map_err(RetireError::PoolFull)?;
         }
         Ok(())
     }
@@ -574,7 +578,8 @@ unsafe impl Retire for PoisonRetire<'_> {
                     // publishes it again after zero-filling orders these.
                     word.store(self.poison, Ordering::Relaxed);
                 }
-                pool.give_back(table)?;
+                // SAFETY: the frame came from this pool and nothing can reach it.
+                unsafe { pool.give_back(table) }?;
                 self.pending.swap_remove(i);
             } else {
                 i += 1;
@@ -594,7 +599,8 @@ struct CountingTlb {
     flushes: u64,
 }
 
-impl TlbShootdown for CountingTlb {
+// SAFETY: host tables: no MMU walks them, so no TLB caches them (a kernel's `invlpg` + IPI round or `TLBI` goes here).
+unsafe impl TlbShootdown for CountingTlb {
     fn flush(&mut self, _space: usize, _range: VaRange, _sizes: LeafSizes) {
         self.flushes += 1;
     }
@@ -615,7 +621,8 @@ struct FileUnmapper<'s, 'a> {
     tlb: &'s mut CountingTlb,
 }
 
-impl Unmapper for FileUnmapper<'_, '_> {
+// SAFETY: the file's reverse map lists every mapping of its pages in both spaces; each is unmapped through its builder and flushed through `CountingTlb` before `Ok`.
+unsafe impl Unmapper for FileUnmapper<'_, '_> {
     type Error = String;
 
     fn unmap_extent(&mut self, extent: Extent) -> Result<(), String> {
@@ -750,7 +757,8 @@ fn release_held(s: &Shared<'_, '_>, pfns: &[Pfn], held: &[Held], hold: Hold) {
             ));
         }
     }
-    if let Err(e) = release(s.map, pfns, hold) {
+    // SAFETY: the pages were taken above by this code and are released once.
+    if let Err(e) = unsafe { release(s.map, pfns, hold) } {
         s.oracle.violation(format_args!("release failed: {e}"));
     }
 }
@@ -1396,8 +1404,12 @@ pub fn run(config: Config) -> Summary {
         pending: Vec::new(),
         retired: 0,
     };
-    let x86 = X86Builder::new(&memory, FramePool::new(x86_pas), retire(0)).expect("a root");
-    let arm = ArmBuilder::new(&memory, FramePool::new(arm_pas), retire(1)).expect("a root");
+    // SAFETY: the frames are this code's own, listed once, in no other pool.
+    let x86 =
+        X86Builder::new(&memory, unsafe { FramePool::new(x86_pas) }, retire(0)).expect("a root");
+    // SAFETY: the frames are this code's own, listed once, in no other pool.
+    let arm =
+        ArmBuilder::new(&memory, unsafe { FramePool::new(arm_pas) }, retire(1)).expect("a root");
     let wake = || map.unpark_truncater();
     let holders: Vec<Holder> = (0..READERS)
         .map(|_| Holder {

@@ -187,7 +187,8 @@ struct StageTwoTlb {
     flushes: u64,
 }
 
-impl TlbShootdown for StageTwoTlb {
+// SAFETY: host tables: no MMU walks them, so no TLB caches them (a kernel's `TLBI IPAS2E1IS` or `INVEPT` goes here).
+unsafe impl TlbShootdown for StageTwoTlb {
     fn flush(&mut self, _vm: usize, range: VaRange, sizes: LeafSizes) {
         // Bare metal: `self.how` over `range`, one invalidation per
         // `sizes.smallest()` bytes.
@@ -282,7 +283,8 @@ fn run_vm<F: SecondStage>(s: &mut Summary) {
         lock: Mutex::new(()),
         cond: Condvar::new(),
     };
-    let mut map = SliceMemMap::new(Pfn(HOST_PFN), &metas);
+    // SAFETY: this map is the only one counting on these metas.
+    let mut map = unsafe { SliceMemMap::new(Pfn(HOST_PFN), &metas) };
     map.add_region(Region {
         first: Pfn(HOST_PFN),
         pages: HOST_PAGES,
@@ -300,15 +302,19 @@ fn run_vm<F: SecondStage>(s: &mut Summary) {
     let epoch = Epoch::<Stage2Tables, 2>::new().expect("one stage 2 at a time");
     let reader = epoch.reader().expect("a reader slot");
     let mut pool: Vec<PhysAddr> = memory.frame_pas().skip(F::ROOT_FRAMES).collect();
-    let stage2 = TableBuilder::<F, _, _>::with_root(
-        &memory,
-        TABLE_BASE,
-        FramePool::new(&mut pool),
-        // SAFETY: the host tables have no MMU: the example's TLB hook stands
-        // for the kernel's TLBI, made before the next map. (That the device
-        // walks under readers of `epoch` is in the types.)
-        unsafe { EpochRetire::<_, 2, 8>::new(&epoch) },
-    );
+    // SAFETY: the frames are this code's own, listed once, in no other pool.
+    // The root is this code's own memory, outside the pool.
+    let stage2 = unsafe {
+        TableBuilder::<F, _, _>::with_root(
+            &memory,
+            TABLE_BASE,
+            FramePool::new(&mut pool),
+            // SAFETY: the host tables have no MMU: the example's TLB hook stands
+            // for the kernel's TLBI, made before the next map. (That the device
+            // walks under readers of `epoch` is in the types.)
+            EpochRetire::<_, 2, 8>::new(&epoch),
+        )
+    };
     let mut vms = match stage2 {
         Ok(stage2) => [stage2],
         Err(e) => return s.check(false, format_args!("{name}: stage 2 root: {e}")),
@@ -408,7 +414,8 @@ fn run_vm<F: SecondStage>(s: &mut Summary) {
                 round += 1;
                 std::thread::yield_now();
             }
-            if release(&backing, &pfns, Hold::Pin).is_err() {
+            // SAFETY: the pages were taken above by this code and are released once.
+            if unsafe { release(&backing, &pfns, Hold::Pin) }.is_err() {
                 unpinned += 1;
             }
             drop(lease);
@@ -421,7 +428,8 @@ fn run_vm<F: SecondStage>(s: &mut Summary) {
             how: F::SHOOTDOWN,
             flushes: 0,
         };
-        let mut unmapper = TableUnmapper::<_, _, _, _, 1>::new(&mut vms, 12, tlb);
+        // SAFETY: every mapping of the truncated pages is in these spaces and registered below.
+        let mut unmapper = unsafe { TableUnmapper::<_, _, _, _, 1>::new(&mut vms, 12, tlb) };
         let wait = Wait {
             waiter: &events,
             clock: &clock,
@@ -496,7 +504,8 @@ fn run_vm<F: SecondStage>(s: &mut Summary) {
     );
     s.check(
         taken.is_ok_and(|t| t.stop == Stop::Complete)
-            && release(&backing, &pfns, Hold::Pin).is_ok(),
+            // SAFETY: the pages were taken above by this code and are released once.
+            && unsafe { release(&backing, &pfns, Hold::Pin) }.is_ok(),
         format_args!("{name}: unit 0 still pins: {taken:?}"),
     );
     s.pinned += DMA_PAGES;

@@ -201,7 +201,8 @@ struct FileMappings<'s, 'k> {
     mappings: Vec<MappedPages<'s, 'k>>,
 }
 
-impl Unmapper for FileMappings<'_, '_> {
+// SAFETY: every mapping of the file's pages is a `MappedPages` in this list; dropping one unmaps it and shoots the TLBs down before `Ok`.
+unsafe impl Unmapper for FileMappings<'_, '_> {
     type Error = UnmapError;
 
     fn unmap_extent(&mut self, extent: Extent) -> Result<(), UnmapError> {
@@ -312,7 +313,8 @@ pub fn run() -> Summary {
         .map(|_| PageMeta::new_allocated())
         .collect();
     let memory = HostMemory::new(&table_frames, TABLE_BASE).expect("aligned tables");
-    let mut memmap = SliceMemMap::new(Pfn(DATA_PFN), &metas);
+    // SAFETY: this map is the only one counting on these metas.
+    let mut memmap = unsafe { SliceMemMap::new(Pfn(DATA_PFN), &metas) };
     memmap
         .add_region(Region {
             first: Pfn(FILE_PFN),
@@ -328,7 +330,8 @@ pub fn run() -> Summary {
     // `epoch` is in the types: the walkers have its domain.)
     let retire = unsafe { EpochRetire::new(&epoch) };
     let tables =
-        TableBuilder::new(&memory, FramePool::new(&mut pool), retire).expect("a root table");
+        // SAFETY: the frames are this code's own, listed once, in no other pool.
+        TableBuilder::new(&memory, unsafe { FramePool::new(&mut pool) }, retire).expect("a root table");
     let space = AddressSpace::new(tables);
     let reader = epoch.reader().expect("a reader slot");
     let clock = Monotonic(Instant::now());

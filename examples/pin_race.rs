@@ -42,8 +42,8 @@ use pagepin::gup::{Gup, GupFlags, Stop, release};
 use pagepin::memmap::{MemoryMap, Pfn, Region, SliceMemMap};
 use pagepin::meta::{GetErrorKind, Hold, PageMeta};
 use pagepin::table::{
-    FramePool, HostFrame, HostMemory, MapRequest, Perms, PhysAddr, PoolFull, Retire, TableAccess,
-    TableBuilder, VirtAddr,
+    FramePool, HostFrame, HostMemory, MapRequest, Perms, PhysAddr, PoolFull, Retire, RetireError,
+    TableAccess, TableBuilder, VirtAddr,
 };
 use pagepin::truncate::{Extent, FileMapping, NoTlbShootdown, TableUnmapper, Truncate, Wait};
 use pagepin::wait::{Clock, SpinWaiter};
@@ -159,7 +159,8 @@ impl Data {
     }
 
     fn memmap(&self) -> SliceMemMap<'_> {
-        let mut map = SliceMemMap::new(Pfn(DATA_BASE >> 12), &self.metas);
+        // SAFETY: this map is the only one counting on these metas.
+        let mut map = unsafe { SliceMemMap::new(Pfn(DATA_BASE >> 12), &self.metas) };
         map.add_region(Region {
             first: Pfn(DATA_BASE >> 12),
             pages: HUGE_UNITS * 512,
@@ -186,11 +187,15 @@ struct PoisonRetire<'a> {
 unsafe impl Retire for PoisonRetire<'_> {
     type Domain = RaceTables;
 
-    fn retire(&mut self, table: PhysAddr, pool: &mut FramePool<'_>) -> Result<(), PoolFull> {
+    unsafe fn retire(
+        &mut self,
+        table: PhysAddr,
+        pool: &mut FramePool<'_>,
+    ) -> Result<(), RetireError> {
         self.pending.push((table, self.epoch.retire_epoch()));
         self.retired += 1;
         if self.pending.len() > TABLE_FRAMES / 2 {
-            self.reclaim(pool)?;
+            self.reclaim(pool).map_err(RetireError::PoolFull)?;
         }
         Ok(())
     }
@@ -212,7 +217,8 @@ unsafe impl Retire for PoisonRetire<'_> {
                     let word = self.memory.entry(table, index).expect("a pool frame");
                     word.store(POISON_ENTRY, Ordering::Relaxed);
                 }
-                pool.give_back(table)?;
+                // SAFETY: the frame came from this pool and nothing can reach it.
+                unsafe { pool.give_back(table) }?;
                 self.pending.swap_remove(i);
             } else {
                 i += 1;
@@ -316,7 +322,8 @@ fn walker(
                 data.violation(format_args!("{pfn} reallocated while held"));
             }
         }
-        if let Err(e) = release(gup.memmap(), held, hold) {
+        // SAFETY: the pages were taken above by this code and are released once.
+        if let Err(e) = unsafe { release(gup.memmap(), held, hold) } {
             data.violation(format_args!("release failed: {e}"));
         }
         if pin {
@@ -367,7 +374,8 @@ pub fn run(config: Config) -> Summary {
         retired: 0,
     };
     let mut tables =
-        TableBuilder::<Paging4Level, _, _>::new(&memory, FramePool::new(&mut slots), retire)
+        // SAFETY: the frames are this code's own, listed once, in no other pool.
+        TableBuilder::<Paging4Level, _, _>::new(&memory, unsafe { FramePool::new(&mut slots) }, retire)
             .expect("the pool holds a root");
     let gup = Gup::new(tables.walker(), &memmap);
     let stop = AtomicBool::new(false);
@@ -430,11 +438,14 @@ pub fn run(config: Config) -> Summary {
                         SlotState::Empty => unreachable!("matched above"),
                     };
                     let extent = Extent::new(Pfn(first >> 12), pages);
-                    let mut unmapper = TableUnmapper::<_, _, _, _, 1>::new(
-                        core::slice::from_mut(&mut tables),
-                        12,
-                        NoTlbShootdown,
-                    );
+                    // SAFETY: every mapping of the truncated pages is in these spaces and registered below.
+                    let mut unmapper = unsafe {
+                        TableUnmapper::<_, _, _, _, 1>::new(
+                            core::slice::from_mut(&mut tables),
+                            12,
+                            NoTlbShootdown,
+                        )
+                    };
                     let mapping = FileMapping {
                         space: 0,
                         va,

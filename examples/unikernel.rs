@@ -335,7 +335,8 @@ enum DaxUnmapError {
     SplitsLeaf(VirtAddr),
 }
 
-impl Unmapper for DaxUnmapper<'_> {
+// SAFETY: the reverse map lists every mapping of the file's blocks; the leaves are cleared and the TLBs shot down before `Ok`.
+unsafe impl Unmapper for DaxUnmapper<'_> {
     type Error = DaxUnmapError;
 
     fn unmap_extent(&mut self, extent: Extent) -> Result<(), DaxUnmapError> {
@@ -524,7 +525,8 @@ pub fn run() -> Summary {
         device_dma(&access, &frames, &pfns, &mut s);
         // The used ring says the request completed: unpin.
         s.check(
-            release(&frames, &pfns, Hold::Pin).is_ok(),
+            // SAFETY: the pages were taken above by this code and are released once.
+            unsafe { release(&frames, &pfns, Hold::Pin) }.is_ok(),
             "release the buffer",
         );
     }
@@ -619,7 +621,11 @@ pub fn run() -> Summary {
         }
     };
     // The reader's I/O completes.
-    s.check(release(&frames, &held, Hold::Pin).is_ok(), "release");
+    // SAFETY: the pages were taken above by this code and are released once.
+    s.check(
+        unsafe { release(&frames, &held, Hold::Pin) }.is_ok(),
+        "release",
+    );
     let clock = Tsc(Instant::now());
     let wait = Wait {
         waiter: &SpinWaiter,

@@ -92,7 +92,7 @@ use core::marker::PhantomData;
 use heapless::Vec;
 
 use crate::sync::{AtomicU64, Ordering, fence, op_count, spin_wait_hint};
-use crate::table::{FramePool, PhysAddr, PoolFull, Retire};
+use crate::table::{FramePool, PhysAddr, PoolFull, Retire, RetireError};
 
 /// A walk guard: while a guard returned by [`enter`](Self::enter) lives, the
 /// page tables the walk can reach stay page tables.
@@ -465,6 +465,13 @@ unsafe impl<B: EpochBrand, const SLOTS: usize> WalkGuard for EpochReader<'_, B, 
     }
 }
 
+/// How many times [`EpochRetire`] spins waiting for a walk to end before it
+/// gives up: a table it cannot keep is [`RetireError::Backlog`], a pool it
+/// cannot refill is the builder's `PoolExhausted`. About a millisecond of
+/// `spin_loop` hints: GUP-fast's read sections are far shorter, so it is
+/// reached only when a section stays open across the builder's call.
+pub const EPOCH_WAIT_SPINS: u32 = 1 << 16;
+
 /// The table builder's [`Retire`] hook over an [`Epoch`]: detached tables wait in
 /// a bounded list (`CAP`) until no walker can still read them.
 pub struct EpochRetire<'e, B: EpochBrand, const SLOTS: usize, const CAP: usize> {
@@ -524,13 +531,24 @@ unsafe impl<B: EpochBrand, const SLOTS: usize, const CAP: usize> Retire
 {
     type Domain = B;
 
-    fn retire(&mut self, table: PhysAddr, pool: &mut FramePool<'_>) -> Result<(), PoolFull> {
+    unsafe fn retire(
+        &mut self,
+        table: PhysAddr,
+        pool: &mut FramePool<'_>,
+    ) -> Result<(), RetireError> {
         let retired = self.epoch.retire_epoch();
         // The list is full: wait for the oldest walks to end. Read sections are
-        // short (one GUP-fast call), so this terminates.
+        // short (one GUP-fast call), but one may be open across this unmap (the
+        // caller's own, say), so the wait is bounded.
+        let mut spins = 0;
         while self.pending.is_full() {
-            self.reclaim(pool)?;
+            self.reclaim(pool).map_err(RetireError::PoolFull)?;
             if self.pending.is_full() {
+                if spins == EPOCH_WAIT_SPINS {
+                    return Err(RetireError::Backlog { table });
+                }
+                // `spins < EPOCH_WAIT_SPINS`: no overflow.
+                spins += 1;
                 spin_wait_hint();
             }
         }
@@ -541,20 +559,28 @@ unsafe impl<B: EpochBrand, const SLOTS: usize, const CAP: usize> Retire
 
     /// Gives back every retired table no walker can still read. If the pool is
     /// empty (the builder is about to fail for want of a frame) and something is
-    /// pending, first waits until the oldest walks end: read sections are one
-    /// GUP-fast call long, so this terminates.
+    /// pending, first waits until the oldest walks end, up to
+    /// [`EPOCH_WAIT_SPINS`] spins (after which the builder reports the pool
+    /// exhausted).
     fn reclaim(&mut self, pool: &mut FramePool<'_>) -> Result<(), PoolFull> {
-        while pool.free_count() == 0
+        let mut spins = 0;
+        while spins < EPOCH_WAIT_SPINS
+            && pool.free_count() == 0
             && !self.pending.is_empty()
             && !self.pending.iter().any(|&(_, e)| self.epoch.is_safe(e))
         {
+            // `spins < EPOCH_WAIT_SPINS`: no overflow.
+            spins += 1;
             spin_wait_hint();
         }
         let mut i = 0;
         while i < self.pending.len() {
             let (table, retired) = self.pending[i];
             if self.epoch.is_safe(retired) {
-                pool.give_back(table)?;
+                // SAFETY: `retire`'s caller detached `table` from a builder
+                // over `pool`, and `is_safe` found no walk that could hold it
+                // (see this impl's SAFETY comment).
+                unsafe { pool.give_back(table) }?;
                 self.pending.swap_remove(i);
             } else {
                 // `i < pending.len() <= CAP`: no overflow.
@@ -600,12 +626,14 @@ mod tests {
         let epoch = Epoch::<GiveBack, 1>::new().unwrap();
         let reader = epoch.reader().unwrap();
         let mut frames = [PhysAddr(0); 2];
-        let mut pool = FramePool::new(&mut frames);
+        // SAFETY: the frames are this code's own, listed once, in no other pool.
+        let mut pool = unsafe { FramePool::new(&mut frames) };
         let a = pool.take().unwrap();
         // SAFETY: the only reader is this epoch's; no MMU walks these frames.
         let mut retire = unsafe { EpochRetire::<_, 1, 4>::new(&epoch) };
         let guard = reader.enter();
-        retire.retire(a, &mut pool).unwrap();
+        // SAFETY: `a` came from `pool` and no table points to it.
+        unsafe { retire.retire(a, &mut pool) }.unwrap();
         retire.reclaim(&mut pool).unwrap();
         assert_eq!((retire.pending(), pool.free_count()), (1, 1));
         drop(guard);

@@ -48,7 +48,8 @@ pagepin::epoch_brand!(
 #[test]
 fn pins_under_the_tables_epoch_and_holds_their_retirement_back() {
     let metas: Vec<PageMeta> = (0..PAGES).map(|_| PageMeta::new_allocated()).collect();
-    let memmap = SliceMemMap::<1>::new(Pfn(DATA / KIB4), &metas);
+    // SAFETY: this map is the only one counting on these metas.
+    let memmap = unsafe { SliceMemMap::<1>::new(Pfn(DATA / KIB4), &metas) };
     let frames: Vec<HostFrame> = (0..8).map(|_| HostFrame::new()).collect();
     let memory = HostMemory::new(&frames, PhysAddr(0x10_0000)).unwrap();
     let mut slots: Vec<PhysAddr> = memory.frame_pas().collect();
@@ -56,7 +57,8 @@ fn pins_under_the_tables_epoch_and_holds_their_retirement_back() {
     // SAFETY: host tables: no MMU walks them, no TLB caches them.
     let retire = unsafe { EpochRetire::<_, 2, 8>::new(&epoch) };
     let mut tables =
-        TableBuilder::<Paging4Level, _, _>::new(&memory, FramePool::new(&mut slots), retire)
+        // SAFETY: the frames are this code's own, listed once, in no other pool.
+        TableBuilder::<Paging4Level, _, _>::new(&memory, unsafe { FramePool::new(&mut slots) }, retire)
             .unwrap();
     let rw = Perms::READ | Perms::WRITE;
     let len = PAGES as u64 * KIB4;
@@ -73,7 +75,8 @@ fn pins_under_the_tables_epoch_and_holds_their_retirement_back() {
         .unwrap();
     assert_eq!((taken.pages, taken.stop), (PAGES, Stop::Complete));
     assert_eq!(out[0], Pfn(DATA / KIB4));
-    release(&memmap, &out, Hold::Pin).unwrap();
+    // SAFETY: the pages were taken above by this code and are released once.
+    unsafe { release(&memmap, &out, Hold::Pin) }.unwrap();
     assert!(metas.iter().all(PageMeta::is_idle));
 
     // A read section open across the unmap keeps the detached tables (the
@@ -94,7 +97,8 @@ fn pins_under_the_tables_epoch_and_holds_their_retirement_back() {
 #[test]
 fn a_root_kept_apart_from_its_builder_names_its_domain() {
     let metas: Vec<PageMeta> = (0..PAGES).map(|_| PageMeta::new_allocated()).collect();
-    let memmap = SliceMemMap::<1>::new(Pfn(DATA / KIB4), &metas);
+    // SAFETY: this map is the only one counting on these metas.
+    let memmap = unsafe { SliceMemMap::<1>::new(Pfn(DATA / KIB4), &metas) };
     let frames: Vec<HostFrame> = (0..8).map(|_| HostFrame::new()).collect();
     let memory = HostMemory::new(&frames, PhysAddr(0x10_0000)).unwrap();
     let mut slots: Vec<PhysAddr> = memory.frame_pas().collect();
@@ -102,7 +106,8 @@ fn a_root_kept_apart_from_its_builder_names_its_domain() {
     // SAFETY: host tables: no MMU walks them, no TLB caches them.
     let retire = unsafe { EpochRetire::<_, 1, 8>::new(&epoch) };
     let mut tables =
-        TableBuilder::<Paging4Level, _, _>::new(&memory, FramePool::new(&mut slots), retire)
+        // SAFETY: the frames are this code's own, listed once, in no other pool.
+        TableBuilder::<Paging4Level, _, _>::new(&memory, unsafe { FramePool::new(&mut slots) }, retire)
             .unwrap();
     tables
         .map(
@@ -121,7 +126,8 @@ fn a_root_kept_apart_from_its_builder_names_its_domain() {
         .get_pages(&reader, VirtAddr(VA), KIB4, GupFlags::PIN, &mut out)
         .unwrap();
     assert_eq!((taken.pages, out[0]), (1, Pfn(DATA / KIB4)));
-    release(&memmap, &out, Hold::Pin).unwrap();
+    // SAFETY: the pages were taken above by this code and are released once.
+    unsafe { release(&memmap, &out, Hold::Pin) }.unwrap();
 }
 
 #[test]

@@ -48,7 +48,8 @@ impl Data {
     }
 
     fn map(&self) -> SliceMemMap<'_> {
-        let mut map = SliceMemMap::new(pfn(DATA_BASE), &self.metas);
+        // SAFETY: this map is the only one counting on these metas.
+        let mut map = unsafe { SliceMemMap::new(pfn(DATA_BASE), &self.metas) };
         map.add_region(Region {
             first: pfn(DAX),
             pages: 4 * 512,
@@ -79,7 +80,8 @@ fn with_gup<F: PagingFormat>(
     let mut slots: Vec<PhysAddr> = memory.frame_pas().collect();
     let mut tables =
         // SAFETY: no walker or MMU reads these tables while the builder unmaps.
-        TableBuilder::<F, _, _>::new(&memory, FramePool::new(&mut slots), unsafe { ReclaimNow::new() }).unwrap();
+        // The pool's frames are this code's own, in no other pool.
+        TableBuilder::<F, _, _>::new(&memory, unsafe { FramePool::new(&mut slots) }, unsafe { ReclaimNow::new() }).unwrap();
     for m in maps {
         tables.map(m).unwrap();
     }
@@ -133,7 +135,8 @@ fn small_leaves_one_rmw_each() {
             assert_eq!(*p, pfn(SMALL + i as u64 * KIB4));
             assert_eq!(gup.memmap().unit(*p).unwrap().meta.pins(), 1);
         }
-        release(gup.memmap(), &out, Hold::Pin).unwrap();
+        // SAFETY: the pages were taken above by this code and are released once.
+        unsafe { release(gup.memmap(), &out, Hold::Pin) }.unwrap();
     });
 }
 
@@ -164,7 +167,8 @@ fn a_huge_leaf_over_its_unit_is_one_rmw() {
         assert_eq!(head_meta(gup.memmap(), DAX + MIB2).refs(), 512);
         // Released page by page, on the same head.
         for p in &out {
-            release(gup.memmap(), core::slice::from_ref(p), Hold::Ref).unwrap();
+            // SAFETY: the pages were taken above by this code and are released once.
+            unsafe { release(gup.memmap(), core::slice::from_ref(p), Hold::Ref) }.unwrap();
         }
     });
     let va = 0x80_0000_0000;
@@ -178,7 +182,8 @@ fn a_huge_leaf_over_its_unit_is_one_rmw() {
         assert_eq!(taken.pages, 1 << 18);
         assert_eq!(out[(1 << 18) - 1], pfn(GIANT + GIB1 - KIB4));
         op_count::reset();
-        release(gup.memmap(), &out, Hold::Pin).unwrap();
+        // SAFETY: the pages were taken above by this code and are released once.
+        unsafe { release(gup.memmap(), &out, Hold::Pin) }.unwrap();
         assert_eq!(op_count::get().rmw, 1, "and one RMW to release");
     });
 }
@@ -198,7 +203,8 @@ fn a_huge_leaf_over_small_units_counts_each() {
             .unwrap();
         assert_eq!(op_count::get().rmw, 512);
         assert_eq!(taken.pages, 512);
-        release(gup.memmap(), &out, Hold::Pin).unwrap();
+        // SAFETY: the pages were taken above by this code and are released once.
+        unsafe { release(gup.memmap(), &out, Hold::Pin) }.unwrap();
     });
 }
 
@@ -214,11 +220,13 @@ fn one_extent_two_mappings_one_counting_meta() {
     let (first, second) = slots.split_at_mut(16);
     let mut huge =
         // SAFETY: no walker or MMU reads these tables while the builder unmaps.
-        TableBuilder::<Paging4Level, _, _>::new(&memory, FramePool::new(first), unsafe { ReclaimNow::new() })
+        // The pool's frames are this code's own, in no other pool.
+        TableBuilder::<Paging4Level, _, _>::new(&memory, unsafe { FramePool::new(first) }, unsafe { ReclaimNow::new() })
             .unwrap();
     let mut small =
         // SAFETY: no walker or MMU reads these tables while the builder unmaps.
-        TableBuilder::<Paging4Level, _, _>::new(&memory, FramePool::new(second), unsafe { ReclaimNow::new() })
+        // The pool's frames are this code's own, in no other pool.
+        TableBuilder::<Paging4Level, _, _>::new(&memory, unsafe { FramePool::new(second) }, unsafe { ReclaimNow::new() })
             .unwrap();
     huge.map(&map(0x20_0000, DAX, MIB2, MIB2)).unwrap();
     small.map(&map(0x7000_0000, DAX, MIB2, KIB4)).unwrap();
@@ -236,8 +244,10 @@ fn one_extent_two_mappings_one_counting_meta() {
     let head = head_meta(&memmap, DAX);
     assert_eq!(head.pins(), 1024);
     assert_eq!(data.metas[1].pins(), 0, "only the head counts");
-    release(&memmap, &a, Hold::Pin).unwrap();
-    release(&memmap, &b, Hold::Pin).unwrap();
+    // SAFETY: the pages were taken above by this code and are released once.
+    unsafe { release(&memmap, &a, Hold::Pin) }.unwrap();
+    // SAFETY: the pages were taken above by this code and are released once.
+    unsafe { release(&memmap, &b, Hold::Pin) }.unwrap();
     assert!(head.is_idle());
 }
 
@@ -266,7 +276,8 @@ fn partial_huge_leaf_and_holes() {
         );
         assert_eq!(out[0], pfn(DAX + MIB2 - 3 * KIB4));
         assert_eq!(head_meta(gup.memmap(), DAX).refs(), 3);
-        release(gup.memmap(), &out[..3], Hold::Ref).unwrap();
+        // SAFETY: the pages were taken above by this code and are released once.
+        unsafe { release(gup.memmap(), &out[..3], Hold::Ref) }.unwrap();
     });
 }
 
@@ -286,7 +297,8 @@ fn output_full_is_a_partial_result() {
             }
         );
         assert_eq!(head_meta(gup.memmap(), DAX).pins(), 10);
-        release(gup.memmap(), &out, Hold::Pin).unwrap();
+        // SAFETY: the pages were taken above by this code and are released once.
+        unsafe { release(gup.memmap(), &out, Hold::Pin) }.unwrap();
         let taken = gup
             .get_pages(&guard(), VirtAddr(va), MIB2, GupFlags::PIN, &mut [])
             .unwrap();
@@ -319,7 +331,8 @@ fn permissions_are_checked_and_the_fault_hook_fixes_them() {
                 missing: Perms::WRITE
             }
         );
-        release(gup.memmap(), &out[..1], Hold::Ref).unwrap();
+        // SAFETY: the pages were taken above by this code and are released once.
+        unsafe { release(gup.memmap(), &out[..1], Hold::Ref) }.unwrap();
         // A hook that cannot fix anything is asked once per address.
         let mut asked = Vec::new();
         let mut hook = |va: VirtAddr, _| {
@@ -358,9 +371,14 @@ fn the_fault_hook_maps_and_the_walk_continues() {
     let mut slots: Vec<PhysAddr> = memory.frame_pas().collect();
     let tables = core::cell::RefCell::new(
         // SAFETY: no walker or MMU reads these tables while the builder unmaps.
-        TableBuilder::<Paging4Level, _, _>::new(&memory, FramePool::new(&mut slots), unsafe {
-            ReclaimNow::new()
-        })
+        // The pool's frames are this code's own, in no other pool.
+        TableBuilder::<Paging4Level, _, _>::new(
+            &memory,
+            // SAFETY: the pool's frames are this code's own, in no other pool.
+            unsafe { FramePool::new(&mut slots) },
+            // SAFETY: no walker or MMU reads these tables while the builder unmaps.
+            unsafe { ReclaimNow::new() },
+        )
         .unwrap(),
     );
     let va = 0x40_0000;
@@ -396,7 +414,8 @@ fn the_fault_hook_maps_and_the_walk_continues() {
     );
     assert_eq!(faults, 3);
     assert_eq!(out[3], pfn(SMALL + 3 * KIB4));
-    release(&memmap, &out, Hold::Ref).unwrap();
+    // SAFETY: the pages were taken above by this code and are released once.
+    unsafe { release(&memmap, &out, Hold::Ref) }.unwrap();
 }
 
 #[test]
@@ -427,7 +446,8 @@ fn refused_pages_leak_nothing() {
                 }
             );
             assert_eq!(dax_head.pins(), 0);
-            release(gup.memmap(), &out[..2], Hold::Pin).unwrap();
+            // SAFETY: the pages were taken above by this code and are released once.
+            unsafe { release(gup.memmap(), &out[..2], Hold::Pin) }.unwrap();
             // SAFETY: this test set the mark itself and no truncate uses it.
             unsafe { dax_head.unmark_truncating() }.unwrap();
         },
@@ -517,7 +537,8 @@ fn pfns_outside_the_map_stop_the_walk() {
                     }
                 }
             );
-            release(gup.memmap(), &out[..1], Hold::Pin).unwrap();
+            // SAFETY: the pages were taken above by this code and are released once.
+            unsafe { release(gup.memmap(), &out[..1], Hold::Pin) }.unwrap();
         },
     );
 }
@@ -564,7 +585,8 @@ fn the_recheck_catches_a_leaf_or_parent_change() {
         let mut slots: Vec<PhysAddr> = memory.frame_pas().collect();
         let mut tables = TableBuilder::<Paging4Level, _, _>::new(
             &memory,
-            FramePool::new(&mut slots),
+            // SAFETY: the frames are this code's own, listed once, in no other pool.
+            unsafe { FramePool::new(&mut slots) },
             // SAFETY: no walker or MMU reads these tables while the builder unmaps.
             unsafe { ReclaimNow::new() },
         )
@@ -617,7 +639,8 @@ fn the_recheck_catches_a_leaf_or_parent_change() {
             memmap.unit(pfn(SMALL + KIB4)).unwrap().meta.is_idle(),
             "undone"
         );
-        release(&memmap, &out[..taken.pages], Hold::Pin).unwrap();
+        // SAFETY: the pages were taken above by this code and are released once.
+        unsafe { release(&memmap, &out[..taken.pages], Hold::Pin) }.unwrap();
         assert!(memmap.unit(pfn(SMALL)).unwrap().meta.is_idle(), "no leak");
     }
 }
@@ -651,7 +674,8 @@ fn batches_across_tables_keep_one_rmw_per_leaf_and_stop_exactly() {
         for (i, p) in out.iter().enumerate() {
             assert_eq!(*p, pfn(SMALL + i as u64 * KIB4));
         }
-        release(gup.memmap(), &out, Hold::Pin).unwrap();
+        // SAFETY: the pages were taken above by this code and are released once.
+        unsafe { release(gup.memmap(), &out, Hold::Pin) }.unwrap();
         // The output fills in the middle of a batch.
         let taken = gup
             .get_pages(
@@ -671,7 +695,8 @@ fn batches_across_tables_keep_one_rmw_per_leaf_and_stop_exactly() {
                 }
             }
         );
-        release(gup.memmap(), &out[..77], Hold::Pin).unwrap();
+        // SAFETY: the pages were taken above by this code and are released once.
+        unsafe { release(gup.memmap(), &out[..77], Hold::Pin) }.unwrap();
     });
     for clear_parent in [false, true] {
         let data = Data::new();
@@ -681,7 +706,8 @@ fn batches_across_tables_keep_one_rmw_per_leaf_and_stop_exactly() {
         let mut slots: Vec<PhysAddr> = memory.frame_pas().collect();
         let mut tables = TableBuilder::<Paging4Level, _, _>::new(
             &memory,
-            FramePool::new(&mut slots),
+            // SAFETY: the frames are this code's own, listed once, in no other pool.
+            unsafe { FramePool::new(&mut slots) },
             // SAFETY: no walker or MMU reads these tables while the builder unmaps.
             unsafe { ReclaimNow::new() },
         )
@@ -728,7 +754,8 @@ fn batches_across_tables_keep_one_rmw_per_leaf_and_stop_exactly() {
             let pins = memmap.unit(pfn(SMALL + i * KIB4)).unwrap().meta.pins();
             assert_eq!(pins, u32::from(i < stopped_at as u64), "leaf {i}");
         }
-        release(&memmap, &out[..taken.pages], Hold::Pin).unwrap();
+        // SAFETY: the pages were taken above by this code and are released once.
+        unsafe { release(&memmap, &out[..taken.pages], Hold::Pin) }.unwrap();
     }
 }
 
@@ -745,9 +772,11 @@ fn final_release_of_a_truncating_page_wakes_its_slot() {
         head.mark_truncating().unwrap();
         let slot = gup.memmap().waits().slot(pfn(DAX));
         let ticket = slot.register();
-        release(gup.memmap(), &out[..511], Hold::Pin).unwrap();
+        // SAFETY: the pages were taken above by this code and are released once.
+        unsafe { release(gup.memmap(), &out[..511], Hold::Pin) }.unwrap();
         assert!(!slot.woken_since(&ticket), "not idle yet");
-        release(gup.memmap(), &out[511..], Hold::Pin).unwrap();
+        // SAFETY: the pages were taken above by this code and are released once.
+        unsafe { release(gup.memmap(), &out[511..], Hold::Pin) }.unwrap();
         assert!(slot.woken_since(&ticket), "the final release woke the slot");
         slot.deregister(ticket);
         // SAFETY: this test set the mark itself and no truncate uses it.
@@ -763,10 +792,13 @@ fn double_release_is_a_typed_error() {
         let _ = gup
             .get_pages(&guard(), VirtAddr(va), 2 * KIB4, GupFlags::PIN, &mut out)
             .unwrap();
-        release(gup.memmap(), &out[..1], Hold::Pin).unwrap();
-        let e = release(gup.memmap(), &out, Hold::Pin).unwrap_err();
+        // SAFETY: the pages were taken above by this code and are released once.
+        unsafe { release(gup.memmap(), &out[..1], Hold::Pin) }.unwrap();
+        // SAFETY: the pages were taken above by this code and are released once.
+        let e = unsafe { release(gup.memmap(), &out, Hold::Pin) }.unwrap_err();
         assert_eq!((e.released, e.pfn), (0, out[0]));
-        release(gup.memmap(), &out[1..], Hold::Pin).unwrap();
+        // SAFETY: the pages were taken above by this code and are released once.
+        unsafe { release(gup.memmap(), &out[1..], Hold::Pin) }.unwrap();
     });
 }
 
@@ -800,7 +832,8 @@ fn the_toy_format_works_too() {
                 5,
                 "four 4 KiB leaves and one 16 KiB leaf"
             );
-            release(gup.memmap(), &out, Hold::Pin).unwrap();
+            // SAFETY: the pages were taken above by this code and are released once.
+            unsafe { release(gup.memmap(), &out, Hold::Pin) }.unwrap();
         },
     );
 }
@@ -824,7 +857,8 @@ fn multi_page_leaves_in_runs() {
     let mut slots: Vec<PhysAddr> = (0..4).map(|i| PhysAddr(0x100_0000 + i * KIB64)).collect();
     let mut tables =
         // SAFETY: no walker or MMU reads these tables while the builder unmaps.
-        TableBuilder::<Stage1G64K48, _, _>::new(&memory, FramePool::new(&mut slots), unsafe { ReclaimNow::new() })
+        // The pool's frames are this code's own, in no other pool.
+        TableBuilder::<Stage1G64K48, _, _>::new(&memory, unsafe { FramePool::new(&mut slots) }, unsafe { ReclaimNow::new() })
             .unwrap();
     let va = 0x4000_0000;
     tables.map(&map(va, SMALL, 6 * KIB64, KIB64)).unwrap();
@@ -854,7 +888,8 @@ fn multi_page_leaves_in_runs() {
     for (i, p) in out.iter().enumerate() {
         assert_eq!(*p, pfn(SMALL + 3 * KIB4 + i as u64 * KIB4));
     }
-    release(&memmap, &out, Hold::Pin).unwrap();
+    // SAFETY: the pages were taken above by this code and are released once.
+    unsafe { release(&memmap, &out, Hold::Pin) }.unwrap();
     let mut out = vec![Pfn(0); 80];
     let taken = gup
         .get_pages(
@@ -869,7 +904,8 @@ fn multi_page_leaves_in_runs() {
     for (i, p) in out.iter().enumerate() {
         assert_eq!(*p, pfn(SMALL + 3 * KIB4 + i as u64 * KIB4));
     }
-    release(&memmap, &out, Hold::Pin).unwrap();
+    // SAFETY: the pages were taken above by this code and are released once.
+    unsafe { release(&memmap, &out, Hold::Pin) }.unwrap();
     assert!(
         data.metas
             .iter()

@@ -66,7 +66,8 @@ fn check_at<F: PagingFormat>(block: u64, base: u64) {
     let small_pa = DATA + block;
     let pages = ((block + SMALL_LEAVES * page) / KIB4) as usize;
     let metas: Vec<PageMeta> = (0..pages).map(|_| PageMeta::new_allocated()).collect();
-    let mut memmap = SliceMemMap::<1>::new(Pfn(DATA >> 12), &metas);
+    // SAFETY: this map is the only one counting on these metas.
+    let mut memmap = unsafe { SliceMemMap::<1>::new(Pfn(DATA >> 12), &metas) };
     memmap
         .add_region(Region {
             first: Pfn(DATA >> 12),
@@ -89,18 +90,23 @@ fn check_at<F: PagingFormat>(block: u64, base: u64) {
         .step_by(per_table)
         .collect();
     let mut tables = if F::GEOMETRY.entries(0) > F::GEOMETRY.entries(1) {
-        TableBuilder::<F, _, _>::with_root(
-            &memory,
-            TABLE_BASE,
-            FramePool::new(&mut slots),
-            // SAFETY: no walker or MMU reads these tables while the builder unmaps.
-            unsafe { ReclaimNow::new() },
-        )
+        // SAFETY: the frames are this code's own, listed once, in no other pool.
+        // The root is this code's own memory, outside the pool.
+        unsafe {
+            TableBuilder::<F, _, _>::with_root(
+                &memory,
+                TABLE_BASE,
+                FramePool::new(&mut slots),
+                // SAFETY: no walker or MMU reads these tables while the builder unmaps.
+                ReclaimNow::new(),
+            )
+        }
         .unwrap()
     } else {
         slots.push(TABLE_BASE);
         // SAFETY: no walker or MMU reads these tables while the builder unmaps.
-        TableBuilder::<F, _, _>::new(&memory, FramePool::new(&mut slots), unsafe {
+        // The pool's frames are this code's own, in no other pool.
+        TableBuilder::<F, _, _>::new(&memory, unsafe { FramePool::new(&mut slots) }, unsafe {
             ReclaimNow::new()
         })
         .unwrap()
@@ -163,7 +169,8 @@ fn check_at<F: PagingFormat>(block: u64, base: u64) {
         memmap.unit(Pfn(DATA >> 12)).unwrap().meta.pins() as u64,
         block / KIB4
     );
-    release(&memmap, &out, Hold::Pin).unwrap();
+    // SAFETY: the pages were taken above by this code and are released once.
+    unsafe { release(&memmap, &out, Hold::Pin) }.unwrap();
     assert!(
         metas.iter().all(|m| m.load() == MetaWord::ALLOCATED_IDLE),
         "{}",

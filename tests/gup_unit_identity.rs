@@ -204,7 +204,8 @@ fn split_under_the_walker(leaves: Leaves, refault: Refault, versioned: bool) {
     let mut slots: Vec<PhysAddr> = memory.frame_pas().collect();
     let mut tables =
         // SAFETY: no walker or MMU reads these tables while the builder unmaps.
-        TableBuilder::<Paging4Level, _, _>::new(&memory, FramePool::new(&mut slots), unsafe { ReclaimNow::new() })
+        // The pool's frames are this code's own, in no other pool.
+        TableBuilder::<Paging4Level, _, _>::new(&memory, unsafe { FramePool::new(&mut slots) }, unsafe { ReclaimNow::new() })
             .unwrap();
     let leaf = match leaves {
         Leaves::Small => KIB4,
@@ -277,7 +278,8 @@ fn split_under_the_walker(leaves: Leaves, refault: Refault, versioned: bool) {
         1,
         "{case}: P's owner still holds its pin"
     );
-    release(&map, &[p], Hold::Pin).unwrap();
+    // SAFETY: the pages were taken above by this code and are released once.
+    unsafe { release(&map, &[p], Hold::Pin) }.unwrap();
     assert_eq!(map.meta(p).load(), MetaWord::ALLOCATED_IDLE);
 }
 
@@ -315,7 +317,8 @@ fn an_unchanged_map_takes_everything_with_or_without_a_version() {
         let mut slots: Vec<PhysAddr> = memory.frame_pas().collect();
         let mut tables = TableBuilder::<Paging4Level, _, _>::new(
             &memory,
-            FramePool::new(&mut slots),
+            // SAFETY: the frames are this code's own, listed once, in no other pool.
+            unsafe { FramePool::new(&mut slots) },
             // SAFETY: no walker or MMU reads these tables while the builder unmaps.
             unsafe { ReclaimNow::new() },
         )
@@ -360,7 +363,8 @@ fn an_unchanged_map_takes_everything_with_or_without_a_version() {
                 "block 1 page {i}"
             );
         }
-        release(&map, &out, Hold::Pin).unwrap();
+        // SAFETY: the pages were taken above by this code and are released once.
+        unsafe { release(&map, &out, Hold::Pin) }.unwrap();
         assert_eq!(map.meta(Pfn(BASE)).load(), MetaWord::ALLOCATED_IDLE);
     }
 }

@@ -47,7 +47,8 @@ fn model<P: GetPath>(free: fn(&PageMeta) -> bool, allocate: fn(&PageMeta) -> boo
                         generation == 0 || generation == 1,
                         "invariant 3 (a holder read torn page contents): {generation}"
                     );
-                    let released = page.meta.put(Hold::Ref, 1);
+                    // SAFETY: gives back a count this code took above.
+                    let released = unsafe { page.meta.put(Hold::Ref, 1) };
                     assert!(
                         released.is_ok(),
                         "invariant 1 (the page was freed under its holder, whose put failed): {released:?}"

@@ -58,7 +58,8 @@ impl World {
     }
 
     fn memmap(&self) -> SliceMemMap<'_, 1, 1> {
-        SliceMemMap::new(Pfn(DATA_PFN), &self.metas)
+        // SAFETY: this map is the only one counting on these metas.
+        unsafe { SliceMemMap::new(Pfn(DATA_PFN), &self.metas) }
     }
 
     fn meta(&self, pfn: Pfn) -> &PageMeta {
@@ -132,7 +133,8 @@ fn walker(world: &World, guard: &dyn WalkGuardDyn, dropped: Option<Dropped>) {
     let (pages, _stop) = guard.run(world, &memmap, dropped, &mut out);
     if pages == 1 {
         world.check_pinned(out[0]);
-        release(&memmap, &out, Hold::Pin).unwrap();
+        // SAFETY: the pages were taken above by this code and are released once.
+        unsafe { release(&memmap, &out, Hold::Pin) }.unwrap();
     }
 }
 

@@ -66,8 +66,8 @@ fn busy_truncate_is_woken<P: GetPath>(mark: fn(&PageMeta) -> bool) {
             // SAFETY: one getter thread and no interrupts in the model: one
             // context between the add and the undo, ≤ MAX_CPUS.
             thread::spawn(move || match unsafe { P::get(&page, Hold::Pin, 2) } {
-                Ok(()) => page
-                    .put(Hold::Pin, 2)
+                // SAFETY: gives back a count this code took above.
+                Ok(()) => unsafe { page.put(Hold::Pin, 2) }
                     .expect("invariant 4 (the holder's own pin was lost)"),
                 Err(e) => e.wake,
             })
@@ -107,8 +107,8 @@ fn two_holders_wake(mark: fn(&PageMeta) -> bool) {
                     page.get_with::<CasLoop>(hold, n)
                 };
                 match got {
-                    Ok(()) => page
-                        .put(hold, n)
+                    // SAFETY: gives back a count this code took above.
+                    Ok(()) => unsafe { page.put(hold, n) }
                         .expect("invariant 4 (a holder's own count was lost, two holders)"),
                     Err(e) => e.wake,
                 }

@@ -65,7 +65,8 @@ fn model(put: fn(&PageMeta) -> bool) {
 }
 
 fn put_ref(page: &PageMeta) -> bool {
-    page.put(Hold::Ref, 1).is_ok()
+    // SAFETY: gives back a count this code took above.
+    unsafe { page.put(Hold::Ref, 1) }.is_ok()
 }
 
 fn fetch_sub_ref(page: &PageMeta) -> bool {

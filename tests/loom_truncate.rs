@@ -119,7 +119,8 @@ const WAIT: Wait<'static> = Wait {
 /// Unmaps P from the toy tables: VA 0's leaf.
 struct ClearVa0<'a>(&'a Tables);
 
-impl Unmapper for ClearVa0<'_> {
+// SAFETY: VA 0's leaf is the only mapping of P, and the toy tables have no TLB.
+unsafe impl Unmapper for ClearVa0<'_> {
     type Error = core::convert::Infallible;
 
     fn unmap_extent(&mut self, _: Extent) -> Result<(), Self::Error> {
@@ -194,13 +195,15 @@ fn protocol() {
                 contents, 1,
                 "invariant 1 (truncate protocol: a pinned page was poisoned)"
             );
-            release(&map, &out, Hold::Pin).unwrap();
+            // SAFETY: the pages were taken above by this code and are released once.
+            unsafe { release(&map, &out, Hold::Pin) }.unwrap();
         }
         // Acquire: pairs with the truncater's Release after its drain.
         let after_drain = world.drained.load(Ordering::Acquire);
         let again = pin(&mut out);
         if again == 1 {
-            release(&map, &out, Hold::Pin).unwrap();
+            // SAFETY: the pages were taken above by this code and are released once.
+            unsafe { release(&map, &out, Hold::Pin) }.unwrap();
         }
         assert!(
             !(after_drain && again == 1),
@@ -248,14 +251,16 @@ fn handshake(mistake: Option<Mistake>) {
             pages: &pages,
             truncater: truncater.thread().clone(),
         };
-        release(&map, &[P], Hold::Pin).unwrap();
+        // SAFETY: the pages were taken above by this code and are released once.
+        unsafe { release(&map, &[P], Hold::Pin) }.unwrap();
         truncater.join().unwrap();
     });
 }
 
 struct NothingToUnmap;
 
-impl Unmapper for NothingToUnmap {
+// SAFETY: the model's pages are mapped by no table.
+unsafe impl Unmapper for NothingToUnmap {
     type Error = core::convert::Infallible;
 
     fn unmap_extent(&mut self, _: Extent) -> Result<(), Self::Error> {

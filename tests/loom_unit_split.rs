@@ -173,7 +173,8 @@ fn gup_vs_unit_split(versioned: bool, dropped: Option<Dropped>) {
             // only pin in the model). While it does, the unit cannot change.
             let now = world.map.unit(Q).unwrap();
             assert_eq!(now.meta.pins(), 1, "{RETURNED_ON_ANOTHER_META}");
-            release(&world.map, &out, Hold::Pin).unwrap();
+            // SAFETY: the pages were taken above by this code and are released once.
+            unsafe { release(&world.map, &out, Hold::Pin) }.unwrap();
         }
         truncater.join().unwrap();
         // Everyone but Q's owner has released: P is idle, Q holds its owner's

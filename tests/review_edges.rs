@@ -47,7 +47,8 @@ fn with_gup<F: PagingFormat, M: MemoryMap>(
     let mut pool: Vec<PhysAddr> = memory.frame_pas().step_by(per).collect();
     let mut tables =
         // SAFETY: no walker or MMU reads these tables while the builder unmaps.
-        TableBuilder::<F, _, _>::new(&memory, FramePool::new(&mut pool), unsafe { ReclaimNow::new() }).unwrap();
+        // The pool's frames are this code's own, in no other pool.
+        TableBuilder::<F, _, _>::new(&memory, unsafe { FramePool::new(&mut pool) }, unsafe { ReclaimNow::new() }).unwrap();
     for m in maps {
         tables.map(m).unwrap_or_else(|e| panic!("map {m:?}: {e}"));
     }
@@ -79,7 +80,8 @@ fn top_checks<F: PagingFormat>(gup: &Gup<'_, F, HostMemory<'_>, Hm<'_>>, g: &Tab
         .get_pages(g, VirtAddr(TOP), KIB4, GupFlags::empty(), &mut out)
         .unwrap();
     assert_eq!((t.pages, t.stop, out[0]), (1, Stop::Complete, Pfn(BASE)));
-    release(gup.memmap(), &out[..1], Hold::Ref).unwrap();
+    // SAFETY: the pages were taken above by this code and are released once.
+    unsafe { release(gup.memmap(), &out[..1], Hold::Ref) }.unwrap();
     // One page past the top wraps; a length of u64::MAX is misaligned or wraps.
     assert_eq!(
         gup.get_pages(g, VirtAddr(TOP), 2 * KIB4, GupFlags::empty(), &mut out),
@@ -110,7 +112,8 @@ fn top_checks<F: PagingFormat>(gup: &Gup<'_, F, HostMemory<'_>, Hm<'_>>, g: &Tab
 #[test]
 fn x86_top_of_the_address_space() {
     let m = metas(4);
-    let map = Hm::new(Pfn(BASE), &m);
+    // SAFETY: this map is the only one counting on these metas.
+    let map = unsafe { Hm::new(Pfn(BASE), &m) };
     let req = [MapRequest::new(VirtAddr(TOP), PhysAddr(BASE * KIB4), KIB4, KIB4).with_perms(RW)];
     with_gup::<Paging5Level, _>(KIB4, &req, &map, top_checks);
     with_gup::<Paging4Level, _>(KIB4, &req, &map, |gup, g| {
@@ -149,7 +152,8 @@ fn x86_top_of_the_address_space() {
 fn x86_huge_leaf_at_the_top_and_short_out_slices() {
     let top2m = 0u64.wrapping_sub(MIB2);
     let m = metas(512);
-    let mut map = Hm::new(Pfn(BASE), &m);
+    // SAFETY: this map is the only one counting on these metas.
+    let mut map = unsafe { Hm::new(Pfn(BASE), &m) };
     map.add_region(Region {
         first: Pfn(BASE),
         pages: 512,
@@ -187,7 +191,8 @@ fn x86_huge_leaf_at_the_top_and_short_out_slices() {
             for (i, p) in out[..want].iter().enumerate() {
                 assert_eq!(*p, Pfn(BASE + i as u64));
             }
-            release(&map, &out[..want], Hold::Pin).unwrap();
+            // SAFETY: the pages were taken above by this code and are released once.
+            unsafe { release(&map, &out[..want], Hold::Pin) }.unwrap();
             assert!(all_idle(&m));
         }
         // From the middle of the leaf to the very top.
@@ -203,7 +208,8 @@ fn x86_huge_leaf_at_the_top_and_short_out_slices() {
             .unwrap();
         assert_eq!((t.pages, t.stop), (8, Stop::Complete));
         assert_eq!(out[7], Pfn(BASE + 511));
-        release_run(&map, Pfn(BASE + 504), 8, Hold::Ref).unwrap();
+        // SAFETY: the pages were taken above by this code and are released once.
+        unsafe { release_run(&map, Pfn(BASE + 504), 8, Hold::Ref) }.unwrap();
         assert!(all_idle(&m));
     });
 }
@@ -211,7 +217,8 @@ fn x86_huge_leaf_at_the_top_and_short_out_slices() {
 #[test]
 fn bad_ranges_and_flags_are_typed_errors() {
     let m = metas(4);
-    let map = Hm::new(Pfn(BASE), &m);
+    // SAFETY: this map is the only one counting on these metas.
+    let map = unsafe { Hm::new(Pfn(BASE), &m) };
     let req = [
         MapRequest::new(VirtAddr(0x40_0000), PhysAddr(BASE * KIB4), 4 * KIB4, KIB4).with_perms(RW),
     ];
@@ -239,7 +246,8 @@ fn bad_ranges_and_flags_are_typed_errors() {
         // error, or the same result as without them.
         let odd = GupFlags::from_bits_retain(1 << 20);
         if let Ok(t) = gup.get_pages(g, VirtAddr(0x40_0000), 4 * KIB4, odd, &mut out) {
-            release(&map, &out[..t.pages], Hold::Ref).unwrap();
+            // SAFETY: the pages were taken above by this code and are released once.
+            unsafe { release(&map, &out[..t.pages], Hold::Ref) }.unwrap();
         }
         assert!(all_idle(&m));
         // A length that wraps only after alignment rounding.
@@ -256,7 +264,8 @@ fn ttbr1_top<F: PagingFormat>(granule: u64, block: u64) {
     let pages_per_granule = granule / KIB4;
     let block_pages = block / KIB4;
     let m = metas(block_pages as usize);
-    let map = Hm::new(Pfn(BASE), &m);
+    // SAFETY: this map is the only one counting on these metas.
+    let map = unsafe { Hm::new(Pfn(BASE), &m) };
     let top = 0u64.wrapping_sub(granule);
     let req =
         [MapRequest::new(VirtAddr(top), PhysAddr(BASE * KIB4), granule, granule).with_perms(RW)];
@@ -276,7 +285,8 @@ fn ttbr1_top<F: PagingFormat>(granule: u64, block: u64) {
             (pages_per_granule, Stop::Complete)
         );
         assert_eq!(out[t.pages - 1], Pfn(BASE + pages_per_granule - 1));
-        release(&map, &out[..t.pages], Hold::Ref).unwrap();
+        // SAFETY: the pages were taken above by this code and are released once.
+        unsafe { release(&map, &out[..t.pages], Hold::Ref) }.unwrap();
         // Past the top: wraps. A TTBR0 address: not canonical here.
         assert_eq!(
             gup.get_pages(g, VirtAddr(top), 2 * granule, GupFlags::empty(), &mut out),
@@ -317,7 +327,8 @@ fn ttbr1_top<F: PagingFormat>(granule: u64, block: u64) {
                 if t.pages == 1 {
                     assert_eq!(out[0], Pfn(BASE + 1));
                 }
-                release(&map, &out[..t.pages], Hold::Ref).unwrap();
+                // SAFETY: the pages were taken above by this code and are released once.
+                unsafe { release(&map, &out[..t.pages], Hold::Ref) }.unwrap();
             }
         }
         assert!(all_idle(&m));
@@ -325,7 +336,8 @@ fn ttbr1_top<F: PagingFormat>(granule: u64, block: u64) {
     // The last block of the address space, taken with an out slice of one
     // page, then of one page less than the block.
     let bbase = block / KIB4; // PA = one block: aligned
-    let map = Hm::new(Pfn(bbase), &m);
+    // SAFETY: this map is the only one counting on these metas.
+    let map = unsafe { Hm::new(Pfn(bbase), &m) };
     let topb = 0u64.wrapping_sub(block);
     let req = [MapRequest::new(VirtAddr(topb), PhysAddr(block), block, block).with_perms(RW)];
     with_gup::<F, _>(granule, &req, &map, |gup, g| {
@@ -337,7 +349,8 @@ fn ttbr1_top<F: PagingFormat>(granule: u64, block: u64) {
             assert_eq!(t.pages, n);
             assert_eq!(t.stop == Stop::Complete, n as u64 == block_pages);
             assert_eq!(m.iter().map(|x| u64::from(x.pins())).sum::<u64>(), n as u64);
-            release(&map, &out[..n], Hold::Pin).unwrap();
+            // SAFETY: the pages were taken above by this code and are released once.
+            unsafe { release(&map, &out[..n], Hold::Pin) }.unwrap();
             assert!(all_idle(&m));
         }
     });
@@ -365,7 +378,8 @@ fn aarch64_ttbr1_top_64k() {
 fn pfns_outside_the_map() {
     // The map covers only the first 100 pages of a 2 MiB leaf.
     let m = metas(100);
-    let map = Hm::new(Pfn(BASE), &m);
+    // SAFETY: this map is the only one counting on these metas.
+    let map = unsafe { Hm::new(Pfn(BASE), &m) };
     let req = [
         MapRequest::new(VirtAddr(0x4000_0000), PhysAddr(BASE * KIB4), MIB2, MIB2).with_perms(RW),
         MapRequest::new(VirtAddr(0x5000_0000), PhysAddr(0), KIB4, KIB4).with_perms(RW),
@@ -391,7 +405,8 @@ fn pfns_outside_the_map() {
             }
         );
         assert_eq!(total_refs(&m), 100);
-        release(&map, &out[..100], Hold::Ref).unwrap();
+        // SAFETY: the pages were taken above by this code and are released once.
+        unsafe { release(&map, &out[..100], Hold::Ref) }.unwrap();
         // PFN 0 (below the map), then a run whose second page is past it.
         let t = gup
             .get_pages(g, VirtAddr(0x5000_0000), 3 * KIB4, GupFlags::PIN, &mut out)
@@ -410,7 +425,8 @@ fn pfns_outside_the_map() {
         assert_eq!(t.pages, 1);
         assert!(matches!(t.stop, Stop::OutsideMap { pfn, .. } if pfn == Pfn(BASE + 100)));
         assert_eq!(m[99].pins(), 1);
-        release(&map, &out[..1], Hold::Pin).unwrap();
+        // SAFETY: the pages were taken above by this code and are released once.
+        unsafe { release(&map, &out[..1], Hold::Pin) }.unwrap();
         assert!(all_idle(&m));
     });
 }
@@ -418,7 +434,8 @@ fn pfns_outside_the_map() {
 #[test]
 fn counts_at_the_limit_through_gup() {
     let m = metas(512);
-    let mut map = Hm::new(Pfn(BASE), &m);
+    // SAFETY: this map is the only one counting on these metas.
+    let mut map = unsafe { Hm::new(Pfn(BASE), &m) };
     map.add_region(Region {
         first: Pfn(BASE),
         pages: 512,
@@ -456,7 +473,8 @@ fn counts_at_the_limit_through_gup() {
             .get_pages(g, VirtAddr(0x4000_0000), MIB2, GupFlags::PIN, &mut out)
             .unwrap();
         assert_eq!(t.pages, 512);
-        release(&map, &out[..512], Hold::Pin).unwrap();
+        // SAFETY: the pages were taken above by this code and are released once.
+        unsafe { release(&map, &out[..512], Hold::Pin) }.unwrap();
         // 4 KiB leaves: at most 5 more, and the stop names the first not taken.
         let t = gup
             .get_pages(
@@ -483,7 +501,8 @@ fn counts_at_the_limit_through_gup() {
             u64::from(m[0].refs()),
             u64::from(COUNT_MAX - 5) + t.pages as u64
         );
-        release(&map, &out[..t.pages], Hold::Ref).unwrap();
+        // SAFETY: the pages were taken above by this code and are released once.
+        unsafe { release(&map, &out[..t.pages], Hold::Ref) }.unwrap();
         assert_eq!(m[0].load().raw(), before);
     });
 }
@@ -496,7 +515,12 @@ fn meta_counts_at_the_edges() {
             p.get(Hold::Ref, n).unwrap_err().kind,
             GetErrorKind::InvalidCount
         );
-        assert_eq!(p.put(Hold::Pin, n).unwrap_err(), PutError::InvalidCount);
+        // SAFETY: gives back a count this code took above.
+        assert_eq!(
+            // SAFETY: gives back a count this code took above.
+            unsafe { p.put(Hold::Pin, n) }.unwrap_err(),
+            PutError::InvalidCount
+        );
     }
     assert_eq!(p.load().raw(), 0);
     // Fill pins to exactly COUNT_MAX.
@@ -523,17 +547,25 @@ fn meta_counts_at_the_edges() {
     assert_eq!((p.pins(), p.refs()), (COUNT_MAX, MAX_BATCH + 1));
     assert_eq!(p.load().raw() >> 62, 0, "reserved bits stay 0");
     // Releasing more than held borrows nothing.
-    assert!(p.put(Hold::Ref, MAX_BATCH).is_ok());
-    assert!(matches!(p.put(Hold::Ref, 2), Err(PutError::NotHeld { .. })));
+    // SAFETY: gives back a count this code took above.
+    assert!(unsafe { p.put(Hold::Ref, MAX_BATCH) }.is_ok());
+    // SAFETY: gives back a count this code took above.
+    assert!(matches!(
+        // SAFETY: gives back a count this code took above.
+        unsafe { p.put(Hold::Ref, 2) },
+        Err(PutError::NotHeld { .. })
+    ));
     assert_eq!((p.pins(), p.refs()), (COUNT_MAX, 1));
     // Marked at the limit, drained to zero by MAX_BATCH puts, then freed.
     p.mark_truncating().unwrap();
-    let _ = p.put(Hold::Ref, 1).unwrap();
+    // SAFETY: gives back a count this code took above.
+    let _ = unsafe { p.put(Hold::Ref, 1) }.unwrap();
     let mut left = COUNT_MAX;
     let mut due = 0;
     while left > 0 {
         let step = left.min(MAX_BATCH);
-        if p.put(Hold::Pin, step).unwrap().is_due() {
+        // SAFETY: gives back a count this code took above.
+        if unsafe { p.put(Hold::Pin, step) }.unwrap().is_due() {
             due += 1;
         }
         left -= step;
@@ -541,38 +573,46 @@ fn meta_counts_at_the_edges() {
     assert_eq!(due, 1, "exactly the final put wakes");
     p.free_marked().unwrap();
     assert!(p.is_free());
-    assert!(p.put(Hold::Ref, 1).is_err());
+    // SAFETY: gives back a count this code took above.
+    assert!(unsafe { p.put(Hold::Ref, 1) }.is_err());
     assert_eq!(p.get(Hold::Ref, 1).unwrap_err().kind, GetErrorKind::Free);
 }
 
 #[test]
 fn release_errors_are_typed_and_partial() {
     let m = metas(8);
-    let map = Hm::new(Pfn(BASE), &m);
+    // SAFETY: this map is the only one counting on these metas.
+    let map = unsafe { Hm::new(Pfn(BASE), &m) };
     m[0].get(Hold::Ref, 1).unwrap();
-    let e = release(&map, &[Pfn(BASE), Pfn(BASE + 100)], Hold::Ref).unwrap_err();
+    // SAFETY: the pages were taken above by this code and are released once.
+    let e = unsafe { release(&map, &[Pfn(BASE), Pfn(BASE + 100)], Hold::Ref) }.unwrap_err();
     assert_eq!((e.released, e.pfn), (1, Pfn(BASE + 100)));
     assert!(matches!(e.kind, ReleaseErrorKind::OutsideMap(_)));
-    let e = release(&map, &[Pfn(BASE + 1)], Hold::Ref).unwrap_err();
+    // SAFETY: the pages were taken above by this code and are released once.
+    let e = unsafe { release(&map, &[Pfn(BASE + 1)], Hold::Ref) }.unwrap_err();
     assert!(matches!(
         e.kind,
         ReleaseErrorKind::Put(PutError::NotHeld { .. })
     ));
     assert_eq!(e.released, 0);
-    let e = release_run(&map, Pfn(u64::MAX), 2, Hold::Ref).unwrap_err();
+    // SAFETY: the pages were taken above by this code and are released once.
+    let e = unsafe { release_run(&map, Pfn(u64::MAX), 2, Hold::Ref) }.unwrap_err();
     assert!(matches!(e.kind, ReleaseErrorKind::Wraps { .. }), "{e:?}");
-    assert!(release_run(&map, Pfn(BASE), 0, Hold::Ref).is_ok() || all_idle(&m));
+    // SAFETY: the pages were taken above by this code and are released once.
+    assert!(unsafe { release_run(&map, Pfn(BASE), 0, Hold::Ref) }.is_ok() || all_idle(&m));
     // A run of more than MAX_BATCH pages over one-page units.
     for p in &m {
         p.get(Hold::Pin, 1).unwrap();
     }
-    release_run(&map, Pfn(BASE), 8, Hold::Pin).unwrap();
+    // SAFETY: the pages were taken above by this code and are released once.
+    unsafe { release_run(&map, Pfn(BASE), 8, Hold::Pin) }.unwrap();
     // Over a freed page: typed, the pages before it released.
     m[3].free().unwrap();
     for p in &m[..3] {
         p.get(Hold::Pin, 1).unwrap();
     }
-    let e = release_run(&map, Pfn(BASE), 4, Hold::Pin).unwrap_err();
+    // SAFETY: the pages were taken above by this code and are released once.
+    let e = unsafe { release_run(&map, Pfn(BASE), 4, Hold::Pin) }.unwrap_err();
     assert_eq!((e.released, e.pfn), (3, Pfn(BASE + 3)));
     assert!(matches!(e.kind, ReleaseErrorKind::Put(PutError::Free)));
     m[3].allocate().unwrap();
@@ -580,7 +620,8 @@ fn release_errors_are_typed_and_partial() {
 }
 
 struct NoUnmap;
-impl Unmapper for NoUnmap {
+// SAFETY: the pages these tests truncate are mapped by no table.
+unsafe impl Unmapper for NoUnmap {
     type Error = Infallible;
     fn unmap_extent(&mut self, _extent: Extent) -> Result<(), Infallible> {
         Ok(())
@@ -591,7 +632,8 @@ impl Unmapper for NoUnmap {
 fn a_map_and_an_extent_ending_at_the_last_pfn() {
     let m = metas(32);
     // 32 metas from u64::MAX - 15: the last 16 describe no PFN.
-    let mut map = Hm::new(Pfn(u64::MAX - 15), &m);
+    // SAFETY: this map is the only one counting on these metas.
+    let mut map = unsafe { Hm::new(Pfn(u64::MAX - 15), &m) };
     assert_eq!(map.pages(), 16);
     assert_eq!(map.last(), Some(Pfn(u64::MAX)));
     map.add_region(Region {
@@ -625,7 +667,8 @@ fn a_map_and_an_extent_ending_at_the_last_pfn() {
             .get(Hold::Ref, 1)
             .unwrap();
     }
-    release_run(&map, Pfn(u64::MAX - 15), 16, Hold::Ref).unwrap();
+    // SAFETY: the pages were taken above by this code and are released once.
+    unsafe { release_run(&map, Pfn(u64::MAX - 15), 16, Hold::Ref) }.unwrap();
     assert!(all_idle(&m));
     // An extent that wraps is a typed error, and leaves nothing marked.
     let wrap = [
@@ -660,7 +703,8 @@ fn a_map_and_an_extent_ending_at_the_last_pfn() {
 #[test]
 fn bad_extent_sets_roll_back_every_mark() {
     let m = metas(64);
-    let mut map = Hm::new(Pfn(BASE), &m);
+    // SAFETY: this map is the only one counting on these metas.
+    let mut map = unsafe { Hm::new(Pfn(BASE), &m) };
     map.add_region(Region {
         first: Pfn(BASE + 16),
         pages: 16,

@@ -36,7 +36,11 @@ const VA: u64 = 0x4000_0000;
 const MAPPED: u64 = 512;
 
 struct NoUnmap;
-impl Unmapper for NoUnmap {
+// SAFETY: not a real unmap, on purpose: this test checks counts only. Each
+// unit it frees is allocated again at once for the same mapping, no data is
+// read or written through a pin, and no MMU walks these host tables; a kernel
+// must unmap before freeing.
+unsafe impl Unmapper for NoUnmap {
     type Error = Infallible;
     fn unmap_extent(&mut self, _extent: Extent) -> Result<(), Infallible> {
         Ok(())
@@ -57,7 +61,8 @@ fn stress(versioned: bool) -> (u64, u64, u64, u64) {
     let mut pool: Vec<PhysAddr> = memory.frame_pas().collect();
     let mut tables =
         // SAFETY: no walker or MMU reads these tables while the builder unmaps.
-        TableBuilder::<Paging4Level, _, _>::new(&memory, FramePool::new(&mut pool), unsafe { ReclaimNow::new() })
+        // The pool's frames are this code's own, in no other pool.
+        TableBuilder::<Paging4Level, _, _>::new(&memory, unsafe { FramePool::new(&mut pool) }, unsafe { ReclaimNow::new() })
             .unwrap();
     tables
         .map(
@@ -116,7 +121,8 @@ fn stress(versioned: bool) -> (u64, u64, u64, u64) {
                         }
                     }
                     pinned.fetch_add(taken.pages as u64, StdOrdering::Relaxed);
-                    if let Err(e) = release(layout, &out[..taken.pages], Hold::Pin) {
+                    // SAFETY: the pages were taken above by this code and are released once.
+                    if let Err(e) = unsafe { release(layout, &out[..taken.pages], Hold::Pin) } {
                         eprintln!("release: {e}");
                         violations.fetch_add(1, StdOrdering::Relaxed);
                     }

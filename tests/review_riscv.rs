@@ -967,7 +967,8 @@ fn gup_over_random_tables<F: PagingFormat>(m: Mode, seed: u64) {
     let frames: Vec<HostFrame> = (0..TABLE_FRAMES).map(|_| HostFrame::new()).collect();
     let mem = HostMemory::new(&frames, PhysAddr(TABLE_BASE)).unwrap();
     let metas: Vec<PageMeta> = (0..DATA_PAGES).map(|_| PageMeta::new_allocated()).collect();
-    let memmap: SliceMemMap<'_> = SliceMemMap::new(Pfn(DATA_BASE >> 12), &metas);
+    // SAFETY: this map is the only one counting on these metas.
+    let memmap: SliceMemMap<'_> = unsafe { SliceMemMap::new(Pfn(DATA_BASE >> 12), &metas) };
     // SAFETY: the tables are never freed while the walks run.
     let guard = unsafe { TablesNeverFreed::new() };
     let mut out = vec![Pfn(0); 64];
@@ -1077,7 +1078,8 @@ fn gup_over_random_tables<F: PagingFormat>(m: Mode, seed: u64) {
                 other => panic!("{} unexpected stop {other:?}", F::NAME),
             }
             taken_total += taken.pages;
-            release(&memmap, &out[..taken.pages], hold).unwrap();
+            // SAFETY: the pages were taken above by this code and are released once.
+            unsafe { release(&memmap, &out[..taken.pages], hold) }.unwrap();
             assert!(metas.iter().all(|p| p.refs() == 0 && p.pins() == 0));
         }
     }
@@ -1108,10 +1110,12 @@ fn sv_builder_maps_both_halves_edges() {
         let mem = HostMemory::new(&frames, PhysAddr(TABLE_BASE)).unwrap();
         let mut pool: Vec<PhysAddr> = mem.frame_pas().collect();
         // SAFETY: no walker reads the tables while the builder unmaps.
-        let mut b = TableBuilder::<F, _, _>::new(&mem, FramePool::new(&mut pool), unsafe {
-            ReclaimNow::new()
-        })
-        .unwrap();
+        // The pool's frames are this code's own, in no other pool.
+        let mut b =
+            TableBuilder::<F, _, _>::new(&mem, unsafe { FramePool::new(&mut pool) }, unsafe {
+                ReclaimNow::new()
+            })
+            .unwrap();
         let last_low = (1u64 << (bits - 1)) - 1;
         let first_high = !last_low;
         let perms = Perms::READ | Perms::WRITE | Perms::USER | Perms::ACCESSED | Perms::DIRTY;
@@ -1155,11 +1159,15 @@ fn gstage_16k_root_maps_the_last_gpa() {
         let mem = HostMemory::new(&frames, root).unwrap();
         let mut pool: Vec<PhysAddr> = mem.frame_pas().skip(4).collect();
         // SAFETY: no walker reads the tables while the builder unmaps.
-        let mut b =
-            TableBuilder::<F, _, _>::with_root(&mem, root, FramePool::new(&mut pool), unsafe {
-                ReclaimNow::new()
-            })
-            .unwrap();
+        let mut b = unsafe {
+            TableBuilder::<F, _, _>::with_root(
+                &mem,
+                root,
+                FramePool::new(&mut pool),
+                ReclaimNow::new(),
+            )
+        }
+        .unwrap();
         let perms = Perms::READ | Perms::WRITE | Perms::EXEC | Perms::ACCESSED;
         let last = (1u64 << bits) - 1;
         for level in 0..m.levels {
@@ -1193,7 +1201,8 @@ fn gstage_16k_root_maps_the_last_gpa() {
         let req = MapRequest::new(VirtAddr(last & !0xfff), data, 4096, 4096).with_perms(perms);
         b.map(&req).unwrap();
         let metas: Vec<PageMeta> = (0..4).map(|_| PageMeta::new_allocated()).collect();
-        let memmap: SliceMemMap<'_> = SliceMemMap::new(Pfn(DATA_BASE >> 12), &metas);
+        // SAFETY: this map is the only one counting on these metas.
+        let memmap: SliceMemMap<'_> = unsafe { SliceMemMap::new(Pfn(DATA_BASE >> 12), &metas) };
         // SAFETY: the tables are never freed while the walk runs.
         let guard = unsafe { TablesNeverFreed::new() };
         let gup = Gup::new(b.walker(), &memmap);
@@ -1210,7 +1219,8 @@ fn gstage_16k_root_maps_the_last_gpa() {
         assert_eq!((t.pages, t.stop), (1, Stop::Complete));
         assert_eq!(out[0], Pfn(DATA_BASE >> 12));
         assert_eq!(metas[0].pins(), 1);
-        release(&memmap, &out[..1], Hold::Pin).unwrap();
+        // SAFETY: the pages were taken above by this code and are released once.
+        unsafe { release(&memmap, &out[..1], Hold::Pin) }.unwrap();
         assert_eq!(metas[0].pins(), 0);
         assert!(
             gup.get_pages(
@@ -1250,7 +1260,8 @@ fn gstage_leaf_without_u_is_not_taken() {
         Ordering::Relaxed,
     );
     let metas: Vec<PageMeta> = (0..4).map(|_| PageMeta::new_allocated()).collect();
-    let memmap: SliceMemMap<'_> = SliceMemMap::new(Pfn(DATA_BASE >> 12), &metas);
+    // SAFETY: this map is the only one counting on these metas.
+    let memmap: SliceMemMap<'_> = unsafe { SliceMemMap::new(Pfn(DATA_BASE >> 12), &metas) };
     // SAFETY: the tables are never freed while the walk runs.
     let guard = unsafe { TablesNeverFreed::new() };
     let gup = Gup::new(
@@ -1273,7 +1284,8 @@ fn gstage_leaf_without_u_is_not_taken() {
         .get_pages(&guard, VirtAddr(4096), 4096, GupFlags::WRITE, &mut out)
         .unwrap();
     assert_eq!((t.pages, t.stop), (1, Stop::Complete));
-    release(&memmap, &out[..1], Hold::Ref).unwrap();
+    // SAFETY: the pages were taken above by this code and are released once.
+    unsafe { release(&memmap, &out[..1], Hold::Ref) }.unwrap();
     // And a misaligned 2 MiB leaf stops GUP-fast with a typed error.
     frames[4].entries[1].store(
         V | R | W | U | pa_field(DATA_BASE + 4096),
@@ -1311,9 +1323,11 @@ fn gstage_new_case(reversed: bool) {
         pool.reverse();
     }
     // SAFETY: no walker reads the tables while the builder unmaps.
-    let built = TableBuilder::<Sv39x4, _, _>::new(&mem, FramePool::new(&mut pool), unsafe {
-        ReclaimNow::new()
-    });
+    // The pool's frames are this code's own, in no other pool.
+    let built =
+        TableBuilder::<Sv39x4, _, _>::new(&mem, unsafe { FramePool::new(&mut pool) }, unsafe {
+            ReclaimNow::new()
+        });
     // Finding 1 of the review: `new` took one 4 KiB pool frame as the 16 KiB
     // root, whose other three quarters the pool then handed out as tables (a
     // 2 MiB phantom mapping at GPA 512 GiB). It now refuses, typed; the root

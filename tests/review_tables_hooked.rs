@@ -119,12 +119,14 @@ fn change_to(c: Change, l: &Locs) -> (EntryLoc, u64) {
 fn run_one(change: Change, k: u64, hold: Hold, out_len: usize) -> u64 {
     let frames: Vec<HostFrame> = (0..8).map(|_| HostFrame::new()).collect();
     let metas: Vec<PageMeta> = (0..1536).map(|_| PageMeta::new_allocated()).collect();
-    let map: SliceMemMap = SliceMemMap::new(Pfn(BASE), &metas);
+    // SAFETY: this map is the only one counting on these metas.
+    let map: SliceMemMap = unsafe { SliceMemMap::new(Pfn(BASE), &metas) };
     let memory = HostMemory::new(&frames, PhysAddr(0x100_0000_0000)).unwrap();
     let mut pool: Vec<PhysAddr> = memory.frame_pas().collect();
     let mut tables =
         // SAFETY: no walker or MMU reads these tables while the builder unmaps.
-        TableBuilder::<F, _, _>::new(&memory, FramePool::new(&mut pool), unsafe { ReclaimNow::new() }).unwrap();
+        // The pool's frames are this code's own, in no other pool.
+        TableBuilder::<F, _, _>::new(&memory, unsafe { FramePool::new(&mut pool) }, unsafe { ReclaimNow::new() }).unwrap();
     tables
         .map(&MapRequest::new(VirtAddr(VA), PhysAddr(BASE * KIB4), MIB2, KIB4).with_perms(RW))
         .unwrap();
@@ -204,7 +206,8 @@ fn run_one(change: Change, k: u64, hold: Hold, out_len: usize) -> u64 {
         assert_eq!(m.load().count(hold), want[i], "meta {i}: {ctx}");
         assert_eq!(m.load().count(other(hold)), 0, "meta {i}: {ctx}");
     }
-    release(&map, &out[..t.pages], hold).unwrap();
+    // SAFETY: the pages were taken above by this code and are released once.
+    unsafe { release(&map, &out[..t.pages], hold) }.unwrap();
     assert!(metas.iter().all(|m| m.load().is_idle()), "{ctx}");
     loads
 }
@@ -263,12 +266,14 @@ fn random_raw_tables() {
     for round in 0..200 {
         let frames: Vec<HostFrame> = (0..8).map(|_| HostFrame::new()).collect();
         let metas: Vec<PageMeta> = (0..1024).map(|_| PageMeta::new_allocated()).collect();
-        let map: SliceMemMap = SliceMemMap::new(Pfn(BASE), &metas);
+        // SAFETY: this map is the only one counting on these metas.
+        let map: SliceMemMap = unsafe { SliceMemMap::new(Pfn(BASE), &metas) };
         let memory = HostMemory::new(&frames, PhysAddr(0x100_0000)).unwrap();
         let mut pool: Vec<PhysAddr> = memory.frame_pas().collect();
         let mut tables =
             // SAFETY: no walker or MMU reads these tables while the builder unmaps.
-            TableBuilder::<F, _, _>::new(&memory, FramePool::new(&mut pool), unsafe { ReclaimNow::new() }).unwrap();
+            // The pool's frames are this code's own, in no other pool.
+            TableBuilder::<F, _, _>::new(&memory, unsafe { FramePool::new(&mut pool) }, unsafe { ReclaimNow::new() }).unwrap();
         tables
             .map(&MapRequest::new(VirtAddr(VA), PhysAddr(BASE * KIB4), MIB2, KIB4).with_perms(RW))
             .unwrap();
@@ -308,6 +313,7 @@ fn random_raw_tables() {
         for (i, m) in metas.iter().enumerate() {
             assert_eq!(m.refs(), want[i], "round {round} meta {i}: {t:?}");
         }
-        release(&map, &out[..t.pages], Hold::Ref).unwrap();
+        // SAFETY: the pages were taken above by this code and are released once.
+        unsafe { release(&map, &out[..t.pages], Hold::Ref) }.unwrap();
     }
 }

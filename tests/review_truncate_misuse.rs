@@ -24,7 +24,8 @@ type Hm<'a> = SliceMemMap<'a>;
 const BASE: u64 = 0x1000;
 
 struct NoUnmap;
-impl Unmapper for NoUnmap {
+// SAFETY: the pages these tests truncate are mapped by no table.
+unsafe impl Unmapper for NoUnmap {
     type Error = Infallible;
     fn unmap_extent(&mut self, _extent: Extent) -> Result<(), Infallible> {
         Ok(())
@@ -39,7 +40,8 @@ impl Clock for Mono {
 }
 
 fn setup(metas: &[PageMeta]) -> Hm<'_> {
-    let mut map = Hm::new(Pfn(BASE), metas);
+    // SAFETY: this map is the only one counting on these metas.
+    let mut map = unsafe { Hm::new(Pfn(BASE), metas) };
     map.add_region(Region {
         first: Pfn(BASE),
         pages: 64,
@@ -97,7 +99,8 @@ fn drop_and_cancel_in_every_state_unmark() {
         assert!(marked(&metas).is_empty(), "state {state}: marks left");
         // Gettable again.
         metas[8].get(Hold::Pin, 1).unwrap();
-        let _ = metas[8].put(Hold::Pin, 1).unwrap();
+        // SAFETY: gives back a count this code took above.
+        let _ = unsafe { metas[8].put(Hold::Pin, 1) }.unwrap();
     }
 }
 
@@ -157,7 +160,8 @@ fn free_after_a_stray_unmark_frees_nothing_under_a_holder() {
     assert_eq!((e.freed, e.failed), (2, 1));
     assert!(metas[0].is_free() && metas[16].is_free());
     assert!(!metas[8].is_free() && metas[8].pins() == 1);
-    let _ = metas[8].put(Hold::Pin, 1).unwrap();
+    // SAFETY: gives back a count this code took above.
+    let _ = unsafe { metas[8].put(Hold::Pin, 1) }.unwrap();
     // The same, but the unit was marked again (by a second truncate) and
     // pinned in between: free reports it busy and leaves it, and the second
     // truncate's mark survives.
@@ -176,7 +180,8 @@ fn free_after_a_stray_unmark_frees_nothing_under_a_holder() {
     assert_eq!(e.head, Pfn(BASE + 8));
     assert!(matches!(e.error, FreeError::Busy { .. }), "{e:?}");
     assert!(metas[8].is_truncating() && !metas[8].is_free());
-    let _ = metas[8].put(Hold::Ref, 1).unwrap();
+    // SAFETY: gives back a count this code took above.
+    let _ = unsafe { metas[8].put(Hold::Ref, 1) }.unwrap();
     let freed = t2
         .unmap(&mut NoUnmap)
         .unwrap()
@@ -217,7 +222,8 @@ fn cancel_after_a_stolen_mark_never_frees_under_the_pin_that_got_through() {
     );
     assert!(!metas[8].is_free(), "never freed under the pin");
     assert!(
-        !metas[8].put(Hold::Pin, 1).unwrap().is_due(),
+        // SAFETY: gives back a count this code took above.
+        !unsafe { metas[8].put(Hold::Pin, 1) }.unwrap().is_due(),
         "not truncating any more"
     );
     assert!(metas[8].load().is_idle() && !metas[8].is_truncating());
@@ -260,11 +266,13 @@ fn drain_times_out_names_the_unit_and_retries() {
         s.spawn(|| {
             barrier.wait();
             for _ in 0..3 {
-                if metas[16].put(Hold::Pin, 1).unwrap().is_due() {
+                // SAFETY: gives back a count this code took above.
+                if unsafe { metas[16].put(Hold::Pin, 1) }.unwrap().is_due() {
                     map.wake(Pfn(BASE + 16));
                 }
             }
-            if metas[40].put(Hold::Ref, 1).unwrap().is_due() {
+            // SAFETY: gives back a count this code took above.
+            if unsafe { metas[40].put(Hold::Ref, 1) }.unwrap().is_due() {
                 map.wake(Pfn(BASE + 40));
             }
         });

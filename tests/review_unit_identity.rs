@@ -168,7 +168,8 @@ fn run_one(
     let mut pool: Vec<PhysAddr> = memory.frame_pas().collect();
     let mut tables =
         // SAFETY: no walker or MMU reads these tables while the builder unmaps.
-        TableBuilder::<Paging4Level, _, _>::new(&memory, FramePool::new(&mut pool), unsafe { ReclaimNow::new() })
+        // The pool's frames are this code's own, in no other pool.
+        TableBuilder::<Paging4Level, _, _>::new(&memory, unsafe { FramePool::new(&mut pool) }, unsafe { ReclaimNow::new() })
             .unwrap();
     tables
         .map(
@@ -242,10 +243,13 @@ fn run_one(
         }
     }
     // Release what was taken, through the public API, and what owners took.
-    release(&layout, &out[..taken.pages], hold).unwrap_or_else(|e| panic!("release: {e}: {ctx}"));
+    // SAFETY: the pages were taken above by this code and are released once.
+    unsafe { release(&layout, &out[..taken.pages], hold) }
+        .unwrap_or_else(|e| panic!("release: {e}: {ctx}"));
     for (i, &n) in hooked.owners.borrow().iter().enumerate() {
         for _ in 0..n {
-            let _ = layout.metas[i].put(Hold::Ref, 1).unwrap();
+            // SAFETY: gives back a count this code took above.
+            let _ = unsafe { layout.metas[i].put(Hold::Ref, 1) }.unwrap();
         }
     }
     assert!(
@@ -459,7 +463,8 @@ fn split_before_the_get_of_a_huge_leaf_is_changed_and_undone() {
         let mut pool: Vec<PhysAddr> = memory.frame_pas().collect();
         let mut tables =
             // SAFETY: no walker or MMU reads these tables while the builder unmaps.
-            TableBuilder::<Paging4Level, _, _>::new(&memory, FramePool::new(&mut pool), unsafe { ReclaimNow::new() })
+            // The pool's frames are this code's own, in no other pool.
+            TableBuilder::<Paging4Level, _, _>::new(&memory, unsafe { FramePool::new(&mut pool) }, unsafe { ReclaimNow::new() })
                 .unwrap();
         tables
             .map(
@@ -494,7 +499,8 @@ fn split_before_the_get_of_a_huge_leaf_is_changed_and_undone() {
             other => panic!("unexpected stop {other:?}"),
         }
         assert_eq!(layout.metas[0].pins() as usize, taken.pages.min(1));
-        release(&layout, &out[..taken.pages], Hold::Pin).unwrap();
+        // SAFETY: the pages were taken above by this code and are released once.
+        unsafe { release(&layout, &out[..taken.pages], Hold::Pin) }.unwrap();
         assert!(layout.metas.iter().all(|m| m.load().is_idle()));
     }
 }
@@ -514,7 +520,8 @@ fn stale_cached_unit_survives_into_the_next_batch() {
     let mut pool: Vec<PhysAddr> = memory.frame_pas().collect();
     let mut tables =
         // SAFETY: no walker or MMU reads these tables while the builder unmaps.
-        TableBuilder::<Paging4Level, _, _>::new(&memory, FramePool::new(&mut pool), unsafe { ReclaimNow::new() })
+        // The pool's frames are this code's own, in no other pool.
+        TableBuilder::<Paging4Level, _, _>::new(&memory, unsafe { FramePool::new(&mut pool) }, unsafe { ReclaimNow::new() })
             .unwrap();
     tables
         .map(

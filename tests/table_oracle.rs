@@ -196,7 +196,8 @@ fn build_and_unmap<F: PagingFormat>(cands: &[Candidate], unmap: &[bool]) {
     let frames = frames();
     let memory = HostMemory::new(&frames, MEMORY_BASE).unwrap();
     let mut pool_frames: Vec<PhysAddr> = memory.frame_pas().collect();
-    let pool = FramePool::new(&mut pool_frames);
+    // SAFETY: the frames are this code's own, listed once, in no other pool.
+    let pool = unsafe { FramePool::new(&mut pool_frames) };
     // SAFETY: no walker or MMU reads these tables while the builder unmaps.
     let mut tables =
         TableBuilder::<F, _, _>::new(&memory, pool, unsafe { ReclaimNow::new() }).unwrap();
@@ -410,18 +411,25 @@ mod x86_64_crate {
         let mut frames = frames();
         let root = {
             let memory = HostMemory::new(&frames, MEMORY_BASE).unwrap();
-            let mut pool_frames: Vec<PhysAddr> = memory.frame_pas().rev().collect();
-            let pool = FramePool::new(&mut pool_frames);
-            let mut tables =
-                // SAFETY: no walker or MMU reads these tables while the builder unmaps.
-                TableBuilder::<Paging4Level, _, _>::new(&memory, pool, unsafe { ReclaimNow::new() }).unwrap();
+            let mut pool_frames: Vec<PhysAddr> = memory.frame_pas().skip(1).collect();
+            // The root is frame 0, which is where `with_offset_table` looks
+            // for it.
+            // SAFETY: frame 0 and the pool's frames are this test's own,
+            // apart; no walker or MMU reads these tables.
+            let mut tables = unsafe {
+                TableBuilder::<Paging4Level, _, _>::with_root(
+                    &memory,
+                    MEMORY_BASE,
+                    FramePool::new(&mut pool_frames),
+                    ReclaimNow::new(),
+                )
+            }
+            .unwrap();
             for m in &accepted {
                 tables.map(&m.request()).unwrap();
             }
             tables.root()
         };
-        // The pool hands out frames from the end of its slice: the root is
-        // frame 0, which is where `with_offset_table` looks for it.
         assert_eq!(root, MEMORY_BASE);
         with_offset_table(&mut frames, |table| {
             for m in &accepted {

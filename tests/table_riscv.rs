@@ -239,7 +239,8 @@ fn sv_build_and_check<F: RiscV>(cands: &[SvCandidate], unmap: &[bool]) {
     let mut slots: Vec<PhysAddr> = memory.frame_pas().collect();
     let mut tables =
         // SAFETY: no walker or MMU reads these tables while the builder unmaps.
-        TableBuilder::<F, _, _>::new(&memory, FramePool::new(&mut slots), unsafe { ReclaimNow::new() }).unwrap();
+        // The pool's frames are this code's own, in no other pool.
+        TableBuilder::<F, _, _>::new(&memory, unsafe { FramePool::new(&mut slots) }, unsafe { ReclaimNow::new() }).unwrap();
     let free = tables.pool().free_count();
     for m in &accepted {
         let req = MapRequest::new(VirtAddr(m.va), PhysAddr(m.pa), m.leaf * m.count, m.leaf)
@@ -338,13 +339,17 @@ fn gstage_build_and_check<F: RiscV + mapping_list::Profile>(
     let frames = mapping_list::host_frames::<F>();
     let memory = HostMemory::new(&frames, mapping_list::MEMORY_BASE).unwrap();
     let mut slots = mapping_list::pool_frames::<F>(&memory);
-    let mut tables = TableBuilder::<F, _, _>::with_root(
-        &memory,
-        mapping_list::MEMORY_BASE,
-        FramePool::new(&mut slots),
-        // SAFETY: no walker or MMU reads these tables while the builder unmaps.
-        unsafe { ReclaimNow::new() },
-    )
+    // SAFETY: the frames are this code's own, listed once, in no other pool.
+    // The root is this code's own memory, outside the pool.
+    let mut tables = unsafe {
+        TableBuilder::<F, _, _>::with_root(
+            &memory,
+            mapping_list::MEMORY_BASE,
+            FramePool::new(&mut slots),
+            // SAFETY: no walker or MMU reads these tables while the builder unmaps.
+            ReclaimNow::new(),
+        )
+    }
     .unwrap();
     for m in &accepted {
         tables.map(&m.request()).unwrap();

@@ -84,7 +84,8 @@ fn top_leaves<F: PagingFormat>(leaf: u64, leaves: u64) {
     let unit_pages = if leaf > page { leaf / KIB4 } else { 1 };
     let units = base_pages / unit_pages;
     let metas: Vec<PageMeta> = (0..base_pages).map(|_| PageMeta::new_allocated()).collect();
-    let mut memmap = SliceMemMap::<1>::new(Pfn(first_pfn), &metas);
+    // SAFETY: this map is the only one counting on these metas.
+    let mut memmap = unsafe { SliceMemMap::<1>::new(Pfn(first_pfn), &metas) };
     if unit_pages > 1 {
         memmap
             .add_region(Region {
@@ -112,18 +113,23 @@ fn top_leaves<F: PagingFormat>(leaf: u64, leaves: u64) {
         .step_by(per_table)
         .collect();
     let builder = if F::GEOMETRY.entries(0) > F::GEOMETRY.entries(1) {
-        TableBuilder::<F, _, _>::with_root(
-            &memory,
-            TABLE_BASE,
-            FramePool::new(&mut slots),
-            // SAFETY: no walker or MMU reads these tables while the builder unmaps.
-            unsafe { ReclaimNow::new() },
-        )
+        // SAFETY: the frames are this code's own, listed once, in no other pool.
+        // The root is this code's own memory, outside the pool.
+        unsafe {
+            TableBuilder::<F, _, _>::with_root(
+                &memory,
+                TABLE_BASE,
+                FramePool::new(&mut slots),
+                // SAFETY: no walker or MMU reads these tables while the builder unmaps.
+                ReclaimNow::new(),
+            )
+        }
         .unwrap()
     } else {
         slots.push(TABLE_BASE);
         // SAFETY: no walker or MMU reads these tables while the builder unmaps.
-        TableBuilder::<F, _, _>::new(&memory, FramePool::new(&mut slots), unsafe {
+        // The pool's frames are this code's own, in no other pool.
+        TableBuilder::<F, _, _>::new(&memory, unsafe { FramePool::new(&mut slots) }, unsafe {
             ReclaimNow::new()
         })
         .unwrap()
@@ -238,7 +244,8 @@ fn top_leaves<F: PagingFormat>(leaf: u64, leaves: u64) {
     );
     let last_head = memmap.unit(one[0]).unwrap().meta;
     assert_eq!(last_head.refs(), 1, "{name}");
-    release(&memmap, &one, Hold::Ref).unwrap();
+    // SAFETY: the pages were taken above by this code and are released once.
+    unsafe { release(&memmap, &one, Hold::Ref) }.unwrap();
     assert_eq!(last_head.refs(), 0, "{name}");
     // One page past the top: a typed error, nothing taken.
     let wraps = gup.get_pages(
@@ -265,7 +272,9 @@ fn top_leaves<F: PagingFormat>(leaf: u64, leaves: u64) {
     }
 
     // Truncate, with the pins held: mark, unmap, busy, release, drain, free.
-    let mut unmapper = TableUnmapper::<_, _, _, _, 1>::new(&mut spaces, 12, NoTlbShootdown);
+    // SAFETY: every mapping of the truncated pages is in these spaces and registered below.
+    let mut unmapper =
+        unsafe { TableUnmapper::<_, _, _, _, 1>::new(&mut spaces, 12, NoTlbShootdown) };
     unmapper
         .add_mapping(FileMapping {
             space: 0,
@@ -306,7 +315,8 @@ fn top_leaves<F: PagingFormat>(leaf: u64, leaves: u64) {
         }
         Ok(_) => panic!("{name}: drained with pins held"),
     };
-    release(&memmap, &out, Hold::Pin).unwrap();
+    // SAFETY: the pages were taken above by this code and are released once.
+    unsafe { release(&memmap, &out, Hold::Pin) }.unwrap();
     let drained = match unmapped.try_drain::<4>() {
         Ok(drained) => drained,
         Err(Failed { error, .. }) => panic!("{name}: still busy: {error:?}"),
@@ -423,7 +433,8 @@ const TOP_FIRST: u64 = u64::MAX - 1023;
 const TOP_UNIT: u64 = u64::MAX - 511;
 
 fn top_map(metas: &[PageMeta]) -> SliceMemMap<'_> {
-    let mut map = SliceMemMap::new(Pfn(TOP_FIRST), metas);
+    // SAFETY: this map is the only one counting on these metas.
+    let mut map = unsafe { SliceMemMap::new(Pfn(TOP_FIRST), metas) };
     map.add_region(Region {
         first: Pfn(TOP_UNIT),
         pages: 512,
@@ -456,17 +467,20 @@ fn a_memory_map_reaching_the_last_pfn() {
     let pfns: Vec<Pfn> = (TOP_UNIT..=u64::MAX).map(Pfn).collect();
     unit.meta.get(Hold::Pin, 512).unwrap();
     assert_eq!(unit.meta.pins(), 512);
-    release(&map, &pfns, Hold::Pin).unwrap();
+    // SAFETY: the pages were taken above by this code and are released once.
+    unsafe { release(&map, &pfns, Hold::Pin) }.unwrap();
     assert_eq!(unit.meta.load(), MetaWord::ALLOCATED_IDLE);
     unit.meta.get(Hold::Ref, 512).unwrap();
-    release_run(&map, Pfn(TOP_UNIT), 512, Hold::Ref).unwrap();
+    // SAFETY: the pages were taken above by this code and are released once.
+    unsafe { release_run(&map, Pfn(TOP_UNIT), 512, Hold::Ref) }.unwrap();
     assert_eq!(unit.meta.load(), MetaWord::ALLOCATED_IDLE);
     // The single pages below it, as one run crossing into the unit.
     for pfn in TOP_UNIT - 4..TOP_UNIT {
         map.unit(Pfn(pfn)).unwrap().meta.get(Hold::Ref, 1).unwrap();
     }
     unit.meta.get(Hold::Ref, 512).unwrap();
-    release_run(&map, Pfn(TOP_UNIT - 4), 516, Hold::Ref).unwrap();
+    // SAFETY: the pages were taken above by this code and are released once.
+    unsafe { release_run(&map, Pfn(TOP_UNIT - 4), 516, Hold::Ref) }.unwrap();
     assert!(metas.iter().all(|m| m.load() == MetaWord::ALLOCATED_IDLE));
 }
 
@@ -482,11 +496,13 @@ fn releasing_a_unit_at_the_last_pfn_takes_one_rmw() {
     let pfns: Vec<Pfn> = (TOP_UNIT..=u64::MAX).map(Pfn).collect();
     meta.get(Hold::Pin, 512).unwrap();
     op_count::reset();
-    release(&map, &pfns, Hold::Pin).unwrap();
+    // SAFETY: the pages were taken above by this code and are released once.
+    unsafe { release(&map, &pfns, Hold::Pin) }.unwrap();
     assert_eq!(op_count::get().rmw, 1, "one RMW for the unit, by slice");
     meta.get(Hold::Pin, 512).unwrap();
     op_count::reset();
-    release_run(&map, Pfn(TOP_UNIT), 512, Hold::Pin).unwrap();
+    // SAFETY: the pages were taken above by this code and are released once.
+    unsafe { release_run(&map, Pfn(TOP_UNIT), 512, Hold::Pin) }.unwrap();
     assert_eq!(op_count::get().rmw, 1, "one RMW for the unit, by run");
     assert_eq!(meta.load(), MetaWord::ALLOCATED_IDLE);
 }
@@ -497,9 +513,11 @@ fn a_release_run_past_the_last_pfn_is_refused_before_anything_is_released() {
     let map = top_map(&metas);
     let meta = map.unit(Pfn(u64::MAX)).unwrap().meta;
     meta.get(Hold::Pin, 1).unwrap();
-    assert!(release_run(&map, Pfn(u64::MAX), 2, Hold::Pin).is_err());
+    // SAFETY: the pages were taken above by this code and are released once.
+    assert!(unsafe { release_run(&map, Pfn(u64::MAX), 2, Hold::Pin) }.is_err());
     assert_eq!(meta.pins(), 1, "nothing released by a run that wraps");
-    release_run(&map, Pfn(u64::MAX), 1, Hold::Pin).unwrap();
+    // SAFETY: the pages were taken above by this code and are released once.
+    unsafe { release_run(&map, Pfn(u64::MAX), 1, Hold::Pin) }.unwrap();
 }
 
 /// Where the file's pages at the top of the PFN space are mapped: a VA range
@@ -517,7 +535,8 @@ fn top_pfns_mapped_at_the_top(
     let mut slots: Vec<PhysAddr> = memory.frame_pas().collect();
     let mut spaces = [TableBuilder::<Paging4Level, _, _>::new(
         &memory,
-        FramePool::new(&mut slots),
+        // SAFETY: the frames are this code's own, listed once, in no other pool.
+        unsafe { FramePool::new(&mut slots) },
         // SAFETY: no walker or MMU reads these tables while the builder unmaps.
         unsafe { ReclaimNow::new() },
     )
@@ -528,7 +547,9 @@ fn top_pfns_mapped_at_the_top(
         .map(&MapRequest::new(VirtAddr(va), PhysAddr(DATA), len, KIB4))
         .unwrap();
     let walker = spaces[0].walker();
-    let mut unmapper = TableUnmapper::<_, _, _, _, 1>::new(&mut spaces, 12, NoTlbShootdown);
+    // SAFETY: every mapping of the truncated pages is in these spaces and registered below.
+    let mut unmapper =
+        unsafe { TableUnmapper::<_, _, _, _, 1>::new(&mut spaces, 12, NoTlbShootdown) };
     unmapper
         .add_mapping(FileMapping {
             space: 0,
@@ -588,12 +609,15 @@ fn an_unmapper_with_a_bad_page_shift_is_refused() {
     let mut slots: Vec<PhysAddr> = memory.frame_pas().collect();
     let mut spaces = [TableBuilder::<Paging4Level, _, _>::new(
         &memory,
-        FramePool::new(&mut slots),
+        // SAFETY: the frames are this code's own, listed once, in no other pool.
+        unsafe { FramePool::new(&mut slots) },
         // SAFETY: no walker or MMU reads these tables while the builder unmaps.
         unsafe { ReclaimNow::new() },
     )
     .unwrap()];
-    let mut unmapper = TableUnmapper::<_, _, _, _, 1>::new(&mut spaces, 64, NoTlbShootdown);
+    // SAFETY: every mapping of the truncated pages is in these spaces and registered below.
+    let mut unmapper =
+        unsafe { TableUnmapper::<_, _, _, _, 1>::new(&mut spaces, 64, NoTlbShootdown) };
     assert_eq!(
         unmapper.unmap_extent(Extent::new(Pfn(0x40000), 1)),
         Err(pagepin::truncate::TableUnmapError::BadPageShift { page_shift: 64 })

@@ -43,7 +43,8 @@ impl Host {
     }
 
     fn memmap(&self) -> SliceMemMap<'_> {
-        let mut map = SliceMemMap::new(Pfn(BASE), &self.metas);
+        // SAFETY: this map is the only one counting on these metas.
+        let mut map = unsafe { SliceMemMap::new(Pfn(BASE), &self.metas) };
         map.add_region(Region {
             first: Pfn(HUGE),
             pages: 8 * 512,
@@ -66,7 +67,8 @@ fn small(first: u64, pages: u64) -> Extent {
 /// An unmapper for sets nothing maps.
 struct NothingMapped;
 
-impl Unmapper for NothingMapped {
+// SAFETY: used only for sets no table maps.
+unsafe impl Unmapper for NothingMapped {
     type Error = core::convert::Infallible;
 
     fn unmap_extent(&mut self, _: Extent) -> Result<(), Self::Error> {
@@ -114,7 +116,8 @@ fn the_whole_protocol_against_pins_held_elsewhere() {
     let mut slots: Vec<PhysAddr> = memory.frame_pas().collect();
     let mut spaces = [TableBuilder::<Paging4Level, _, _>::new(
         &memory,
-        FramePool::new(&mut slots),
+        // SAFETY: the frames are this code's own, listed once, in no other pool.
+        unsafe { FramePool::new(&mut slots) },
         // SAFETY: no walker or MMU reads these tables while the builder unmaps.
         unsafe { ReclaimNow::new() },
     )
@@ -134,12 +137,15 @@ fn the_whole_protocol_against_pins_held_elsewhere() {
     assert_eq!(taken.pages, 1024);
 
     struct Flushes(Vec<(usize, VaRange, LeafSizes)>);
-    impl TlbShootdown for Flushes {
+    // SAFETY: host tables: no MMU walks them; this hook only records the calls.
+    unsafe impl TlbShootdown for Flushes {
         fn flush(&mut self, space: usize, range: VaRange, sizes: LeafSizes) {
             self.0.push((space, range, sizes));
         }
     }
-    let mut unmapper = TableUnmapper::<_, _, _, _, 4>::new(&mut spaces, 12, Flushes(Vec::new()));
+    // SAFETY: every mapping of the truncated pages is in these spaces and registered below.
+    let mut unmapper =
+        unsafe { TableUnmapper::<_, _, _, _, 4>::new(&mut spaces, 12, Flushes(Vec::new())) };
     unmapper
         .add_mapping(FileMapping {
             space: 0,
@@ -176,7 +182,8 @@ fn the_whole_protocol_against_pins_held_elsewhere() {
     let drained = std::thread::scope(|s| {
         let releaser = s.spawn(|| {
             std::thread::sleep(Duration::from_millis(20));
-            release(&memmap, &out, Hold::Pin).unwrap();
+            // SAFETY: the pages were taken above by this code and are released once.
+            unsafe { release(&memmap, &out, Hold::Pin) }.unwrap();
         });
         let drained = unmapped.drain(&forever(&clock)).unwrap();
         releaser.join().unwrap();
@@ -223,7 +230,8 @@ fn cancel_in_every_state_clears_the_marks() {
     // After a cancel the pages are gettable again.
     let meta = memmap.unit(Pfn(SMALL)).unwrap().meta;
     meta.get(Hold::Pin, 1).unwrap();
-    assert!(!meta.put(Hold::Pin, 1).unwrap().is_due());
+    // SAFETY: gives back a count this code took above.
+    assert!(!unsafe { meta.put(Hold::Pin, 1) }.unwrap().is_due());
 }
 
 #[test]
@@ -358,12 +366,8 @@ fn try_drain_reports_the_first_busy_units_and_the_total() {
     let heads: Vec<_> = error.first.iter().map(|b| (b.head, b.refs)).collect();
     assert_eq!(heads, [(Pfn(SMALL + 3), 2), (Pfn(SMALL + 5), 2)]);
     for i in [3, 5, 6] {
-        let _ = memmap
-            .unit(Pfn(SMALL + i))
-            .unwrap()
-            .meta
-            .put(Hold::Ref, 2)
-            .unwrap();
+        // SAFETY: gives back a count this code took above.
+        let _ = unsafe { memmap.unit(Pfn(SMALL + i)).unwrap().meta.put(Hold::Ref, 2) }.unwrap();
     }
     let drained = truncate.try_drain::<2>().unwrap();
     assert_eq!(drained.free(), Ok(Freed { units: 8 }));
@@ -392,7 +396,8 @@ fn a_drain_that_times_out_hands_the_truncate_back() {
         })
     );
     assert!(
-        meta.put(Hold::Pin, 7).unwrap().is_due(),
+        // SAFETY: gives back a count this code took above.
+        unsafe { meta.put(Hold::Pin, 7) }.unwrap().is_due(),
         "the final put of a marked unit"
     );
     let drained = truncate.drain(&within(&clock, 1000)).unwrap();
@@ -410,7 +415,8 @@ impl Waiter for ReleaseOnPark<'_> {
     fn park(&self, ready: &dyn Fn() -> bool, _: &dyn Clock, _: Option<u64>) -> Parked {
         for &head in self.heads {
             let meta = self.memmap.unit(head).unwrap().meta;
-            if meta.put(Hold::Pin, 1).unwrap().is_due() {
+            // SAFETY: gives back a count this code took above.
+            if unsafe { meta.put(Hold::Pin, 1) }.unwrap().is_due() {
                 self.memmap.wake(head);
             }
         }
@@ -481,7 +487,8 @@ fn a_lease_revoked_in_time_lets_the_drain_finish() {
                 std::thread::yield_now();
             }
             assert!(lease.is_revoked());
-            if meta.put(Hold::Pin, 512).unwrap().is_due() {
+            // SAFETY: gives back a count this code took above.
+            if unsafe { meta.put(Hold::Pin, 512) }.unwrap().is_due() {
                 memmap.wake(Pfn(HUGE));
             }
             drop(lease);
@@ -529,7 +536,8 @@ fn a_lease_held_too_long_fails_the_drain_naming_it() {
     // The pinned page was never freed; cancel gives it back to the holder.
     assert_eq!(truncate.cancel(), Cancelled { units: 1 });
     assert_eq!(meta.pins(), 1);
-    assert!(!meta.put(Hold::Pin, 1).unwrap().is_due());
+    // SAFETY: gives back a count this code took above.
+    assert!(!unsafe { meta.put(Hold::Pin, 1) }.unwrap().is_due());
     drop(lease);
     drop(elsewhere);
 }
@@ -558,7 +566,8 @@ fn gup_after_the_mark_is_refused() {
     let mut slots: Vec<PhysAddr> = memory.frame_pas().collect();
     let mut tables =
         // SAFETY: no walker or MMU reads these tables while the builder unmaps.
-        TableBuilder::<Paging4Level, _, _>::new(&memory, FramePool::new(&mut slots), unsafe { ReclaimNow::new() })
+        // The pool's frames are this code's own, in no other pool.
+        TableBuilder::<Paging4Level, _, _>::new(&memory, unsafe { FramePool::new(&mut slots) }, unsafe { ReclaimNow::new() })
             .unwrap();
     tables
         .map(
@@ -587,7 +596,8 @@ fn gup_after_the_mark_is_refused() {
             ..
         }
     ));
-    release(&memmap, &out[..4], Hold::Pin).unwrap();
+    // SAFETY: the pages were taken above by this code and are released once.
+    unsafe { release(&memmap, &out[..4], Hold::Pin) }.unwrap();
     let _ = marked.cancel();
 }
 
@@ -690,11 +700,8 @@ fn failed_steps_are_errors_with_a_source() {
     );
     let _ = failed.truncate.cancel();
     assert!(
-        !memmap
-            .unit(Pfn(SMALL))
-            .unwrap()
-            .meta
-            .put(Hold::Ref, 1)
+        // SAFETY: gives back a count this code took above.
+        !unsafe { memmap.unit(Pfn(SMALL)).unwrap().meta.put(Hold::Ref, 1) }
             .unwrap()
             .is_due()
     );
@@ -784,7 +791,8 @@ fn free_of_a_unit_remarked_with_a_count_is_busy_not_a_hang() {
         // Not freed; the pin is intact and the mark is the caller's now.
         assert_eq!(meta.pins(), 1);
         assert!(meta.is_truncating());
-        assert!(meta.put(Hold::Pin, 1).unwrap().is_due());
+        // SAFETY: gives back a count this code took above.
+        assert!(unsafe { meta.put(Hold::Pin, 1) }.unwrap().is_due());
         assert_eq!(meta.free_marked(), Ok(()));
         err
     });

@@ -837,7 +837,9 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, M: MemoryMap + ?Sized, D> Gup
         // (just got), so it is neither free nor short of them. The put is
         // Release (see `PageMeta::put`); a final put on a truncating unit wakes
         // its drain.
-        if let Ok(wake) = got.meta.put(hold, got.count) {
+        // SAFETY: this context holds `count` pages of `hold` on `got.meta`: it
+        // took them in this walk and has not handed them out.
+        if let Ok(wake) = unsafe { got.meta.put(hold, got.count) } {
             if wake.is_due() {
                 self.memmap.wake(got.head);
             }

@@ -23,13 +23,15 @@ use crate::meta::Hold;
 /// use pagepin::table::*;
 ///
 /// let metas: Vec<PageMeta> = (0..16).map(|_| PageMeta::new_allocated()).collect();
-/// let memmap = SliceMemMap::<1>::new(Pfn(0x8_0000), &metas);
+/// // SAFETY: this map is the only one counting on `metas`.
+/// let memmap = unsafe { SliceMemMap::<1>::new(Pfn(0x8_0000), &metas) };
 /// let frames: Vec<HostFrame> = (0..8).map(|_| HostFrame::new()).collect();
 /// let memory = HostMemory::new(&frames, PhysAddr(0x10_0000)).unwrap();
 /// let mut slots: Vec<PhysAddr> = memory.frame_pas().collect();
 /// let mut tables =
 ///     // SAFETY: no walker or MMU reads these tables while the builder unmaps.
-///     TableBuilder::<Paging4Level, _, _>::new(&memory, FramePool::new(&mut slots), unsafe { ReclaimNow::new() })
+///     // SAFETY: the pool's frames are this example's own, in no other pool.
+///     TableBuilder::<Paging4Level, _, _>::new(&memory, unsafe { FramePool::new(&mut slots) }, unsafe { ReclaimNow::new() })
 ///         .unwrap();
 /// tables
 ///     .map(&MapRequest::new(VirtAddr(0x40_0000), PhysAddr(0x8000_0000), 0x4000, 0x1000)
@@ -52,6 +54,19 @@ use crate::meta::Hold;
 ///
 /// The PFN slice stays borrowed while the handle lives, so it cannot be
 /// overwritten under pages still held:
+///
+/// Nor can the PFNs outlive the handle (they would name pages no longer
+/// held):
+///
+/// ```compile_fail,E0505
+/// use pagepin::gup::HeldPages;
+/// use pagepin::memmap::{MemoryMap, Pfn};
+/// fn leak<'a, M: MemoryMap>(held: HeldPages<'a, M>) -> usize {
+///     let pfns: &[Pfn] = held.pfns();
+///     drop(held); // released
+///     pfns.len()
+/// }
+/// ```
 ///
 /// ```compile_fail
 /// # use pagepin::gup::{Gup, GupFlags};
@@ -84,8 +99,9 @@ impl<'a, M: MemoryMap + ?Sized> HeldPages<'a, M> {
         }
     }
 
-    /// The PFNs taken, in address order.
-    pub fn pfns(&self) -> &'a [Pfn] {
+    /// The PFNs taken, in address order, borrowed from the handle: they cannot
+    /// be handed to a device after the handle released the pages.
+    pub fn pfns(&self) -> &[Pfn] {
         self.pfns
     }
 
@@ -104,17 +120,18 @@ impl<'a, M: MemoryMap + ?Sized> HeldPages<'a, M> {
     ///
     /// # Errors
     ///
-    /// [`ReleaseError`] if a page could not be released (its count was
-    /// released behind the handle's back: a bug outside it); the pages before
-    /// it were released.
+    /// [`ReleaseError`] for the first page that could not be released (its
+    /// count was released behind the handle's back: a bug outside it). Every
+    /// other page was released all the same, as dropping does.
     pub fn release(self) -> Result<(), ReleaseError> {
         let this = core::mem::ManuallyDrop::new(self);
-        release(this.memmap, this.pfns, this.hold)
+        release_all(this.memmap, this.pfns, this.hold)
     }
 
     /// Gives up the handle without releasing: the caller now owns the counts
     /// (for example, a driver that keeps a pin for the lifetime of a DMA
-    /// mapping and releases it with [`release`](super::release) later).
+    /// mapping and releases it with the `unsafe` [`release`](super::release)
+    /// later).
     /// Returns the PFNs and how they are held.
     pub fn into_raw(self) -> (&'a [Pfn], Hold) {
         let this = core::mem::ManuallyDrop::new(self);
@@ -124,10 +141,42 @@ impl<'a, M: MemoryMap + ?Sized> HeldPages<'a, M> {
 
 impl<M: MemoryMap + ?Sized> Drop for HeldPages<'_, M> {
     fn drop(&mut self) {
-        // A failure means a count was released behind the handle's back; there
-        // is nothing more a destructor can do (`release` reports it).
-        let _ = release(self.memmap, self.pfns, self.hold);
+        // A failure means a count was released behind the handle's back; the
+        // other pages are released all the same, and there is nothing more a
+        // destructor can do (`release` reports it).
+        let _ = release_all(self.memmap, self.pfns, self.hold);
     }
+}
+
+/// Releases every page of `pfns` that can be: a page whose put is refused is
+/// skipped and the pages after it are still released, so one stray release
+/// behind the handle's back does not leak the rest (a leaked pin is a unit no
+/// truncate can ever drain). Returns the first refusal, its `released`
+/// counting from the start of `pfns`.
+fn release_all<M: MemoryMap + ?Sized>(
+    memmap: &M,
+    pfns: &[Pfn],
+    hold: Hold,
+) -> Result<(), ReleaseError> {
+    let mut first_error = None;
+    let mut done = 0;
+    while done < pfns.len() {
+        // SAFETY: the handle holds a `hold` on each of its pages (GUP-fast took
+        // them for it) and has released none of `pfns[done..]`: a refused put
+        // changes nothing, so the pages from the refused one on are still held
+        // (but for counts released behind the handle's back, which the word
+        // refuses again).
+        match unsafe { release(memmap, &pfns[done..], hold) } {
+            Ok(()) => break,
+            Err(mut error) => {
+                // No overflow: `error.released < pfns.len() - done`.
+                error.released += done;
+                done = error.released + 1;
+                first_error.get_or_insert(error);
+            }
+        }
+    }
+    first_error.map_or(Ok(()), Err)
 }
 
 impl<M: MemoryMap + ?Sized> fmt::Debug for HeldPages<'_, M> {

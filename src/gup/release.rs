@@ -18,7 +18,15 @@ use crate::meta::{Hold, MAX_BATCH};
 /// [`ReleaseError`] naming the first page not released: outside the memory map,
 /// or its meta refused (releasing what was never taken). Pages before it were
 /// released.
-pub fn release_run<M: MemoryMap + ?Sized>(
+///
+/// # Safety
+///
+/// The caller holds a `hold` on each of the pages (taken by a GUP-fast call
+/// whose result it owns, not yet released) and gives them up, as for
+/// [`PageMeta::put`](crate::meta::PageMeta::put): releasing another holder's
+/// count lets a truncate free a page that holder still uses for DMA. A
+/// [`HeldPages`](super::HeldPages) handle releases its own pages safely.
+pub unsafe fn release_run<M: MemoryMap + ?Sized>(
     memmap: &M,
     first: Pfn,
     pages: u64,
@@ -53,10 +61,10 @@ pub fn release_run<M: MemoryMap + ?Sized>(
             let in_unit = unit.pages_from(pfn).max(1);
             (pages - done).min(in_unit).min(MAX_BATCH as u64) as u32
         };
-        let wake = unit
-            .meta
-            .put(hold, count)
-            .map_err(|e| fail(ReleaseErrorKind::Put(e)))?;
+        // SAFETY: the caller holds a `hold` on each page of the run; `count`
+        // of them count on this unit's meta (the memory map's answer).
+        let wake =
+            unsafe { unit.meta.put(hold, count) }.map_err(|e| fail(ReleaseErrorKind::Put(e)))?;
         if wake.is_due() {
             memmap.wake(unit.head);
         }
@@ -72,7 +80,24 @@ pub fn release_run<M: MemoryMap + ?Sized>(
 ///
 /// [`ReleaseError`] naming the first page not released; `released` counts the
 /// pages of `pfns` before it, which were released.
-pub fn release<M: MemoryMap + ?Sized>(
+///
+/// # Safety
+///
+/// The caller holds a `hold` on each page of `pfns` (taken by a GUP-fast call
+/// whose result it owns, not yet released) and gives them up, as for
+/// [`PageMeta::put`](crate::meta::PageMeta::put): releasing another holder's
+/// count lets a truncate free a page that holder still uses for DMA. A
+/// [`HeldPages`](super::HeldPages) handle releases its own pages safely.
+///
+/// ```compile_fail,E0133
+/// use pagepin::gup::release;
+/// use pagepin::memmap::{MemoryMap, Pfn};
+/// use pagepin::meta::Hold;
+/// fn unpin_someone_elses<M: MemoryMap>(memmap: &M, pfns: &[Pfn]) {
+///     let _ = release(memmap, pfns, Hold::Pin);
+/// }
+/// ```
+pub unsafe fn release<M: MemoryMap + ?Sized>(
     memmap: &M,
     pfns: &[Pfn],
     hold: Hold,
@@ -103,9 +128,9 @@ pub fn release<M: MemoryMap + ?Sized>(
                 count += 1;
             }
         }
-        let wake = unit
-            .meta
-            .put(hold, count as u32)
+        // SAFETY: the caller holds a `hold` on each page of `pfns`; `count` of
+        // them count on this unit's meta (the memory map's answer).
+        let wake = unsafe { unit.meta.put(hold, count as u32) }
             .map_err(|e| fail(ReleaseErrorKind::Put(e)))?;
         if wake.is_due() {
             memmap.wake(unit.head);

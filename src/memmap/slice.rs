@@ -37,6 +37,12 @@ pub enum RegionError {
     Overlaps,
     /// The map holds no more regions.
     Full,
+    /// A page of the region holds a reference or a pin: regrouping it into
+    /// new units would count its holds on a meta that no longer counts for it.
+    Held {
+        /// The first page found held.
+        pfn: Pfn,
+    },
 }
 
 impl fmt::Display for RegionError {
@@ -46,6 +52,7 @@ impl fmt::Display for RegionError {
             RegionError::OutsideMap => "region outside the memory map",
             RegionError::Overlaps => "region overlaps another",
             RegionError::Full => "no room for another region",
+            RegionError::Held { pfn } => return write!(f, "page {pfn} of the region is held"),
         })
     }
 }
@@ -65,6 +72,15 @@ impl core::error::Error for RegionError {}
 /// bound here is computed as `first + (pages - 1)`.) Metas past PFN `u64::MAX`
 /// — a slice longer than the PFNs left above `first` — describe no PFN and
 /// are never returned.
+///
+/// Which map counts on a meta is a promise (see [`new`](Self::new)):
+///
+/// ```compile_fail,E0133
+/// use pagepin::memmap::{Pfn, SliceMemMap};
+/// use pagepin::meta::PageMeta;
+/// let metas = [PageMeta::new_allocated()];
+/// let map = SliceMemMap::<1>::new(Pfn(0x8_0000), &metas);
+/// ```
 pub struct SliceMemMap<'a, const REGIONS: usize = 8, const WAIT_SLOTS: usize = 64> {
     first: Pfn,
     metas: &'a [PageMeta],
@@ -74,7 +90,18 @@ pub struct SliceMemMap<'a, const REGIONS: usize = 8, const WAIT_SLOTS: usize = 6
 
 impl<'a, const REGIONS: usize, const WAIT_SLOTS: usize> SliceMemMap<'a, REGIONS, WAIT_SLOTS> {
     /// A map of `metas`, the first describing PFN `first`.
-    pub fn new(first: Pfn, metas: &'a [PageMeta]) -> Self {
+    ///
+    /// # Safety
+    ///
+    /// The metas are counted, marked and freed through this map only (or
+    /// through maps whose units agree with this one's for every page that
+    /// holds a count), for as long as any of them holds a reference or a pin.
+    /// Two maps over the same metas with different units would let GUP-fast
+    /// count a page on its unit's head through one while a truncate through
+    /// the other frees that page on its own meta, pinned. (This map's own
+    /// layout changes, [`add_region`](Self::add_region), are refused while a
+    /// page they regroup is held.)
+    pub unsafe fn new(first: Pfn, metas: &'a [PageMeta]) -> Self {
         SliceMemMap {
             first,
             metas,
@@ -87,7 +114,8 @@ impl<'a, const REGIONS: usize, const WAIT_SLOTS: usize> SliceMemMap<'a, REGIONS,
     ///
     /// # Errors
     ///
-    /// [`RegionError`] as its variants say; the map is unchanged.
+    /// [`RegionError`] as its variants say (a held page of the region is
+    /// [`RegionError::Held`]); the map is unchanged.
     pub fn add_region(&mut self, region: Region) -> Result<(), RegionError> {
         let Region {
             first,
@@ -123,6 +151,18 @@ impl<'a, const REGIONS: usize, const WAIT_SLOTS: usize> SliceMemMap<'a, REGIONS,
             .any(|r| first.0 <= r.first.0 + (r.pages - 1) && r.first.0 <= last)
         {
             return Err(RegionError::Overlaps);
+        }
+        // Inside the map (checked above): `first - self.first` indexes a meta,
+        // and so does every page up to `last`.
+        let start = (first.0 - self.first.0) as usize;
+        let held = self.metas[start..]
+            .iter()
+            .take(pages as usize)
+            .position(|meta| !meta.is_idle());
+        if let Some(offset) = held {
+            return Err(RegionError::Held {
+                pfn: Pfn(first.0 + offset as u64),
+            });
         }
         self.regions.push(region).map_err(|_| RegionError::Full)
     }
@@ -262,7 +302,8 @@ mod tests {
     #[test]
     fn units_come_from_regions_not_from_leaves() {
         let metas = metas(2048);
-        let mut map = SliceMemMap::<4>::new(Pfn(0x1000), &metas);
+        // SAFETY: this map is the only one counting on these metas.
+        let mut map = unsafe { SliceMemMap::<4>::new(Pfn(0x1000), &metas) };
         map.add_region(Region {
             first: Pfn(0x1200),
             pages: 1024,
@@ -298,7 +339,8 @@ mod tests {
     #[test]
     fn bad_regions_are_refused() {
         let metas = metas(1024);
-        let mut map = SliceMemMap::<1>::new(Pfn(0), &metas);
+        // SAFETY: this map is the only one counting on these metas.
+        let mut map = unsafe { SliceMemMap::<1>::new(Pfn(0), &metas) };
         let region = |first, pages, unit_pages| Region {
             first: Pfn(first),
             pages,
@@ -330,7 +372,8 @@ mod tests {
             map.add_region(region(512, 512, 512)),
             Err(RegionError::Full)
         );
-        let mut map = SliceMemMap::<2>::new(Pfn(0), &metas);
+        // SAFETY: this map is the only one counting on these metas.
+        let mut map = unsafe { SliceMemMap::<2>::new(Pfn(0), &metas) };
         map.add_region(region(0, 512, 512)).unwrap();
         assert_eq!(
             map.add_region(region(256, 256, 256)),
@@ -342,7 +385,8 @@ mod tests {
     fn a_map_may_reach_the_last_pfn() {
         let metas = metas(1024);
         let first = Pfn(u64::MAX - 1023);
-        let mut map = SliceMemMap::<4>::new(first, &metas);
+        // SAFETY: this map is the only one counting on these metas.
+        let mut map = unsafe { SliceMemMap::<4>::new(first, &metas) };
         assert_eq!(
             (map.first(), map.last(), map.pages()),
             (first, Some(Pfn(u64::MAX)), 1024)
@@ -383,13 +427,15 @@ mod tests {
     #[test]
     fn metas_past_the_last_pfn_describe_nothing() {
         let metas = metas(8);
-        let map = SliceMemMap::<1>::new(Pfn(u64::MAX - 3), &metas);
+        // SAFETY: this map is the only one counting on these metas.
+        let map = unsafe { SliceMemMap::<1>::new(Pfn(u64::MAX - 3), &metas) };
         assert_eq!((map.last(), map.pages()), (Some(Pfn(u64::MAX)), 4));
         assert!(core::ptr::eq(
             map.meta_of(Pfn(u64::MAX)).unwrap(),
             &metas[3]
         ));
-        let empty = SliceMemMap::<1>::new(Pfn(u64::MAX), &[]);
+        // SAFETY: this map is the only one counting on these metas.
+        let empty = unsafe { SliceMemMap::<1>::new(Pfn(u64::MAX), &[]) };
         assert_eq!((empty.last(), empty.pages()), (None, 0));
         assert!(empty.unit(Pfn(u64::MAX)).is_err());
         let mut empty = empty;

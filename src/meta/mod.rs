@@ -92,9 +92,11 @@ use crate::sync::{AtomicU64, Ordering, op_count, spin_wait_hint};
 /// page.mark_truncating().unwrap();
 /// assert!(page.get(Hold::Ref, 1).is_err()); // no new references
 /// for _ in 0..511 {
-///     assert!(!page.put(Hold::Pin, 1).unwrap().is_due());
+///     // SAFETY: gives back the pin taken above.
+///     assert!(!unsafe { page.put(Hold::Pin, 1) }.unwrap().is_due());
 /// }
-/// assert!(page.put(Hold::Pin, 1).unwrap().is_due()); // the final put wakes the truncate
+/// // SAFETY: gives back the pin taken above.
+/// assert!(unsafe { page.put(Hold::Pin, 1) }.unwrap().is_due()); // the final put wakes the truncate
 /// page.free().unwrap();
 /// ```
 #[repr(transparent)]
@@ -271,7 +273,8 @@ impl PageMeta {
     /// // SAFETY: one thread, no interrupt handler gets on `page`: one context
     /// // between the add and the undo, and MAX_CPUS ≥ 1.
     /// unsafe { page.get_speculative(Hold::Pin, 1) }.unwrap();
-    /// assert!(!page.put(Hold::Pin, 1).unwrap().is_due());
+    /// // SAFETY: gives back the pin taken above.
+    /// assert!(!unsafe { page.put(Hold::Pin, 1) }.unwrap().is_due());
     /// ```
     #[inline]
     pub unsafe fn get_speculative(&self, hold: Hold, n: u32) -> Result<(), GetError> {
@@ -397,8 +400,17 @@ impl PageMeta {
     /// [`PutError::Free`] on a free page, [`PutError::NotHeld`] when the count is
     /// below `n` (releasing what was never taken), [`PutError::InvalidCount`] when
     /// `n` is 0 or above [`MAX_BATCH`]. The word is unchanged.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds `n` counts of kind `hold` on this meta (taken by a get
+    /// whose result it owns) and gives them up. The word counts holds, not
+    /// holders: a put of counts someone else holds succeeds while the count is
+    /// high enough, and lets a truncate drain and free a page that holder still
+    /// uses for DMA. The errors catch only what the word can see (more puts
+    /// than gets in all).
     #[inline]
-    pub fn put(&self, hold: Hold, n: u32) -> Result<Wake, PutError> {
+    pub unsafe fn put(&self, hold: Hold, n: u32) -> Result<Wake, PutError> {
         if !valid_batch(n) {
             return Err(PutError::InvalidCount);
         }

@@ -39,8 +39,10 @@ fn get_and_put_single_and_batched() {
             get(&m, hold, 1).unwrap();
             get(&m, hold, MAX_BATCH).unwrap();
             assert_eq!(m.load().count(hold), MAX_BATCH + 1, "{path}");
-            assert_eq!(m.put(hold, MAX_BATCH), Ok(Wake::NotDue));
-            assert_eq!(m.put(hold, 1), Ok(Wake::NotDue));
+            // SAFETY: gives back a count this code took above.
+            assert_eq!(unsafe { m.put(hold, MAX_BATCH) }, Ok(Wake::NotDue));
+            // SAFETY: gives back a count this code took above.
+            assert_eq!(unsafe { m.put(hold, 1) }, Ok(Wake::NotDue));
             assert_eq!(m.load(), MetaWord::ALLOCATED_IDLE, "{path}");
         }
     });
@@ -55,7 +57,8 @@ fn refs_and_pins_are_independent() {
         assert_eq!((m.refs(), m.pins()), (3, 5), "{path}");
         // Releasing more pins than held fails even though refs would cover it.
         assert_eq!(
-            m.put(Hold::Pin, 6),
+            // SAFETY: gives back a count this code took above.
+            unsafe { m.put(Hold::Pin, 6) },
             Err(PutError::NotHeld {
                 hold: Hold::Pin,
                 held: 5,
@@ -74,7 +77,8 @@ fn invalid_batch_sizes_are_refused() {
             let e = get(&m, Hold::Ref, n).unwrap_err();
             assert_eq!(e.kind, GetErrorKind::InvalidCount, "{path}");
             assert_eq!(e.wake, Wake::NotDue);
-            assert_eq!(m.put(Hold::Ref, n), Err(PutError::InvalidCount));
+            // SAFETY: gives back a count this code took above.
+            assert_eq!(unsafe { m.put(Hold::Ref, n) }, Err(PutError::InvalidCount));
         }
         assert_eq!(m.load(), MetaWord::ALLOCATED_IDLE, "{path}");
     });
@@ -100,7 +104,8 @@ fn count_limit_exactly() {
                 Hold::Ref
             };
             get(&m, other, 1).unwrap();
-            assert_eq!(m.put(other, 1), Ok(Wake::NotDue));
+            // SAFETY: gives back a count this code took above.
+            assert_eq!(unsafe { m.put(other, 1) }, Ok(Wake::NotDue));
         }
     });
 }
@@ -111,7 +116,8 @@ fn batch_at_the_limit() {
         let m = meta_with(MetaWord(0).plus(Hold::Pin, COUNT_MAX - MAX_BATCH));
         get(&m, Hold::Pin, MAX_BATCH).unwrap();
         assert_eq!(m.pins(), COUNT_MAX, "{path}");
-        assert_eq!(m.put(Hold::Pin, MAX_BATCH), Ok(Wake::NotDue));
+        // SAFETY: gives back a count this code took above.
+        assert_eq!(unsafe { m.put(Hold::Pin, MAX_BATCH) }, Ok(Wake::NotDue));
         // One page short of room for a full batch: refused, unchanged.
         let m = meta_with(MetaWord(0).plus(Hold::Pin, COUNT_MAX - MAX_BATCH + 1));
         let before = m.load();
@@ -140,9 +146,11 @@ fn double_release_is_refused() {
     for hold in [Hold::Ref, Hold::Pin] {
         let m = PageMeta::new_allocated();
         m.get(hold, 1).unwrap();
-        assert_eq!(m.put(hold, 1), Ok(Wake::NotDue));
+        // SAFETY: gives back a count this code took above.
+        assert_eq!(unsafe { m.put(hold, 1) }, Ok(Wake::NotDue));
         assert_eq!(
-            m.put(hold, 1),
+            // SAFETY: gives back a count this code took above.
+            unsafe { m.put(hold, 1) },
             Err(PutError::NotHeld {
                 hold,
                 held: 0,
@@ -157,11 +165,21 @@ fn double_release_is_refused() {
 fn release_never_borrows_from_the_neighbour() {
     // refs = 0, pins = 1: a blind subtraction of one ref would take the pin.
     let m = meta_with(allocated(0, 1));
-    assert!(matches!(m.put(Hold::Ref, 1), Err(PutError::NotHeld { .. })));
+    // SAFETY: gives back a count this code took above.
+    assert!(matches!(
+        // SAFETY: gives back a count this code took above.
+        unsafe { m.put(Hold::Ref, 1) },
+        Err(PutError::NotHeld { .. })
+    ));
     assert_eq!(m.load(), allocated(0, 1));
     // pins = 0 under a flag: a blind subtraction would clear a state bit.
     let m = meta_with(MetaWord(MetaFlags::TRUNCATING.bits()).plus(Hold::Ref, 2));
-    assert!(matches!(m.put(Hold::Pin, 1), Err(PutError::NotHeld { .. })));
+    // SAFETY: gives back a count this code took above.
+    assert!(matches!(
+        // SAFETY: gives back a count this code took above.
+        unsafe { m.put(Hold::Pin, 1) },
+        Err(PutError::NotHeld { .. })
+    ));
     assert!(m.is_truncating());
     assert_eq!(m.refs(), 2);
 }
@@ -174,7 +192,8 @@ fn free_page_refuses_everything() {
             let e = get(&m, hold, 1).unwrap_err();
             assert_eq!(e.kind, GetErrorKind::Free, "{path}");
             assert_eq!(e.wake, Wake::NotDue);
-            assert_eq!(m.put(hold, 1), Err(PutError::Free));
+            // SAFETY: gives back a count this code took above.
+            assert_eq!(unsafe { m.put(hold, 1) }, Err(PutError::Free));
         }
         assert_eq!(m.mark_truncating(), Err(MarkError::Free));
         assert_eq!(m.free(), Err(FreeError::AlreadyFree));
@@ -187,9 +206,11 @@ fn free_while_busy_is_refused() {
     let m = meta_with(allocated(1, 2));
     assert_eq!(m.free(), Err(FreeError::Busy { refs: 1, pins: 2 }));
     assert_eq!(m.load(), allocated(1, 2));
-    assert_eq!(m.put(Hold::Ref, 1), Ok(Wake::NotDue));
+    // SAFETY: gives back a count this code took above.
+    assert_eq!(unsafe { m.put(Hold::Ref, 1) }, Ok(Wake::NotDue));
     assert_eq!(m.free(), Err(FreeError::Busy { refs: 0, pins: 2 }));
-    assert_eq!(m.put(Hold::Pin, 2), Ok(Wake::NotDue));
+    // SAFETY: gives back a count this code took above.
+    assert_eq!(unsafe { m.put(Hold::Pin, 2) }, Ok(Wake::NotDue));
     m.free().unwrap();
     assert_eq!(m.load(), MetaWord::FREE);
 }
@@ -261,12 +282,20 @@ fn final_put_on_a_truncating_page_is_due() {
         } else {
             Hold::Ref
         };
-        assert_eq!(m.put(hold, 1), Ok(Wake::NotDue), "the other count remains");
-        assert_eq!(m.put(other, 1), Ok(Wake::Due));
+        // SAFETY: gives back a count this code took above.
+        assert_eq!(
+            // SAFETY: gives back a count this code took above.
+            unsafe { m.put(hold, 1) },
+            Ok(Wake::NotDue),
+            "the other count remains"
+        );
+        // SAFETY: gives back a count this code took above.
+        assert_eq!(unsafe { m.put(other, 1) }, Ok(Wake::Due));
     }
     // Not truncating: a final put is not a wake.
     let m = meta_with(allocated(1, 0));
-    assert_eq!(m.put(Hold::Ref, 1), Ok(Wake::NotDue));
+    // SAFETY: gives back a count this code took above.
+    assert_eq!(unsafe { m.put(Hold::Ref, 1) }, Ok(Wake::NotDue));
 }
 
 #[test]
@@ -300,7 +329,8 @@ fn one_rmw_per_uncontended_operation() {
         op_count::reset();
         get(&m, Hold::Pin, MAX_BATCH).unwrap();
         assert_eq!(op_count::get().rmw, 1, "{path}: a 1 GiB leaf is one RMW");
-        assert_eq!(m.put(Hold::Pin, MAX_BATCH), Ok(Wake::NotDue));
+        // SAFETY: gives back a count this code took above.
+        assert_eq!(unsafe { m.put(Hold::Pin, MAX_BATCH) }, Ok(Wake::NotDue));
         m.mark_truncating().unwrap();
         m.free().unwrap();
         m.allocate().unwrap();

@@ -177,6 +177,7 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, R: Retire> TableBuilder<'a, F
     /// and the frames after it, handed out later as tables, would alias the
     /// rest of the root), [`MapError::Access`] if a frame of the pool cannot
     /// hold a table of `F` through `access` (unreachable or misaligned),
+    /// [`MapError::DuplicateFrame`] if the pool lists a frame twice,
     /// [`MapError::Encode`] if a frame's address cannot be put in a table entry
     /// (beyond the format's physical width, or misaligned for its granule), and
     /// [`MapError::PoolExhausted`] if the pool is empty.
@@ -195,7 +196,7 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, R: Retire> TableBuilder<'a, F
                 frame_entries,
             });
         }
-        check_pool::<F, A>(access, &pool, largest_table::<F>(0))?;
+        check_pool::<F, A>(access, &mut pool, largest_table::<F>(0))?;
         let root = pool
             .take()
             .ok_or(MapError::PoolExhausted { needed: 1, free: 0 })?;
@@ -207,27 +208,54 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, R: Retire> TableBuilder<'a, F
     ///
     /// This is for a root larger than one pool frame, such as an aarch64 stage-2
     /// start level of several concatenated tables, which must be contiguous and
-    /// aligned to its whole size (the caller's promise, as for the pool's
-    /// frames). `root` must not be one of the pool's frames; the builder never
-    /// retires it.
+    /// aligned to its whole size. The builder never retires the root.
     ///
     /// # Errors
     ///
-    /// [`MapError::Access`] if the root's last entry or a frame of the pool (for
-    /// the largest table below the root) is not reachable through `access`, and
-    /// [`MapError::Encode`] if a pool frame's address cannot be put in a table
-    /// entry.
-    pub fn with_root(
+    /// [`MapError::MisalignedRoot`] if `root` is not aligned to the root
+    /// table's size, [`MapError::RootInPool`] if a frame of the pool lies
+    /// inside it, [`MapError::Access`] if the root's last entry or a frame of
+    /// the pool (for the largest table below the root) is not reachable
+    /// through `access`, [`MapError::DuplicateFrame`] if the pool lists a frame
+    /// twice, and [`MapError::Encode`] if a pool frame's address cannot be put
+    /// in a table entry.
+    ///
+    /// # Safety
+    ///
+    /// The memory of the whole root table at `root` is this builder's alone
+    /// while it lives, as the pool's frames are the pool's (see
+    /// [`FramePool::new`]): not another builder's root or table, and not used
+    /// by anyone else. It is zero-filled here, and the walkers the builder
+    /// hands out carry its retire hook's domain: a root that another builder
+    /// also writes would be walked under a guard that does not hold that
+    /// builder's tables back.
+    pub unsafe fn with_root(
         access: &'a A,
         root: PhysAddr,
-        pool: FramePool<'a>,
+        mut pool: FramePool<'a>,
         retire: R,
     ) -> Result<TableBuilder<'a, F, A, R>, MapError> {
         let root_entries = F::GEOMETRY.entries(0).unwrap_or(0);
+        // At most 2^MAX_INDEX_BITS entries of 8 bytes (`Geometry::new`): far
+        // from overflowing, and a power of two after rounding.
+        let size = ((root_entries as u64) * 8).next_power_of_two();
+        if root.0 & (size - 1) != 0 {
+            return Err(MapError::MisalignedRoot { root, size });
+        }
+        // `page_shift < 64` (`Geometry::new`).
+        let frame_size = 1u64 << F::GEOMETRY.page_shift();
+        if let Some(&frame) = pool.free_frames().iter().find(|frame| {
+            // Overlap of [root, root + size) and [frame, frame + frame_size),
+            // with inclusive ends so that nothing wraps.
+            frame.0 <= root.0.saturating_add(size - 1)
+                && root.0 <= frame.0.saturating_add(frame_size - 1)
+        }) {
+            return Err(MapError::RootInPool { frame });
+        }
         access
             .entry(root, root_entries.saturating_sub(1))
             .map_err(MapError::Access)?;
-        check_pool::<F, A>(access, &pool, largest_table::<F>(1))?;
+        check_pool::<F, A>(access, &mut pool, largest_table::<F>(1))?;
         Self::with_checked_root(access, root, pool, retire)
     }
 
@@ -478,7 +506,9 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, R: Retire> TableBuilder<'a, F
             }
             Err(e) => {
                 // Never published, so it can go straight back.
-                self.pool.give_back(table).map_err(MapError::Reclaim)?;
+                // SAFETY: taken from this pool just above and never published:
+                // nothing else can have reached it.
+                unsafe { self.pool.give_back(table) }.map_err(MapError::Reclaim)?;
                 Err(e)
             }
         }
@@ -581,8 +611,10 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, R: Retire> TableBuilder<'a, F
                         // the retire hook's grace period, which starts after this
                         // store.
                         word.store(0, Ordering::Relaxed);
-                        self.retire
-                            .retire(next.table, &mut self.pool)
+                        // SAFETY: `next.table` is a table of this builder,
+                        // detached just above after every entry in it was
+                        // cleared; the hook gives it to this builder's pool.
+                        unsafe { self.retire.retire(next.table, &mut self.pool) }
                             .map_err(UnmapError::Retire)?;
                         // As `leaves`: one count per detached table entry.
                         done.tables += 1;
@@ -622,9 +654,12 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, R: Retire> TableBuilder<'a, F
 /// through `access`, and can be put in a table entry at every level.
 fn check_pool<F: PagingFormat, A: TableAccess + ?Sized>(
     access: &A,
-    pool: &FramePool<'_>,
+    pool: &mut FramePool<'_>,
     entries: usize,
 ) -> Result<(), MapError> {
+    if let Some(frame) = pool.duplicate() {
+        return Err(MapError::DuplicateFrame { frame });
+    }
     let last_index = entries.saturating_sub(1);
     for &frame in pool.free_frames() {
         access.entry(frame, last_index).map_err(MapError::Access)?;

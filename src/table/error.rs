@@ -261,6 +261,36 @@ impl fmt::Display for PoolFull {
 
 impl core::error::Error for PoolFull {}
 
+/// A retire hook could not take a detached table; the table is the caller's
+/// again (detached, reused by nobody).
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RetireError {
+    /// The pool the hook gave the table to cannot take it.
+    PoolFull(PoolFull),
+    /// The hook's list of tables waiting for their grace period is full, and
+    /// no walk holding them back ended within its bounded wait (for example a
+    /// read section the caller itself holds open across the unmap).
+    Backlog {
+        /// The table not retired.
+        table: PhysAddr,
+    },
+}
+
+impl fmt::Display for RetireError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RetireError::PoolFull(e) => write!(f, "retire: {e}"),
+            RetireError::Backlog { table } => write!(
+                f,
+                "retire: table {table} not taken: the hook's grace-period list is full"
+            ),
+        }
+    }
+}
+
+impl core::error::Error for RetireError {}
+
 /// Why a mapping (or building the root table) was refused. Nothing was written.
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -319,6 +349,27 @@ pub enum MapError {
         /// Entries one frame of the format's page size holds.
         frame_entries: usize,
     },
+    /// The pool lists a frame twice: the builder would make it two tables.
+    DuplicateFrame {
+        /// The frame listed twice.
+        frame: PhysAddr,
+    },
+    /// The root given to [`TableBuilder::with_root`](super::TableBuilder::with_root)
+    /// is not aligned to its whole size (the MMU finds a concatenated start
+    /// level by the address bits above it).
+    MisalignedRoot {
+        /// The root given.
+        root: PhysAddr,
+        /// The root table's size in bytes, the alignment it needs.
+        size: u64,
+    },
+    /// The root given to [`TableBuilder::with_root`](super::TableBuilder::with_root)
+    /// overlaps a frame of the pool: that frame would be handed out as a table
+    /// inside the root.
+    RootInPool {
+        /// The pool frame inside the root.
+        frame: PhysAddr,
+    },
 }
 
 impl fmt::Display for MapError {
@@ -353,6 +404,15 @@ impl fmt::Display for MapError {
                 "the root table has {root_entries} entries, a pool frame holds \
                  {frame_entries}: build it with TableBuilder::with_root"
             ),
+            MapError::DuplicateFrame { frame } => {
+                write!(f, "the frame pool lists {frame} twice")
+            }
+            MapError::MisalignedRoot { root, size } => {
+                write!(f, "root {root} is not aligned to its size {size:#x}")
+            }
+            MapError::RootInPool { frame } => {
+                write!(f, "pool frame {frame} lies inside the root table")
+            }
         }
     }
 }
@@ -375,10 +435,10 @@ pub enum UnmapError {
     },
     /// The tables could not be walked. Nothing was changed.
     Walk(WalkError),
-    /// A detached table could not be retired: the retire hook gave it to a pool
-    /// that cannot take it. The leaves in the range are cleared; the table is
-    /// detached and belongs to the caller.
-    Retire(PoolFull),
+    /// A detached table could not be retired (see [`RetireError`]). The
+    /// leaves in the range are cleared; the table is detached and belongs to
+    /// the caller.
+    Retire(RetireError),
 }
 
 impl fmt::Display for UnmapError {

@@ -25,7 +25,8 @@
 //! let frames: Vec<HostFrame> = (0..16).map(|_| HostFrame::new()).collect();
 //! let memory = HostMemory::new(&frames, PhysAddr(0x10_0000)).unwrap();
 //! let mut pool_frames: Vec<PhysAddr> = memory.frame_pas().collect();
-//! let pool = FramePool::new(&mut pool_frames);
+//! // SAFETY: the pool's frames are this example's own, in no other pool.
+//! let pool = unsafe { FramePool::new(&mut pool_frames) };
 //! // SAFETY: no walker or MMU reads these tables while the builder unmaps.
 //! let mut tables = TableBuilder::<Paging4Level, _, _>::new(&memory, pool, unsafe { ReclaimNow::new() }).unwrap();
 //!
@@ -67,8 +68,8 @@ pub use build::{LeafSizes, MapRequest, TableBuilder, Unmapped};
 pub use direct::DirectMap;
 pub use entry::{Entry, EntryLoc, EntrySnapshot, LeafEntry, MemType, Perms, TableEntry};
 pub use error::{
-    AccessError, DecodeError, EncodeError, MapError, PoolFull, RangeError, UnmapError, WalkError,
-    WalkErrorKind,
+    AccessError, DecodeError, EncodeError, MapError, PoolFull, RangeError, RetireError, UnmapError,
+    WalkError, WalkErrorKind,
 };
 #[cfg(feature = "host")]
 pub use format::toy::Toy;

@@ -2,7 +2,7 @@
 //! decides when a detached table may go back to it.
 
 use super::addr::PhysAddr;
-use super::error::PoolFull;
+use super::error::{PoolFull, RetireError};
 
 /// Free frames for page tables: a caller-provided slice used as a stack. No
 /// allocation, and nothing is ever written into a free frame (a walker that
@@ -12,6 +12,15 @@ use super::error::PoolFull;
 /// reachable through the builder's table access;
 /// [`TableBuilder::new`](super::TableBuilder::new) and
 /// [`TableBuilder::with_root`](super::TableBuilder::with_root) check the last two.
+///
+/// Handing frames to a pool is a promise (see [`new`](Self::new)); without
+/// `unsafe` it does not compile:
+///
+/// ```compile_fail,E0133
+/// use pagepin::table::{FramePool, PhysAddr};
+/// let mut frames = [PhysAddr(0x10_0000)];
+/// let pool = FramePool::new(&mut frames);
+/// ```
 #[derive(Debug)]
 pub struct FramePool<'a> {
     slots: &'a mut [PhysAddr],
@@ -21,7 +30,18 @@ pub struct FramePool<'a> {
 impl<'a> FramePool<'a> {
     /// A pool whose free frames are the addresses in `frames`; the slice is the
     /// pool's storage, so it can never hold more frames than it started with.
-    pub fn new(frames: &'a mut [PhysAddr]) -> FramePool<'a> {
+    ///
+    /// # Safety
+    ///
+    /// Every frame listed is memory the pool owns alone from now on, for as
+    /// long as the pool or a builder over it lives: not in use, not in another
+    /// pool, not another builder's root, and not freed or reused by anyone
+    /// else. A builder writes page tables into these frames; a frame someone
+    /// else also uses is either their memory overwritten or a page table they
+    /// write under walkers (which then translate through garbage and pin the
+    /// wrong pages for DMA). The builders also refuse a frame listed twice
+    /// ([`MapError::DuplicateFrame`](super::MapError::DuplicateFrame)).
+    pub unsafe fn new(frames: &'a mut [PhysAddr]) -> FramePool<'a> {
         let free = frames.len();
         FramePool {
             slots: frames,
@@ -43,8 +63,14 @@ impl<'a> FramePool<'a> {
     ///
     /// [`PoolFull`] when the pool already holds as many frames as it was created
     /// with (so `frame` was never taken from it).
+    ///
+    /// # Safety
+    ///
+    /// As for the frames of [`new`](Self::new): the pool owns `frame` alone
+    /// from now on. For a table the pool handed out, that is the [`Retire`]
+    /// contract: detached, and no walker or MMU can still read it.
     #[inline]
-    pub fn give_back(&mut self, frame: PhysAddr) -> Result<(), PoolFull> {
+    pub unsafe fn give_back(&mut self, frame: PhysAddr) -> Result<(), PoolFull> {
         let slot = self.slots.get_mut(self.free).ok_or(PoolFull { frame })?;
         *slot = frame;
         // `free < slots.len()` (the slot exists), so `free + 1 <= len`.
@@ -68,6 +94,18 @@ impl<'a> FramePool<'a> {
     #[inline]
     pub fn free_frames(&self) -> &[PhysAddr] {
         &self.slots[..self.free]
+    }
+
+    /// A frame listed twice among the free ones, if any. Sorts them in
+    /// ascending order, so that [`take`](Self::take) (which pops the end)
+    /// hands out the highest address first, as it did for frames listed in
+    /// ascending order before.
+    pub(crate) fn duplicate(&mut self) -> Option<PhysAddr> {
+        let free = &mut self.slots[..self.free];
+        free.sort_unstable();
+        free.windows(2)
+            .find(|pair| pair[0] == pair[1])
+            .map(|pair| pair[0])
     }
 }
 
@@ -99,6 +137,18 @@ impl<'a> FramePool<'a> {
 ///
 /// A table reused while a walker or an MMU still reads it is a device pinned
 /// through garbage, or a CPU translating through it: memory unsafety.
+///
+/// Only the builder retires ([`retire`](Self::retire) is `unsafe` to call),
+/// so safe code cannot feed a hook a live table:
+///
+/// ```compile_fail,E0133
+/// use pagepin::table::{FramePool, PhysAddr, ReclaimNow, Retire};
+/// fn feed(pool: &mut FramePool<'_>, live_table: PhysAddr) {
+///     // SAFETY: (not what this example is about)
+///     let mut hook = unsafe { ReclaimNow::new() };
+///     let _ = hook.retire(live_table, pool);
+/// }
+/// ```
 pub unsafe trait Retire {
     /// The walk guards whose read sections hold these tables back (see
     /// [`guard`](crate::guard#domains-the-guard-and-the-retire-hook-agree-by-type)).
@@ -109,8 +159,21 @@ pub unsafe trait Retire {
     ///
     /// # Errors
     ///
-    /// [`PoolFull`] if the pool refuses the frame.
-    fn retire(&mut self, table: PhysAddr, pool: &mut FramePool<'_>) -> Result<(), PoolFull>;
+    /// [`RetireError::PoolFull`] if the pool refuses the frame,
+    /// [`RetireError::Backlog`] if the hook cannot take another table now. On
+    /// an error the table is the caller's again (detached, not reused).
+    ///
+    /// # Safety
+    ///
+    /// `table` is a table of `pool`'s builder that the builder has just
+    /// detached (cleared the entry pointing to it, after every entry in it):
+    /// the hook will give it to `pool`, which then owns it alone (see
+    /// [`FramePool::give_back`]). The builder is the one caller.
+    unsafe fn retire(
+        &mut self,
+        table: PhysAddr,
+        pool: &mut FramePool<'_>,
+    ) -> Result<(), RetireError>;
 
     /// Gives back to `pool` every retired table that no walker can still read.
     /// The builder calls it when the pool has too few frames for a mapping.
@@ -157,8 +220,14 @@ unsafe impl Retire for ReclaimNow {
     type Domain = crate::guard::Promised;
 
     #[inline]
-    fn retire(&mut self, table: PhysAddr, pool: &mut FramePool<'_>) -> Result<(), PoolFull> {
-        pool.give_back(table)
+    unsafe fn retire(
+        &mut self,
+        table: PhysAddr,
+        pool: &mut FramePool<'_>,
+    ) -> Result<(), RetireError> {
+        // SAFETY: the builder detached `table` (this method's contract) and the
+        // constructor's caller promised no walker or MMU still reads it.
+        unsafe { pool.give_back(table) }.map_err(RetireError::PoolFull)
     }
 
     #[inline]
@@ -174,10 +243,12 @@ mod tests {
     #[test]
     fn the_pool_is_a_bounded_stack() {
         let mut slots = [PhysAddr(0x1000), PhysAddr(0x2000)];
-        let mut pool = FramePool::new(&mut slots);
+        // SAFETY: the frames are this code's own, listed once, in no other pool.
+        let mut pool = unsafe { FramePool::new(&mut slots) };
         assert_eq!((pool.free_count(), pool.capacity()), (2, 2));
         assert_eq!(
-            pool.give_back(PhysAddr(0x9000)),
+            // SAFETY: the frame came from this pool and nothing can reach it.
+            unsafe { pool.give_back(PhysAddr(0x9000)) },
             Err(PoolFull {
                 frame: PhysAddr(0x9000)
             })
@@ -186,11 +257,14 @@ mod tests {
         assert_eq!(pool.take(), Some(PhysAddr(0x1000)));
         assert_eq!(pool.take(), None);
         assert_eq!(pool.free_count(), 0);
-        pool.give_back(PhysAddr(0x1000)).unwrap();
+        // SAFETY: the frame came from this pool and nothing can reach it.
+        unsafe { pool.give_back(PhysAddr(0x1000)) }.unwrap();
         assert_eq!(pool.free_frames(), &[PhysAddr(0x1000)]);
         // SAFETY: no walker or MMU reads these (made-up) tables.
         let mut now = unsafe { ReclaimNow::new() };
-        assert_eq!(now.retire(PhysAddr(0x2000), &mut pool), Ok(()));
+        // SAFETY: a made-up table of this pool's, detached (no table points
+        // to it).
+        assert_eq!(unsafe { now.retire(PhysAddr(0x2000), &mut pool) }, Ok(()));
         assert_eq!(pool.free_count(), 2);
         assert_eq!(now.reclaim(&mut pool), Ok(()));
         assert_eq!(pool.free_count(), 2);

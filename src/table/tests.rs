@@ -34,7 +34,8 @@ fn toy_huge_and_small_leaves_with_their_parents() {
     let mut slots: Vec<PhysAddr> = memory.frame_pas().collect();
     let mut tables =
         // SAFETY: no walker or MMU reads these tables while the builder unmaps.
-        TableBuilder::<Toy, _, _>::new(&memory, FramePool::new(&mut slots), unsafe { ReclaimNow::new() }).unwrap();
+        // The pool's frames are this code's own, in no other pool.
+        TableBuilder::<Toy, _, _>::new(&memory, unsafe { FramePool::new(&mut slots) }, unsafe { ReclaimNow::new() }).unwrap();
     let rw = Perms::READ | Perms::WRITE;
     tables
         .map(&MapRequest::new(VirtAddr(0), PhysAddr(0x8_0000), 0x4000, 0x4000).with_perms(rw))
@@ -150,7 +151,8 @@ fn refused_maps_change_nothing() {
     let mut slots: Vec<PhysAddr> = memory.frame_pas().collect();
     let mut tables =
         // SAFETY: no walker or MMU reads these tables while the builder unmaps.
-        TableBuilder::<Toy, _, _>::new(&memory, FramePool::new(&mut slots), unsafe { ReclaimNow::new() }).unwrap();
+        // The pool's frames are this code's own, in no other pool.
+        TableBuilder::<Toy, _, _>::new(&memory, unsafe { FramePool::new(&mut slots) }, unsafe { ReclaimNow::new() }).unwrap();
     tables
         .map(&MapRequest::new(
             VirtAddr(0x4000),
@@ -261,7 +263,11 @@ struct Deferred<'a> {
 unsafe impl Retire for Deferred<'_> {
     type Domain = crate::guard::Promised;
 
-    fn retire(&mut self, table: PhysAddr, _pool: &mut FramePool<'_>) -> Result<(), PoolFull> {
+    unsafe fn retire(
+        &mut self,
+        table: PhysAddr,
+        _pool: &mut FramePool<'_>,
+    ) -> Result<(), RetireError> {
         for index in 0..4 {
             // Relaxed: single-threaded test.
             let raw = self
@@ -290,7 +296,8 @@ unsafe impl Retire for Deferred<'_> {
 
     fn reclaim(&mut self, pool: &mut FramePool<'_>) -> Result<(), PoolFull> {
         while let Some(table) = self.held.pop() {
-            pool.give_back(table)?;
+            // SAFETY: the frame came from this pool and nothing can reach it.
+            unsafe { pool.give_back(table) }?;
         }
         Ok(())
     }
@@ -307,7 +314,8 @@ fn retired_tables_are_detached_and_reclaimed_when_the_pool_runs_dry() {
         held: Vec::new(),
     };
     let mut tables =
-        TableBuilder::<Toy, _, _>::new(&memory, FramePool::new(&mut slots), retire).unwrap();
+        // SAFETY: the frames are this code's own, listed once, in no other pool.
+        TableBuilder::<Toy, _, _>::new(&memory, unsafe { FramePool::new(&mut slots) }, retire).unwrap();
     assert_eq!(
         tables.root(),
         PhysAddr(0x10_2000),
@@ -349,7 +357,8 @@ fn new_checks_the_pool_frames() {
     let mut empty: [PhysAddr; 0] = [];
     assert_eq!(
         // SAFETY: no walker or MMU reads these tables while the builder unmaps.
-        TableBuilder::<Toy, _, _>::new(&memory, FramePool::new(&mut empty), unsafe {
+        // The pool's frames are this code's own, in no other pool.
+        TableBuilder::<Toy, _, _>::new(&memory, unsafe { FramePool::new(&mut empty) }, unsafe {
             ReclaimNow::new()
         })
         .unwrap_err(),
@@ -358,7 +367,8 @@ fn new_checks_the_pool_frames() {
     let mut outside = [PhysAddr(0x20_0000)];
     assert_eq!(
         // SAFETY: no walker or MMU reads these tables while the builder unmaps.
-        TableBuilder::<Toy, _, _>::new(&memory, FramePool::new(&mut outside), unsafe {
+        // The pool's frames are this code's own, in no other pool.
+        TableBuilder::<Toy, _, _>::new(&memory, unsafe { FramePool::new(&mut outside) }, unsafe {
             ReclaimNow::new()
         })
         .unwrap_err(),
@@ -372,7 +382,8 @@ fn new_checks_the_pool_frames() {
     let mut slots: Vec<PhysAddr> = high.frame_pas().collect();
     assert_eq!(
         // SAFETY: no walker or MMU reads these tables while the builder unmaps.
-        TableBuilder::<Toy, _, _>::new(&high, FramePool::new(&mut slots), unsafe {
+        // The pool's frames are this code's own, in no other pool.
+        TableBuilder::<Toy, _, _>::new(&high, unsafe { FramePool::new(&mut slots) }, unsafe {
             ReclaimNow::new()
         })
         .unwrap_err(),
@@ -391,9 +402,17 @@ fn with_root_uses_the_callers_root_and_checks_it() {
     frames[0].entries[3].store(0xdead_0000, Ordering::Relaxed);
     let mut slots: Vec<PhysAddr> = memory.frame_pas().skip(1).collect();
     let mut tables =
-        // SAFETY: no walker or MMU reads these tables while the builder unmaps.
-        TableBuilder::<Toy, _, _>::with_root(&memory, root, FramePool::new(&mut slots), unsafe { ReclaimNow::new() })
-            .unwrap();
+        // SAFETY: the root frame is the test's, outside the pool; the pool's
+        // frames are the test's; no walker or MMU reads these tables.
+        unsafe {
+            TableBuilder::<Toy, _, _>::with_root(
+                &memory,
+                root,
+                FramePool::new(&mut slots),
+                ReclaimNow::new(),
+            )
+        }
+        .unwrap();
     assert_eq!(tables.root(), root);
     assert_eq!(frames[0].entries[3].load(Ordering::Relaxed), 0);
     assert_eq!(tables.pool().free_count(), 2, "the root is not the pool's");
@@ -412,13 +431,16 @@ fn with_root_uses_the_callers_root_and_checks_it() {
 
     let mut slots: Vec<PhysAddr> = memory.frame_pas().skip(1).collect();
     assert_eq!(
-        TableBuilder::<Toy, _, _>::with_root(
-            &memory,
-            PhysAddr(0x20_0000),
-            FramePool::new(&mut slots),
-            // SAFETY: no walker or MMU reads these tables while the builder unmaps.
-            unsafe { ReclaimNow::new() }
-        )
+        // SAFETY: refused before anything is written; the pool's frames are
+        // the test's; no walker or MMU reads these tables.
+        unsafe {
+            TableBuilder::<Toy, _, _>::with_root(
+                &memory,
+                PhysAddr(0x20_0000),
+                FramePool::new(&mut slots),
+                ReclaimNow::new(),
+            )
+        }
         .unwrap_err(),
         MapError::Access(AccessError::Unreachable {
             table: PhysAddr(0x20_0000),
@@ -427,13 +449,16 @@ fn with_root_uses_the_callers_root_and_checks_it() {
     );
     let mut outside = [PhysAddr(0x20_0000)];
     assert!(matches!(
-        TableBuilder::<Toy, _, _>::with_root(
-            &memory,
-            root,
-            FramePool::new(&mut outside),
-            // SAFETY: no walker or MMU reads these tables while the builder unmaps.
-            unsafe { ReclaimNow::new() }
-        ),
+        // SAFETY: refused before anything is written (the pool's frame is
+        // unreachable); no walker or MMU reads these tables.
+        unsafe {
+            TableBuilder::<Toy, _, _>::with_root(
+                &memory,
+                root,
+                FramePool::new(&mut outside),
+                ReclaimNow::new(),
+            )
+        },
         Err(MapError::Access(AccessError::Unreachable { .. }))
     ));
 }

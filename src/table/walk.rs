@@ -333,7 +333,8 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, D> Walker<'a, F, A, D> {
     /// let frames: Vec<HostFrame> = (0..8).map(|_| HostFrame::new()).collect();
     /// let memory = HostMemory::new(&frames, PhysAddr(0x10_0000)).unwrap();
     /// let mut pool_frames: Vec<PhysAddr> = memory.frame_pas().collect();
-    /// let pool = FramePool::new(&mut pool_frames);
+    /// // SAFETY: the pool's frames are this example's own, in no other pool.
+    /// let pool = unsafe { FramePool::new(&mut pool_frames) };
     /// // SAFETY: no walker or MMU reads these tables while the builder unmaps.
     /// let mut tables = TableBuilder::<Paging4Level, _, _>::new(&memory, pool, unsafe { ReclaimNow::new() }).unwrap();
     /// tables

@@ -15,7 +15,7 @@
 //!
 //! Unmapping before marking does not compile:
 //!
-//! ```compile_fail
+//! ```compile_fail,E0599
 //! # use pagepin::truncate::*;
 //! # fn f<M: pagepin::memmap::MemoryMap, U: Unmapper>(memmap: &M, unmapper: &mut U) {
 //! let marked = Truncate::mark(memmap, core::iter::empty()).unwrap();
@@ -26,7 +26,7 @@
 //!
 //! and neither does freeing before draining:
 //!
-//! ```compile_fail
+//! ```compile_fail,E0599
 //! # use pagepin::truncate::*;
 //! # fn f<M: pagepin::memmap::MemoryMap, U: Unmapper>(memmap: &M, unmapper: &mut U) {
 //! let marked = Truncate::mark(memmap, core::iter::empty()).unwrap();

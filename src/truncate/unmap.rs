@@ -19,7 +19,28 @@ use crate::table::{
 /// walks that already loaded an entry are caught by their re-check and by the
 /// marks; it is the *later* accesses through stale TLB entries that the
 /// shootdown prevents.
-pub trait Unmapper {
+///
+/// # Safety
+///
+/// When [`unmap_extent`](Self::unmap_extent) returns `Ok`, no page-table
+/// entry that a walker or an MMU can reach maps a page of the extent, and no
+/// CPU can still translate to one through a TLB entry: the truncate frees the
+/// pages next, and a mapping left behind lets GUP-fast pin (or a CPU write)
+/// a page after its reuse. A truncate whose unmap fails frees nothing.
+///
+/// An unmapper that unmaps nothing is a promise broken; it takes `unsafe`:
+///
+/// ```compile_fail,E0200
+/// use pagepin::truncate::{Extent, Unmapper};
+/// struct Nothing;
+/// impl Unmapper for Nothing {
+///     type Error = ();
+///     fn unmap_extent(&mut self, _extent: Extent) -> Result<(), ()> {
+///         Ok(())
+///     }
+/// }
+/// ```
+pub unsafe trait Unmapper {
     /// Why an unmap failed.
     type Error: fmt::Debug;
 
@@ -34,7 +55,14 @@ pub trait Unmapper {
 /// Invalidates the translations of a virtual range in one address space on every
 /// CPU (x86_64: `invlpg` plus an IPI round every CPU acknowledges; aarch64:
 /// `TLBI VAE1IS` per page plus `DSB ISH`).
-pub trait TlbShootdown {
+///
+/// # Safety
+///
+/// [`flush`](Self::flush) returns only when no CPU can translate an address
+/// of `range` in address space `space` through a TLB or paging-structure
+/// cache entry made before the call: [`TableUnmapper`] reports the pages
+/// unmapped (and the truncate frees them) on its word.
+pub unsafe trait TlbShootdown {
     /// Flushes `range` of address space `space` everywhere; returns when done.
     /// `sizes` are the sizes of the leaves the unmap cleared in the range:
     /// one invalidation per [`smallest`](LeafSizes::smallest) size reaches
@@ -51,8 +79,10 @@ pub trait TlbShootdown {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoTlbShootdown;
 
+// SAFETY: for tables no MMU walks (this type's only use, said above) nothing
+// caches a translation, so every flush is complete at once.
 #[cfg(feature = "host")]
-impl TlbShootdown for NoTlbShootdown {
+unsafe impl TlbShootdown for NoTlbShootdown {
     #[inline]
     fn flush(&mut self, _space: usize, _range: VaRange, _sizes: LeafSizes) {}
 }
@@ -158,7 +188,19 @@ where
     /// [`TableUnmapError::BadPageShift`].
     ///
     /// [`MemoryMap::PAGE_SHIFT`]: crate::memmap::MemoryMap::PAGE_SHIFT
-    pub fn new(spaces: &'s mut [TableBuilder<'b, F, A, R>], page_shift: u32, tlb: T) -> Self {
+    ///
+    /// # Safety
+    ///
+    /// Before a truncate through this unmapper reaches its unmap step, every
+    /// mapping of a page it truncates, in every address space a walker or an
+    /// MMU uses, is one of `spaces` and registered with
+    /// [`add_mapping`](Self::add_mapping) (the unmapper clears only what it is
+    /// told about, and the truncate then frees the pages).
+    pub unsafe fn new(
+        spaces: &'s mut [TableBuilder<'b, F, A, R>],
+        page_shift: u32,
+        tlb: T,
+    ) -> Self {
         TableUnmapper {
             spaces,
             mappings: Vec::new(),
@@ -189,7 +231,11 @@ where
     }
 }
 
-impl<F, A, R, T, const N: usize> Unmapper for TableUnmapper<'_, '_, F, A, R, T, N>
+// SAFETY: `unmap_extent` unmaps every registered mapping that meets the extent
+// and flushes through `T` (an `unsafe` promise of completeness) before it
+// returns `Ok`; the constructor's caller promised that the registered mappings
+// are all the mappings of the pages.
+unsafe impl<F, A, R, T, const N: usize> Unmapper for TableUnmapper<'_, '_, F, A, R, T, N>
 where
     F: PagingFormat,
     A: TableAccess + ?Sized,

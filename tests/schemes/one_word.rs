@@ -97,7 +97,8 @@ struct ClearLeaves<'a, A: ?Sized> {
     first: Pfn,
 }
 
-impl<A: TableAccess + ?Sized> Unmapper for ClearLeaves<'_, A> {
+// SAFETY: `leaves` are the only mappings of the pages, and host tables have no TLB.
+unsafe impl<A: TableAccess + ?Sized> Unmapper for ClearLeaves<'_, A> {
     type Error = core::convert::Infallible;
 
     fn unmap_extent(&mut self, extent: Extent) -> Result<(), Self::Error> {
@@ -162,7 +163,8 @@ impl<const WALK: u8> Pagepin<WALK> {
                     .parent
                     .is_none_or(|p| walker.is_unchanged(&p) == Ok(true)));
         if !unchanged {
-            release(map, &[pfn], Hold::Pin).expect("the pin just taken");
+            // SAFETY: the pages were taken above by this code and are released once.
+            unsafe { release(map, &[pfn], Hold::Pin) }.expect("the pin just taken");
             return None;
         }
         Some(index)
@@ -230,7 +232,8 @@ impl<const WALK: u8> Scheme for Pagepin<WALK> {
 
     #[inline]
     fn unpin(&self, pages: &[PageMeta], base: Pfn, index: usize) {
-        release(&self.map(pages, base), &[pfn_of(base, index)], Hold::Pin)
+        // SAFETY: the pages were taken above by this code and are released once.
+        unsafe { release(&self.map(pages, base), &[pfn_of(base, index)], Hold::Pin) }
             .expect("a pin GUP-fast took");
     }
 

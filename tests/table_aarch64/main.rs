@@ -388,16 +388,23 @@ mod crate_oracle {
         let (accepted, _) = place::<F>(cands);
         let frames = host_frames::<F>();
         let memory = HostMemory::new(&frames, MEMORY_BASE).unwrap();
-        let mut pool_slots: Vec<PhysAddr> = memory.frame_pas().rev().collect();
-        let mut tables =
-            // SAFETY: no walker or MMU reads these tables while the builder unmaps.
-            TableBuilder::<F, _, _>::new(&memory, FramePool::new(&mut pool_slots), unsafe { ReclaimNow::new() })
-                .unwrap();
+        let mut pool_slots: Vec<PhysAddr> = memory.frame_pas().skip(1).collect();
+        // The root is frame 0, the arena's first table, so the crate adopts it
+        // as its root.
+        // SAFETY: frame 0 and the pool's frames are this test's own, apart; no
+        // walker or MMU reads these tables.
+        let mut tables = unsafe {
+            TableBuilder::<F, _, _>::with_root(
+                &memory,
+                MEMORY_BASE,
+                FramePool::new(&mut pool_slots),
+                ReclaimNow::new(),
+            )
+        }
+        .unwrap();
         for m in &accepted {
             tables.map(&m.request()).unwrap();
         }
-        // The pool hands out the end of its slice first: the root is frame 0,
-        // which is the arena's first table, so the crate adopts it as its root.
         assert_eq!(tables.root(), MEMORY_BASE);
         let depth = F::GEOMETRY.depth();
         let mapping = F::mapping(Arena {

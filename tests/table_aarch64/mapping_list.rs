@@ -252,17 +252,22 @@ pub fn build_and_unmap<F: Profile>(cands: &[Candidate], unmap: &[bool]) {
     let mut pool_slots = pool_frames::<F>(&memory);
     let root_is_larger = F::GEOMETRY.entries(0).unwrap() > F::GEOMETRY.entries(1).unwrap();
     let mut tables = if root_is_larger {
-        let pool = FramePool::new(&mut pool_slots);
+        // SAFETY: the frames are this code's own, listed once, in no other pool.
+        let pool = unsafe { FramePool::new(&mut pool_slots) };
         // SAFETY: no walker or MMU reads these tables while the builder unmaps.
-        TableBuilder::<F, _, _>::with_root(&memory, MEMORY_BASE, pool, unsafe { ReclaimNow::new() })
+        // The root is this code's own memory, outside the pool.
+        unsafe { TableBuilder::<F, _, _>::with_root(&memory, MEMORY_BASE, pool, ReclaimNow::new()) }
             .unwrap()
     } else {
         // The root's own frames join the pool; the root is taken from it.
         pool_slots.push(MEMORY_BASE);
         // SAFETY: no walker or MMU reads these tables while the builder unmaps.
-        TableBuilder::<F, _, _>::new(&memory, FramePool::new(&mut pool_slots), unsafe {
-            ReclaimNow::new()
-        })
+        // The pool's frames are this code's own, in no other pool.
+        TableBuilder::<F, _, _>::new(
+            &memory,
+            unsafe { FramePool::new(&mut pool_slots) },
+            unsafe { ReclaimNow::new() },
+        )
         .unwrap()
     };
     let free_at_start = tables.pool().free_count();

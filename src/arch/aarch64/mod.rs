@@ -28,7 +28,8 @@
 //! let frames: Vec<HostFrame> = (0..4 * 8).map(|_| HostFrame::new()).collect();
 //! let memory = HostMemory::new(&frames, PhysAddr(0x10_0000)).unwrap();
 //! let mut pool_frames: Vec<PhysAddr> = memory.frame_pas().step_by(4).collect();
-//! let pool = FramePool::new(&mut pool_frames);
+//! // SAFETY: the pool's frames are this example's own, in no other pool.
+//! let pool = unsafe { FramePool::new(&mut pool_frames) };
 //! // SAFETY: no walker or MMU reads these tables while the builder unmaps.
 //! let mut tables = TableBuilder::<Stage1G16K48, _, _>::new(&memory, pool, unsafe { ReclaimNow::new() }).unwrap();
 //! assert_eq!(Stage1G16K48::START_LEVEL, 0);

@@ -29,7 +29,8 @@
 //! let mut pool_frames: Vec<PhysAddr> = memory.frame_pas().collect();
 //! let mut tables =
 //!     // SAFETY: no walker or MMU reads these tables while the builder unmaps.
-//!     TableBuilder::<Sv39, _, _>::new(&memory, FramePool::new(&mut pool_frames), unsafe { ReclaimNow::new() })
+//!     // SAFETY: the pool's frames are this example's own, in no other pool.
+//!     TableBuilder::<Sv39, _, _>::new(&memory, unsafe { FramePool::new(&mut pool_frames) }, unsafe { ReclaimNow::new() })
 //!         .unwrap();
 //! let user_rw = Perms::READ | Perms::WRITE | Perms::USER | Perms::ACCESSED | Perms::DIRTY;
 //! // A 2 MiB megapage in the upper (sign-extended) half.
@@ -46,10 +47,12 @@
 //! let root = PhysAddr(0x8020_0000);
 //! let memory = HostMemory::new(&frames, root).unwrap();
 //! let mut pool_frames: Vec<PhysAddr> = memory.frame_pas().skip(4).collect();
-//! let mut gstage =
-//!     // SAFETY: no walker or MMU reads these tables while the builder unmaps.
-//!     TableBuilder::<Sv39x4, _, _>::with_root(&memory, root, FramePool::new(&mut pool_frames), unsafe { ReclaimNow::new() })
-//!         .unwrap();
+//! // SAFETY: the root's four frames and the pool's are this example's own,
+//! // apart; no walker or MMU reads these tables while the builder unmaps.
+//! let mut gstage = unsafe {
+//!     TableBuilder::<Sv39x4, _, _>::with_root(&memory, root, FramePool::new(&mut pool_frames), ReclaimNow::new())
+//! }
+//! .unwrap();
 //! assert_eq!(Sv39x4::GEOMETRY.entries(0), Some(2048));
 //! let guest_ram = Perms::READ | Perms::WRITE | Perms::EXEC;
 //! gstage
