@@ -99,10 +99,13 @@ use crate::table::{FramePool, PhysAddr, PoolFull, Retire, RetireError};
 ///
 /// # Safety
 ///
-/// Implementors promise: while a guard lives, no page-table page that was
+/// Implementors promise, for the tables of their [`Domain`](Self::Domain)
+/// (those whose detached pages are retired through a [`Retire`] hook of the
+/// same domain, or never): while a guard lives, no page-table page that was
 /// reachable from the walked root at any moment since the guard was entered is
 /// freed, reused for anything but the same page table, or unmapped from the
 /// table access. (Entries inside it may change; the page itself stays.)
+/// GUP-fast walks a walker of domain `D` only under a guard of domain `D`.
 pub unsafe trait WalkGuard {
     /// The tables this guard protects: those retired through a
     /// [`Retire`] hook of the same domain (see the [module docs](self)).
@@ -295,6 +298,10 @@ impl<B: EpochBrand, const SLOTS: usize> Epoch<B, SLOTS> {
     /// [`BrandTaken`] while another epoch of brand `B` lives: its readers and
     /// retire hooks would carry the same domain as this one's, and the types
     /// could no longer tell them apart.
+    ///
+    /// The claim is an atomic swap (a read-modify-write) on the brand's
+    /// `static`: on aarch64 create the epoch once exclusives work on the
+    /// kernel image (MMU on, Normal cacheable memory), not before.
     pub fn new() -> Result<Epoch<B, SLOTS>, BrandTaken> {
         // Acquire: pairs with the Release store in `Drop`, ordering the end of
         // the previous epoch of the brand before this one.
