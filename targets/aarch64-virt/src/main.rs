@@ -281,7 +281,19 @@ struct SlotUnmapper<'t, 'a> {
     slots: &'t [SlotState; SLOTS],
 }
 
-impl Unmapper for SlotUnmapper<'_, '_> {
+// SAFETY: the file's pages are mapped at their slots only (`slots` is the
+// reverse map: CPU 0 maps a unit at a slot and records it there, and nothing
+// else maps file pages at other VAs), so `unmap_extent` clears, through the
+// builder, every slot leaf over a page of the extent, then (`flush_tlb_range`)
+// `TLBI VAE1IS` per leaf and `DSB ISH`: when it returns `Ok`, no entry the
+// walkers or the MMUs can reach maps a page of the extent at a slot, and no
+// CPU's TLB still translates a slot VA to one. The identity map of RAM also
+// covers these pages, as a kernel's direct map does: no GUP-fast call walks it
+// (the walkers pin slot VAs only), and through it only CPU 0 touches a page
+// it owns (allocating, poisoning a freed page) and a walker a page it holds
+// pinned. The `broken-no-tlbi` build breaks the promise on purpose: it skips
+// the invalidation.
+unsafe impl Unmapper for SlotUnmapper<'_, '_> {
     type Error = UnmapError;
 
     fn unmap_extent(&mut self, extent: Extent) -> Result<(), UnmapError> {
@@ -796,7 +808,10 @@ fn walker(shared: &'static Shared, cpu: u64) {
                 ));
             }
         }
-        if let Err(e) = release(&shared.memmap, held, Hold::Pin) {
+        // SAFETY: `held` is what this walker's `get_pages` call above pinned
+        // (`taken.pages` PFNs, one `Hold::Pin` each, into its own `out`), not
+        // released yet: this is the one release of those pins.
+        if let Err(e) = unsafe { release(&shared.memmap, held, Hold::Pin) } {
             violation(format_args!("release: {e}"));
         }
         pins += held.len() as u64;
@@ -835,7 +850,12 @@ extern "C" fn kernel_main() -> ! {
     // The hook finds the epoch only when it retires a table (after the MMU is
     // on and `SHARED` is written): see `memory::epoch`.
     let retire = KernelRetire::new();
-    let Ok(mut tables) = Tables::new(&IDENTITY, FramePool::new(&mut frames), retire) else {
+    // SAFETY: the frames are the `TABLES` static's, each listed once, memory
+    // nothing else uses: only this builder writes them (as page tables), and
+    // the MMUs and the walkers read them only as the tables it publishes. No
+    // other pool or builder exists.
+    let pool = unsafe { FramePool::new(&mut frames) };
+    let Ok(mut tables) = Tables::new(&IDENTITY, pool, retire) else {
         fail_early("TableBuilder::new");
     };
     let kernel_rwx = Perms::READ | Perms::WRITE | Perms::EXEC | Perms::ACCESSED | Perms::GLOBAL;

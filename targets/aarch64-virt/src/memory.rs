@@ -6,7 +6,9 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use pagepin::guard::Epoch;
 use pagepin::memmap::{MemoryMap, OutsideMap, Pfn, Unit};
 use pagepin::meta::PageMeta;
-use pagepin::table::{AccessError, DirectMap, FramePool, PhysAddr, PoolFull, Retire, TableAccess};
+use pagepin::table::{
+    AccessError, DirectMap, FramePool, PhysAddr, PoolFull, Retire, RetireError, TableAccess,
+};
 use pagepin::wait::{WaitSlot, WaitTable};
 
 use crate::WALKERS;
@@ -286,18 +288,23 @@ impl KernelRetire {
 // `epoch()` returns; (2) the unmapper's TLB invalidation (`TLBI VAE1IS` +
 // `DSB ISH`) runs right after each `unmap`, before the builder's next `map`
 // can reuse a given-back frame. (The `broken-early-table-reuse` build breaks
-// (1) on purpose.)
+// (1) on purpose, and `broken-no-tlbi` (2).)
 unsafe impl Retire for KernelRetire {
     type Domain = KernelTables;
 
-    fn retire(&mut self, table: PhysAddr, _pool: &mut FramePool<'_>) -> Result<(), PoolFull> {
+    unsafe fn retire(
+        &mut self,
+        table: PhysAddr,
+        _pool: &mut FramePool<'_>,
+    ) -> Result<(), RetireError> {
         let retired = epoch().retire_epoch();
         // Never full: there are only TABLE_FRAMES tables, and the root is
-        // never retired.
+        // never retired. (Were it full, the table would wait in no list: the
+        // hook's backlog, and the table stays the builder's.)
         let slot = self
             .pending
             .get_mut(self.len)
-            .ok_or(PoolFull { frame: table })?;
+            .ok_or(RetireError::Backlog { table })?;
         *slot = (table, retired);
         self.len += 1;
         self.retired += 1;
@@ -330,7 +337,17 @@ unsafe impl Retire for KernelRetire {
                 let frame = ((table.0 - TABLES.as_ptr() as u64) / PAGE) as usize;
                 // Relaxed: see `check_not_freed`.
                 FRAME_FREE[frame].store(true, Ordering::Relaxed);
-                pool.give_back(table)?;
+                // SAFETY: `table` is a table the builder detached and handed
+                // to `retire` (that call's contract), kept out of the pool
+                // since; `safe` found the epoch past every walk that could
+                // have loaded a pointer to it, and the unmapper's `TLBI VAE1IS`
+                // + `DSB ISH` after that `unmap` dropped the MMUs' walk-cache
+                // entries (see this impl's SAFETY comment). So the pool owns
+                // it alone now. Broken on purpose by two builds:
+                // `broken-early-table-reuse` (its `safe` does not wait for the
+                // epoch) and `broken-no-tlbi` (no invalidation: a walk cache
+                // may still hold the table).
+                unsafe { pool.give_back(table) }?;
                 self.reused += 1;
                 self.len -= 1;
                 self.pending[i] = self.pending[self.len];

@@ -254,7 +254,20 @@ struct SlotUnmapper<'t, 'a> {
     slots: &'t [SlotState; SLOTS],
 }
 
-impl Unmapper for SlotUnmapper<'_, '_> {
+// SAFETY: the file's pages are mapped at their slots only (`slots` is the
+// reverse map: hart 0 maps a unit at a slot and records it there, and nothing
+// else maps file pages at other VAs), so `unmap_extent` clears, through the
+// builder, every slot leaf over a page of the extent, then
+// (`flush_tlb_range`) `sfence.vma` per leaf on hart 0 and a remote fence that
+// every other hart acknowledges after its own `sfence.vma`: when it returns
+// `Ok`, no entry the walkers or the MMUs can reach maps a page of the extent
+// at a slot, and no hart's TLB still translates a slot VA to one. The
+// identity map of RAM also covers these pages, as a kernel's direct map does:
+// no GUP-fast call walks it (the walkers pin slot VAs only), and through it
+// only hart 0 touches a page it owns (allocating, poisoning a freed page) and
+// a walker a page it holds pinned. The `broken-no-remote-fence` build breaks
+// the promise on purpose: the other harts are not fenced.
+unsafe impl Unmapper for SlotUnmapper<'_, '_> {
     type Error = UnmapError;
 
     fn unmap_extent(&mut self, extent: Extent) -> Result<(), UnmapError> {
@@ -667,7 +680,10 @@ fn walker(shared: &'static Shared, cpu: u64) {
                 ));
             }
         }
-        if let Err(e) = release(&shared.memmap, held, Hold::Pin) {
+        // SAFETY: `held` is what this walker's `get_pages` call above pinned
+        // (`taken.pages` PFNs, one `Hold::Pin` each, into its own `out`), not
+        // released yet: this is the one release of those pins.
+        if let Err(e) = unsafe { release(&shared.memmap, held, Hold::Pin) } {
             violation(format_args!("release: {e}"));
         }
         pins += held.len() as u64;
@@ -712,7 +728,12 @@ extern "C" fn kernel_main() -> ! {
         *slot = PhysAddr(frame as *const _ as u64);
     }
     let retire = KernelRetire::new(&shared.epoch);
-    let Ok(mut tables) = Tables::new(&IDENTITY, FramePool::new(&mut frames), retire) else {
+    // SAFETY: the frames are the `TABLES` static's, each listed once, memory
+    // nothing else uses: only this builder writes them (as page tables), and
+    // the MMUs and the walkers read them only as the tables it publishes. No
+    // other pool or builder exists.
+    let pool = unsafe { FramePool::new(&mut frames) };
+    let Ok(mut tables) = Tables::new(&IDENTITY, pool, retire) else {
         fail_early("TableBuilder::new");
     };
     let kernel_rwx =

@@ -257,11 +257,13 @@ fn run_with<F: PagingFormat, D>(
     for (slot, pa) in slots.iter_mut().zip(tables::frame_pas()) {
         *slot = pa;
     }
-    let mut tables = match TableBuilder::<F, _, _>::new(
-        &IdentityTables::BUILDER,
-        FramePool::new(&mut slots),
-        retire,
-    ) {
+    // SAFETY: the frames are the `TABLE_FRAMES` static's (`frame_pas`), each
+    // listed once, memory nothing else uses: only this builder writes them (as
+    // page tables), and the MMUs and the walkers read them only as the tables
+    // it publishes. The boot tables in CR3 until `write_cr3` below are not
+    // among them, and the sweep's tables are its own static.
+    let pool = unsafe { FramePool::new(&mut slots) };
+    let mut tables = match TableBuilder::<F, _, _>::new(&IdentityTables::BUILDER, pool, retire) {
         Ok(tables) => tables,
         Err(e) => panic!("table builder: {e}"),
     };

@@ -628,7 +628,10 @@ fn walk<F: PagingFormat, D, G: WalkGuard<Domain = D>>(
                 ));
             }
         }
-        if let Err(e) = release(memmap(), held, Hold::Pin) {
+        // SAFETY: `held` is what this walker's GUP-fast call above pinned
+        // (`Hold::Pin` on each PFN, into its own output), not released yet:
+        // this is the one release of those pins.
+        if let Err(e) = unsafe { release(memmap(), held, Hold::Pin) } {
             violation(format_args!("release failed: {e}"));
         }
         counts.pins += held.len() as u64;
@@ -782,7 +785,19 @@ struct LeafUnmapper<'t, 'b, F, R> {
     tlb: IpiShootdown,
 }
 
-impl<F: PagingFormat, R: Retire> Unmapper for LeafUnmapper<'_, '_, F, R> {
+// SAFETY: `unmap_extent` takes only the extent of the one 2 MiB unit its slot
+// maps (anything else is `NotTheLeaf`), checks that the slot's leaf in the
+// live tables is that 2 MiB leaf over that unit, clears it, then flushes the
+// 2 MiB through `IpiShootdown` (`invlpg` here and on every online CPU,
+// acknowledged: see its SAFETY comment) before it returns `Ok`. The writer
+// maps a unit at one slot at a time and truncates it before mapping it
+// elsewhere, so the slot was its only file mapping: no entry a walker or an
+// MMU can reach maps it at a file VA any more, and no TLB translates one to
+// it. The identity map of 0..2 GiB also covers the unit, as a kernel's direct
+// map does: no GUP-fast call walks it (the walkers pin file VAs only), and
+// through it only CPU 0 touches a page it owns (allocating, poisoning a freed
+// page) and a walker a page it holds pinned.
+unsafe impl<F: PagingFormat, R: Retire> Unmapper for LeafUnmapper<'_, '_, F, R> {
     type Error = LeafUnmapError;
 
     fn unmap_extent(&mut self, extent: Extent) -> Result<(), LeafUnmapError> {
@@ -949,21 +964,37 @@ pub fn writer<F: PagingFormat, R: Retire>(
                     counts.shootdowns += unmapper.tlb.flushes;
                     freed
                 } else {
-                    let mut unmapper = TableUnmapper::<_, _, _, _, 1>::new(
-                        core::slice::from_mut(&mut *tables),
-                        12,
-                        IpiShootdown::default(),
-                    );
+                    // SAFETY: the extent's pages have one file mapping, this
+                    // slot's (the writer maps a unit or block at one slot at a
+                    // time and truncates it before mapping it elsewhere), in
+                    // the one address space, `tables`; it is registered just
+                    // below, and a truncate through this unmapper runs only if
+                    // that succeeded. The identity map of 0..2 GiB also covers
+                    // the pages, as a kernel's direct map does: no GUP-fast
+                    // call walks it (the walkers pin file VAs only), and
+                    // through it only CPU 0 touches a page it owns
+                    // (allocating, poisoning a freed page) and a walker a page
+                    // it holds pinned.
+                    let mut unmapper = unsafe {
+                        TableUnmapper::<_, _, _, _, 1>::new(
+                            core::slice::from_mut(&mut *tables),
+                            12,
+                            IpiShootdown::default(),
+                        )
+                    };
                     let mapping = FileMapping {
                         space: 0,
                         va,
                         first: extent.first,
                         pages,
                     };
-                    if let Err(e) = unmapper.add_mapping(mapping) {
-                        violation(format_args!("unmapper: {e}"));
-                    }
-                    let freed = truncate(&mut unmapper, extent);
+                    let freed = match unmapper.add_mapping(mapping) {
+                        Ok(()) => truncate(&mut unmapper, extent),
+                        Err(e) => {
+                            violation(format_args!("unmapper: {e}"));
+                            None
+                        }
+                    };
                     counts.shootdowns += unmapper.tlb().flushes;
                     freed
                 };

@@ -315,8 +315,8 @@ fn sweep_with<F: PagingFormat>(rounds: u64, seed: u64, levels: usize) -> SweepCo
     // is set, a supervisor fetch from one always: the kernel's own pages (the
     // identity map, the xAPIC page) are supervisor pages.
     unsafe { cpu::write_cr4(cpu::cr4() | CR4_SMEP | CR4_SMAP) };
-    for round in 0..rounds {
-        sweep.round::<F>(round);
+    for _ in 0..rounds {
+        sweep.round::<F>();
     }
     sweep.counts
 }
@@ -390,16 +390,28 @@ impl Sweep {
         ok
     }
 
-    fn round<F: PagingFormat>(&mut self, round: u64) {
-        let set = (round % 2) as usize;
+    fn round<F: PagingFormat>(&mut self) {
+        // The set CR3 does not hold: set 0 while the kernel's tables are
+        // loaded (round 0), then the set of the round before the last one
+        // that loaded its tables (the two alternate).
+        let set0 = &raw const FRAMES[0] as u64;
+        let cr3 = cpu::cr3() & !0xfff;
+        let set = usize::from((set0..set0 + SET_FRAMES as u64 * 4096).contains(&cr3));
         let mut slots = [PhysAddr(0); SET_FRAMES];
         for (i, slot) in slots.iter_mut().enumerate() {
             *slot = PhysAddr(&raw const FRAMES[set][i] as u64);
         }
         let access = sweep_tables();
+        // SAFETY: the frames are set `set` of the sweep's `FRAMES` static, each
+        // listed once, used by nothing but this round's builder: an earlier
+        // builder over them was dropped at the end of its round, and CR3 holds
+        // other tables (`set` is the set it does not hold), loaded by a
+        // `write_cr3` that also dropped every paging-structure cache entry
+        // (PCIDs off); the APs wait on the kernel's tables.
+        let pool = unsafe { FramePool::new(&mut slots) };
         let mut tables = match TableBuilder::<F, _, _>::new(
             &access,
-            FramePool::new(&mut slots),
+            pool,
             // SAFETY: the sweep only maps: this builder never detaches a table, so
             // no table is ever handed back while the MMU or a walk may read it.
             unsafe { ReclaimNow::new() },

@@ -18,7 +18,8 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use pagepin::guard::{Epoch, WalkGuard};
 use pagepin::table::{
-    AccessError, DirectMap, FramePool, LeafSizes, PhysAddr, PoolFull, Retire, TableAccess, VaRange,
+    AccessError, DirectMap, FramePool, LeafSizes, PhysAddr, PoolFull, Retire, RetireError,
+    TableAccess, VaRange,
 };
 use pagepin::truncate::TlbShootdown;
 
@@ -240,10 +241,21 @@ impl IpiRetire<EpochTables> {
 }
 
 impl<D> IpiRetire<D> {
-    fn give_back(&mut self, table: PhysAddr, pool: &mut FramePool<'_>) -> Result<(), PoolFull> {
+    /// Poisons `table` and gives it back to `pool`.
+    ///
+    /// # Safety
+    ///
+    /// As for `FramePool::give_back`: `table` is a table of `pool`'s builder,
+    /// detached, that no walker or MMU can still read.
+    unsafe fn give_back(
+        &mut self,
+        table: PhysAddr,
+        pool: &mut FramePool<'_>,
+    ) -> Result<(), PoolFull> {
         poison(table);
         self.reused += 1;
-        pool.give_back(table)
+        // SAFETY: this function's own contract, passed on.
+        unsafe { pool.give_back(table) }
     }
 }
 
@@ -263,19 +275,30 @@ impl<D> IpiRetire<D> {
 unsafe impl<D> Retire for IpiRetire<D> {
     type Domain = D;
 
-    fn retire(&mut self, table: PhysAddr, pool: &mut FramePool<'_>) -> Result<(), PoolFull> {
+    unsafe fn retire(
+        &mut self,
+        table: PhysAddr,
+        pool: &mut FramePool<'_>,
+    ) -> Result<(), RetireError> {
         self.retired += 1;
         if cfg!(feature = "broken-no-ack") {
             // BROKEN (on purpose): reused before any CPU acknowledged anything.
-            return self.give_back(table, pool);
+            // SAFETY: broken on purpose by the `broken-no-ack` build (the
+            // only one that gets here): `table` was just detached (this
+            // call's contract) but walks may still read it, and no shootdown
+            // has run yet.
+            return unsafe { self.give_back(table, pool) }.map_err(RetireError::PoolFull);
         }
         // The builder calls this after clearing the entry that pointed to
         // `table`; the unmapper's shootdown (generation `next()`) starts after.
         let frees_at = shootdown::next();
         let epoch = self.epoch.map_or(0, Epoch::retire_epoch);
+        // Never full: there are only FRAMES tables. (Were it full, the table
+        // would wait in no list: the hook's backlog, and the table stays the
+        // builder's.)
         self.pending
             .push((table, frees_at, epoch))
-            .map_err(|(frame, _, _)| PoolFull { frame })
+            .map_err(|(table, _, _)| RetireError::Backlog { table })
     }
 
     fn reclaim(&mut self, pool: &mut FramePool<'_>) -> Result<(), PoolFull> {
@@ -285,7 +308,15 @@ unsafe impl<D> Retire for IpiRetire<D> {
             let (table, frees_at, epoch) = self.pending[i];
             let walks_done = self.epoch.is_none_or(|e| e.is_safe(epoch));
             if frees_at <= done && walks_done {
-                self.give_back(table, pool)?;
+                // SAFETY: `table` is a table the builder detached and handed
+                // to `retire` (that call's contract), pending since; the
+                // shootdown of generation `frees_at`, started after the
+                // detachment, has completed (every online CPU ran `invlpg`
+                // over the range and acknowledged, which a CPU inside an
+                // `IrqOffWalk` cannot do), and with an epoch `is_safe` passed
+                // too: no walk and no paging-structure cache can still read
+                // it (see this impl's SAFETY comment).
+                unsafe { self.give_back(table, pool) }?;
                 self.pending.swap_remove(i);
             } else {
                 i += 1;
@@ -303,7 +334,17 @@ pub struct IpiShootdown {
     pub flushes: u64,
 }
 
-impl TlbShootdown for IpiShootdown {
+// SAFETY: `shootdown::flush` runs `invlpg` every `step` bytes of the range
+// on this CPU (`step` is the smallest leaf the unmap cleared, so every cleared
+// leaf is hit; an `invlpg` also drops every paging-structure-cache entry of
+// the current PCID, PCIDs being off), then sends the shootdown IPI to every
+// other CPU and returns only when every online CPU has acknowledged it, each
+// after the same `invlpg`s in its handler. The CPUs that run on the race's
+// tables are CPU 0 and the APs `start_aps` counted online
+// (`shootdown::set_online`, before `GO` and so before the first truncate), as
+// the walkers' `IrqOffWalk::new` also relies on; there is one address space
+// (`_space` is always 0).
+unsafe impl TlbShootdown for IpiShootdown {
     fn flush(&mut self, _space: usize, range: VaRange, sizes: LeafSizes) {
         self.flushes += 1;
         shootdown::flush(range, sizes.smallest().unwrap_or(4096));

@@ -399,7 +399,17 @@ struct Stage2Tlb {
     flushes: u64,
 }
 
-impl TlbShootdown for Stage2Tlb {
+// SAFETY: `flush` runs `el2::flush_ipa_range` on CPU 0, which holds the VM's
+// VTTBR_EL2 (VMID 1, the only VM): `DSB ISHST`, then `TLBI IPAS2E1IS` every
+// `step` bytes of the range (stage-2 entries of every level for the IPA;
+// `step` is the smallest leaf the unmap cleared, so every cleared leaf and
+// every detached table's walk-cache entry is hit) or one `TLBI VMALLS12E1IS`,
+// then `DSB ISH`, `TLBI VMALLE1IS` (the combined stage 1+2 entries), `DSB
+// ISH`, `ISB`: broadcast to every CPU of the inner-shareable domain (all
+// four) and complete when it returns. There is one address space (`_space`
+// is always 0). Broken on purpose by two builds: `broken-no-tlbi` (barriers
+// only) and `broken-no-vmalle1` (no `TLBI VMALLE1IS`).
+unsafe impl TlbShootdown for Stage2Tlb {
     fn flush(&mut self, _space: usize, range: VaRange, sizes: LeafSizes) {
         if cfg!(feature = "broken-no-tlbi") {
             // BROKEN: the barriers only, no invalidation.
@@ -525,8 +535,17 @@ fn balloon(
         }
     };
     let tlb = Stage2Tlb { flushes: 0 };
-    let mut unmapper =
-        TableUnmapper::<_, _, _, _, 1>::new(core::slice::from_mut(&mut *tables), 12, tlb);
+    // SAFETY: the pages of the extent (backing block `block`) have one mapping
+    // a walker or an MMU uses: chunk `chunk` of guest RAM in the stage 2 (the
+    // one space, `tables`), registered just below, before the unmap; on a
+    // refused registration the truncate is cancelled before its unmap. No
+    // other stage-2 mapping maps a backing page (the fixed ones map the guest
+    // page and the control page; `map_probes` skips outputs in the backing
+    // blocks), the guest's stage 1 is off (VA = IPA) and this kernel's own
+    // accesses at EL2 are physical (MMU off).
+    let mut unmapper = unsafe {
+        TableUnmapper::<_, _, _, _, 1>::new(core::slice::from_mut(&mut *tables), 12, tlb)
+    };
     let mapping = FileMapping {
         space: 0,
         va: VirtAddr(chunk_ipa(chunk)),
@@ -535,6 +554,8 @@ fn balloon(
     };
     if let Err(e) = unmapper.add_mapping(mapping) {
         violation(format_args!("reverse map: {e}"));
+        let _ = marked.cancel();
+        return false;
     }
     let unmapped = match marked.unmap(&mut unmapper) {
         Ok(unmapped) => unmapped,
@@ -853,6 +874,11 @@ fn map_probes(tables: &mut Tables, rng: &mut Rng, probes: &mut [Probe; PROBES]) 
         };
         let sh =
             [Shareability::Non, Shareability::Outer, Shareability::Inner][((r >> 20) % 3) as usize];
+        if pa < BACKING + BLOCKS * CHUNK && BACKING < pa + len {
+            // Guest RAM's backing is mapped at its chunks only: the balloon's
+            // unmapper knows no other mapping of it (see `balloon`).
+            continue;
+        }
         let req = MapRequest::new(VirtAddr(ipa), PhysAddr(pa), len, leaf)
             .with_perms(perms)
             .with_mem_type(stage2_mem_type(mem_attr, sh));
@@ -1132,7 +1158,10 @@ fn device(shared: &'static Shared) {
                 ));
             }
         }
-        if let Err(e) = release(&shared.memmap, held, Hold::Pin) {
+        // SAFETY: `held` is what the device's `get_pages` call above pinned
+        // (`taken.pages` PFNs, one `Hold::Pin` each, into its own `out`), not
+        // released yet: this is the one release of those pins.
+        if let Err(e) = unsafe { release(&shared.memmap, held, Hold::Pin) } {
             violation(format_args!("release: {e}"));
         }
         // The pins are released: the lease may go (a revoked one wakes the
@@ -1288,12 +1317,20 @@ extern "C" fn stage2_main() -> ! {
     // under a reader of this epoch is in the types: its walker has the
     // hook's domain, `Stage2Tables`.)
     let retire = unsafe { EpochRetire::<_, 1, 32>::new(&shared.epoch) };
-    let mut tables = match Tables::with_root(
-        &shared.access,
-        root,
-        FramePool::new(&mut frames[root_frames..]),
-        retire,
-    ) {
+    // SAFETY: the root is `S2`'s first two frames (8 KiB, aligned to 8 KiB by
+    // `S2Tables`' `repr(align)`), the pool its other frames, each listed once:
+    // the two do not overlap, and nothing but this builder writes `S2` (the
+    // MMUs and the device's walker only read the tables it publishes). No
+    // other pool or builder exists.
+    let built = unsafe {
+        Tables::with_root(
+            &shared.access,
+            root,
+            FramePool::new(&mut frames[root_frames..]),
+            retire,
+        )
+    };
+    let mut tables = match built {
         Ok(tables) => tables,
         Err(e) => {
             println!("pagepin-qemu FAILED: TableBuilder::with_root: {e}");

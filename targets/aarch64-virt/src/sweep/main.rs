@@ -207,9 +207,18 @@ fn sweep_round<const G: u32, const VA: u32, const TTBR1: bool>(
     for (i, f) in frames.iter_mut().take(count).enumerate() {
         *f = PhysAddr(POOL_BASE + i as u64 * page);
     }
+    // SAFETY: the frames are `POOL_BASE .. POOL_END` a granule apart, each
+    // listed once: RAM no Rust object overlaps (see `RAM_TABLES`) and that
+    // only this round's builder uses. The previous round's builder over the
+    // same frames was dropped at the end of its round; the EL1&0 regime still
+    // installed over its tables is neither entered nor asked (no `AT`, no
+    // `el2::exec`: this kernel runs at EL2) before `el2::install` puts this
+    // round's tables in place and drops the old translations (`TLBI
+    // VMALLE1`).
+    let pool = unsafe { FramePool::new(&mut frames[..count]) };
     let Ok(mut tables) = TableBuilder::<F<G, VA, TTBR1>, _, _>::new(
         &RAM_TABLES,
-        FramePool::new(&mut frames[..count]),
+        pool,
         // SAFETY: the sweep only maps: this builder never detaches a table, so
         // no table is ever handed back while the MMU or a walk may read it.
         unsafe { ReclaimNow::new() },
