@@ -72,12 +72,14 @@ fn gup_case<F: PagingFormat>(
         // SAFETY: no walker or MMU reads these tables while the builder unmaps.
         // The pool's frames are this code's own, in no other pool.
         TableBuilder::<F, _, _>::new(&memory, unsafe { FramePool::new(&mut slots) }, unsafe { ReclaimNow::new() }).unwrap();
-    tables
-        .map(
+    // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+    unsafe {
+        tables.map(
             &MapRequest::new(VirtAddr(VA), PhysAddr(DATA), GIB1, leaf)
                 .with_perms(Perms::READ | Perms::WRITE),
         )
-        .unwrap();
+    }
+    .unwrap();
     let gup = Gup::new(tables.walker(), &memmap);
     // SAFETY: no table is freed while the benchmark walks.
     let guard = unsafe { TablesNeverFreed::new() };
@@ -110,13 +112,16 @@ fn floor_case(g: &mut BenchmarkGroup<'_, WallTime>) {
         // The pool's frames are this code's own, in no other pool.
         TableBuilder::<Paging4Level, _, _>::new(&memory, unsafe { FramePool::new(&mut slots) }, unsafe { ReclaimNow::new() })
             .unwrap();
-    tables
-        .map(&MapRequest::new(VirtAddr(VA), PhysAddr(DATA), GIB1, KIB4))
-        .unwrap();
+    // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+    unsafe { tables.map(&MapRequest::new(VirtAddr(VA), PhysAddr(DATA), GIB1, KIB4)) }.unwrap();
     let ptes: Vec<&AtomicU64> = (0..PAGES as u64)
         .map(
             |i| match tables.walker().translate(VirtAddr(VA + i * KIB4)).unwrap() {
-                WalkItem::Leaf(l) => memory.entry(l.entry.loc.table, l.entry.loc.index).unwrap(),
+                // SAFETY: the word is only loaded.
+                WalkItem::Leaf(l) => {
+                    // SAFETY: the word is only loaded.
+                    unsafe { memory.entry(l.entry.loc.table, l.entry.loc.index) }.unwrap()
+                }
                 WalkItem::Hole(_) => unreachable!("mapped above"),
             },
         )

@@ -195,12 +195,14 @@ fn bench(c: &mut Criterion) {
         // The pool's frames are this code's own, in no other pool.
         TableBuilder::<Paging4Level, _, _>::new(&memory, unsafe { FramePool::new(&mut slots) }, unsafe { ReclaimNow::new() })
             .unwrap();
-    tables
-        .map(
+    // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+    unsafe {
+        tables.map(
             &MapRequest::new(VirtAddr(VA), PhysAddr(DATA), PAGES as u64 * PAGE, PAGE)
                 .with_perms(Perms::READ | Perms::WRITE | Perms::USER),
         )
-        .unwrap();
+    }
+    .unwrap();
     let (leaves, raws) = (0..PAGES)
         .map(|i| match tables.walker().translate(Host::va(i)).unwrap() {
             WalkItem::Leaf(l) => (l.entry.loc, l.entry.raw),
@@ -218,7 +220,8 @@ fn bench(c: &mut Criterion) {
     let ptes: Vec<_> = host
         .leaves
         .iter()
-        .map(|loc| host.memory.entry(loc.table, loc.index).unwrap())
+        // SAFETY: the word is only loaded.
+        .map(|loc| unsafe { host.memory.entry(loc.table, loc.index) }.unwrap())
         .collect();
 
     let mut g = c.benchmark_group("schemes/walker");

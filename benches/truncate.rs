@@ -106,7 +106,8 @@ fn bench(c: &mut Criterion) {
         for m in &metas {
             let _ = m.allocate();
         }
-        spaces[0].map(&request).unwrap();
+        // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+        unsafe { spaces[0].map(&request) }.unwrap();
         let pinned_pfn = Pfn((DATA >> 12) + PAGES as u64 / 2);
         let pinned_meta = memmap.unit(pinned_pfn).unwrap().meta;
         if pinned {

@@ -110,12 +110,14 @@ fn with_mapping<R>(
         // The pool's frames are this code's own, in no other pool.
         TableBuilder::<Paging4Level, _, _>::new(&memory, unsafe { FramePool::new(&mut slots) }, unsafe { ReclaimNow::new() })
             .expect("a root");
-    tables
-        .map(
+    // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+    unsafe {
+        tables.map(
             &MapRequest::new(VirtAddr(VA), PhysAddr(DATA), GIB1, leaf)
                 .with_perms(Perms::READ | Perms::WRITE),
         )
-        .expect("the pool holds the tables");
+    }
+    .expect("the pool holds the tables");
     let gup = Gup::new(tables.walker(), &memmap);
     f(&gup, &mut tables, &memory)
 }
@@ -153,9 +155,12 @@ fn main() {
         let ptes: Vec<&AtomicU64> = (0..PAGES as u64)
             .map(
                 |i| match tables.walker().translate(VirtAddr(VA + i * KIB4)) {
-                    Ok(WalkItem::Leaf(l)) => memory
-                        .entry(l.entry.loc.table, l.entry.loc.index)
-                        .expect("a table entry"),
+                    // SAFETY: the word is only loaded.
+                    Ok(WalkItem::Leaf(l)) => {
+                        // SAFETY: the word is only loaded.
+                        unsafe { memory.entry(l.entry.loc.table, l.entry.loc.index) }
+                            .expect("a table entry")
+                    }
                     other => panic!("mapped above: {other:?}"),
                 },
             )
@@ -287,7 +292,8 @@ fn truncate_figures() -> (f64, f64) {
                 for m in &memmap_metas {
                     m.allocate().expect("freed by the last run");
                 }
-                tables.map(&request).expect("unmapped by the last run");
+                // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+                unsafe { tables.map(&request) }.expect("unmapped by the last run");
             }
             first = false;
             // SAFETY: every mapping of the truncated pages is in these spaces and registered below.

@@ -572,7 +572,8 @@ unsafe impl Retire for PoisonRetire<'_> {
             let (table, retired) = self.pending[i];
             if self.epoch.is_safe(retired) {
                 for index in 0..512 {
-                    let word = self.memory.entry(table, index).expect("a pool frame");
+                    // SAFETY: poisons a table this hook retired and the epoch says no walker can still read; it goes back to the pool just below.
+                    let word = unsafe { self.memory.entry(table, index) }.expect("a pool frame");
                     // Relaxed: no walker can reach this table any more (the
                     // epoch says so); the builder's Release store that
                     // publishes it again after zero-filling orders these.
@@ -1121,8 +1122,10 @@ impl Truncater<'_, '_> {
         let perms = Perms::READ | Perms::WRITE | Perms::USER;
         let req = MapRequest::new(va, pa, pages * KIB4, leaf).with_perms(perms);
         let done = match space {
-            0 => self.x86.map(&req),
-            _ => self.arm.map(&req),
+            // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+            0 => unsafe { self.x86.map(&req) },
+            // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+            _ => unsafe { self.arm.map(&req) },
         };
         if let Err(e) = done {
             self.oracle

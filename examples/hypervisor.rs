@@ -333,7 +333,8 @@ fn run_vm<F: SecondStage>(s: &mut Summary) {
     )
     .with_perms(F::GUEST_RAM)
     .with_mem_type(F::WRITE_BACK);
-    if let Err(e) = vms[0].map(&req) {
+    // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+    if let Err(e) = unsafe { vms[0].map(&req) } {
         return s.check(false, format_args!("{name}: map guest RAM: {e}"));
     }
     let gup = Gup::new(vms[0].walker(), &backing);

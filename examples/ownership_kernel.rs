@@ -97,7 +97,8 @@ impl<'k> AddressSpace<'k> {
     ) -> Result<MappedPages<'_, 'k>, MapError> {
         let req =
             MapRequest::new(va, PhysAddr(first.0 * KIB4), pages * KIB4, KIB4).with_perms(perms);
-        self.tables.lock().map(&req)?;
+        // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+        unsafe { self.tables.lock().map(&req) }?;
         Ok(MappedPages {
             space: self,
             va,

@@ -214,7 +214,8 @@ unsafe impl Retire for PoisonRetire<'_> {
             let (table, retired) = self.pending[i];
             if self.epoch.is_safe(retired) {
                 for index in 0..512 {
-                    let word = self.memory.entry(table, index).expect("a pool frame");
+                    // SAFETY: poisons a table this hook retired and the epoch says no walker can still read; it goes back to the pool just below.
+                    let word = unsafe { self.memory.entry(table, index) }.expect("a pool frame");
                     word.store(POISON_ENTRY, Ordering::Relaxed);
                 }
                 // SAFETY: the frame came from this pool and nothing can reach it.
@@ -407,7 +408,8 @@ pub fn run(config: Config) -> Summary {
                         let pa = DATA_BASE + unit * MIB2;
                         allocate(&data, Pfn(pa >> 12), 512, slot);
                         let req = MapRequest::new(va, PhysAddr(pa), MIB2, MIB2).with_perms(perms);
-                        if let Err(e) = tables.map(&req) {
+                        // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+                        if let Err(e) = unsafe { tables.map(&req) } {
                             data.violation(format_args!("map failed: {e}"));
                         }
                         state[slot] = SlotState::Huge { unit };
@@ -419,7 +421,8 @@ pub fn run(config: Config) -> Summary {
                         }
                         let len = SMALL_SLOT_PAGES * KIB4;
                         let req = MapRequest::new(va, PhysAddr(pa), len, KIB4).with_perms(perms);
-                        if let Err(e) = tables.map(&req) {
+                        // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+                        if let Err(e) = unsafe { tables.map(&req) } {
                             data.violation(format_args!("map failed: {e}"));
                         }
                         state[slot] = SlotState::Small { block };

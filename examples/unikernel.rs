@@ -357,9 +357,10 @@ unsafe impl Unmapper for DaxUnmapper<'_> {
                     return Err(DaxUnmapError::SplitsLeaf(leaf.leaf_va));
                 }
                 let loc = leaf.entry.loc;
-                let word = self
-                    .memory
-                    .entry(loc.table, loc.index)
+                // SAFETY: these tables have no builder: the kernel's unmapper
+                // owns the file's leaves and clears them, as a builder's unmap
+                // would (its tables are never freed).
+                let word = unsafe { self.memory.entry(loc.table, loc.index) }
                     .map_err(DaxUnmapError::Access)?;
                 // Relaxed, as pagepin's builder clears leaves: a walker that
                 // got a reference after this store re-checks and sees it,
@@ -430,7 +431,8 @@ fn device_dma(memory: &DirectMap<'_>, frames: &Frames, pfns: &[Pfn], s: &mut Sum
         let pinned = frames.unit(pfn).is_ok_and(|u| u.meta.pins() > 0);
         s.check(pinned, format_args!("the device wrote unpinned {pfn}"));
         for word in 0..512 {
-            if let Ok(w) = memory.entry(PhysAddr(pfn.0 * KIB4), word as usize) {
+            // SAFETY: the word is a data page's (the DMA buffer, written as the device would), not a table's.
+            if let Ok(w) = unsafe { memory.entry(PhysAddr(pfn.0 * KIB4), word as usize) } {
                 // Relaxed: single-threaded; a real completion is ordered by
                 // the virtqueue's used-ring barrier.
                 w.store(pattern(i, word), Ordering::Relaxed);
@@ -545,8 +547,8 @@ pub fn run() -> Summary {
                 continue;
             };
             let ok = (0..512).all(|w| {
-                access
-                    .entry(PhysAddr(pa.as_u64()), w as usize)
+                // SAFETY: the word is only loaded.
+                unsafe { access.entry(PhysAddr(pa.as_u64()), w as usize) }
                     .is_ok_and(|x| x.load(Ordering::Relaxed) == pattern(i, w))
             });
             s.check(ok, format_args!("buffer page {i} holds the device's data"));

@@ -514,7 +514,22 @@ impl<'e, B: EpochBrand, const SLOTS: usize, const CAP: usize> EpochRetire<'e, B,
     /// let epoch = pagepin::guard::Epoch::<Tables, 1>::new().unwrap();
     /// let retire = pagepin::guard::EpochRetire::<_, 1, 4>::new(&epoch);
     /// ```
+    ///
+    /// A hook that keeps no table would refuse every one (`CAP = 0`):
+    ///
+    /// ```compile_fail,E0080
+    /// pagepin::epoch_brand!(enum Tables);
+    /// let epoch = pagepin::guard::Epoch::<Tables, 1>::new().unwrap();
+    /// // SAFETY: no MMU walks these tables.
+    /// let retire = unsafe { pagepin::guard::EpochRetire::<_, 1, 0>::new(&epoch) };
+    /// ```
     pub unsafe fn new(epoch: &'e Epoch<B, SLOTS>) -> Self {
+        const {
+            assert!(
+                CAP >= 1,
+                "an EpochRetire keeps at least one table (CAP = 0 refuses every one)"
+            )
+        };
         EpochRetire {
             epoch,
             pending: Vec::new(),

@@ -70,7 +70,15 @@ impl WaitSlot {
         // docs); pairs with the fence in `WaitTable::wake`. Orders the
         // registration before the caller's re-check of the page.
         fence(Ordering::SeqCst);
-        WaitTicket { seen }
+        WaitTicket {
+            slot: self.id(),
+            seen,
+        }
+    }
+
+    /// This slot's identity for its tickets: its address.
+    fn id(&self) -> usize {
+        core::ptr::from_ref(self).addr()
     }
 
     /// The broken twin of [`register`](Self::register) for the loom models: no
@@ -80,23 +88,41 @@ impl WaitSlot {
     pub fn register_without_fence(&self) -> WaitTicket {
         self.waiters.fetch_add(1, Ordering::Relaxed);
         let seen = self.wakes.load(Ordering::Acquire);
-        WaitTicket { seen }
+        WaitTicket {
+            slot: self.id(),
+            seen,
+        }
     }
 
     /// Ends a registration.
-    pub fn deregister(&self, ticket: WaitTicket) {
-        let WaitTicket { seen: _ } = ticket;
+    ///
+    /// # Errors
+    ///
+    /// [`ForeignTicket`] for a ticket of another slot: nothing changes here
+    /// (this slot's count stays, so its waiters still get their wake-ups), and
+    /// the ticket's own slot keeps the registration, which costs its releasers
+    /// only needless wake-ups.
+    pub fn deregister(&self, ticket: WaitTicket) -> Result<(), ForeignTicket> {
+        let WaitTicket { slot, seen: _ } = ticket;
+        if slot != self.id() {
+            return Err(ForeignTicket);
+        }
         op_count::rmw();
-        // Relaxed: a stale non-zero count only costs a releaser one needless bump.
+        // Relaxed: a stale non-zero count only costs a releaser one needless
+        // bump. No wrap: the ticket was registered here (one increment) and is
+        // consumed by this one decrement.
         self.waiters.fetch_sub(1, Ordering::Relaxed);
+        Ok(())
     }
 
-    /// Whether a wake-up arrived after `ticket` was taken. Acquire: pairs with
-    /// the Release bump in [`WaitTable::wake`], so the release that woke the
+    /// Whether a wake-up arrived after `ticket` was taken (for a ticket of
+    /// another slot, `true`: the waiter re-checks its condition rather than
+    /// sleeping on a count that is not this slot's). Acquire: pairs with the
+    /// Release bump in [`WaitTable::wake`], so the release that woke the
     /// waiter is visible to it.
     #[inline]
     pub fn woken_since(&self, ticket: &WaitTicket) -> bool {
-        self.wakes.load(Ordering::Acquire) != ticket.seen
+        ticket.slot != self.id() || self.wakes.load(Ordering::Acquire) != ticket.seen
     }
 
     /// Registered waiters (a snapshot).
@@ -126,12 +152,27 @@ impl WaitSlot {
     }
 }
 
-/// A registration in a [`WaitSlot`]: the wake count it waits past.
+/// A registration in a [`WaitSlot`]: the wake count it waits past, and which
+/// slot it is registered in.
 #[derive(Debug, PartialEq, Eq)]
 #[must_use = "a registration must be ended with `WaitSlot::deregister`"]
 pub struct WaitTicket {
+    /// The slot's address (identity only, never dereferenced).
+    slot: usize,
     seen: u64,
 }
+
+/// A [`WaitTicket`] handed to a slot it was not registered in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ForeignTicket;
+
+impl core::fmt::Display for ForeignTicket {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("the wait ticket belongs to another slot")
+    }
+}
+
+impl core::error::Error for ForeignTicket {}
 
 /// A fixed table of `SLOTS` wait slots, hashed by head PFN. `SLOTS` must be a
 /// power of two.
@@ -242,7 +283,7 @@ mod tests {
         assert!(table.wake(Pfn(7)));
         assert!(slot.woken_since(&ticket));
         assert_eq!(slot.waiters(), 1);
-        slot.deregister(ticket);
+        slot.deregister(ticket).unwrap();
         assert_eq!(slot.waiters(), 0);
         assert!(!table.wake(Pfn(7)));
     }

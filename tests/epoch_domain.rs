@@ -62,8 +62,8 @@ fn pins_under_the_tables_epoch_and_holds_their_retirement_back() {
             .unwrap();
     let rw = Perms::READ | Perms::WRITE;
     let len = PAGES as u64 * KIB4;
-    tables
-        .map(&MapRequest::new(VirtAddr(VA), PhysAddr(DATA), len, KIB4).with_perms(rw))
+    // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+    unsafe { tables.map(&MapRequest::new(VirtAddr(VA), PhysAddr(DATA), len, KIB4).with_perms(rw)) }
         .unwrap();
     let free_after_map = tables.pool().free_count();
 
@@ -109,12 +109,14 @@ fn a_root_kept_apart_from_its_builder_names_its_domain() {
         // SAFETY: the frames are this code's own, listed once, in no other pool.
         TableBuilder::<Paging4Level, _, _>::new(&memory, unsafe { FramePool::new(&mut slots) }, retire)
             .unwrap();
-    tables
-        .map(
+    // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+    unsafe {
+        tables.map(
             &MapRequest::new(VirtAddr(VA), PhysAddr(DATA), KIB4, KIB4)
                 .with_perms(Perms::READ | Perms::WRITE),
         )
-        .unwrap();
+    }
+    .unwrap();
     // A kernel that keeps only the root (a per-process CR3 value, say).
     let root = tables.root();
     // SAFETY: the tables under `root` are retired only through `tables`'

@@ -83,7 +83,8 @@ fn with_gup<F: PagingFormat>(
         // The pool's frames are this code's own, in no other pool.
         TableBuilder::<F, _, _>::new(&memory, unsafe { FramePool::new(&mut slots) }, unsafe { ReclaimNow::new() }).unwrap();
     for m in maps {
-        tables.map(m).unwrap();
+        // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+        unsafe { tables.map(m) }.unwrap();
     }
     let gup = Gup::new(tables.walker(), &memmap);
     f(&gup, &memory);
@@ -228,8 +229,10 @@ fn one_extent_two_mappings_one_counting_meta() {
         // The pool's frames are this code's own, in no other pool.
         TableBuilder::<Paging4Level, _, _>::new(&memory, unsafe { FramePool::new(second) }, unsafe { ReclaimNow::new() })
             .unwrap();
-    huge.map(&map(0x20_0000, DAX, MIB2, MIB2)).unwrap();
-    small.map(&map(0x7000_0000, DAX, MIB2, KIB4)).unwrap();
+    // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+    unsafe { huge.map(&map(0x20_0000, DAX, MIB2, MIB2)) }.unwrap();
+    // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+    unsafe { small.map(&map(0x7000_0000, DAX, MIB2, KIB4)) }.unwrap();
     let mut a = vec![Pfn(0); 512];
     let mut b = vec![Pfn(0); 512];
     let g = guard();
@@ -382,17 +385,16 @@ fn the_fault_hook_maps_and_the_walk_continues() {
         .unwrap(),
     );
     let va = 0x40_0000;
-    tables
-        .borrow_mut()
-        .map(&map(va, SMALL, KIB4, KIB4))
-        .unwrap();
+    // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+    unsafe { tables.borrow_mut().map(&map(va, SMALL, KIB4, KIB4)) }.unwrap();
     let root = tables.borrow().root();
     let gup = Gup::new(Walker::<Paging4Level, _>::new(&memory, root), &memmap);
     let mut faults = 0;
     let mut hook = |at: VirtAddr, _| {
         faults += 1;
         let pa = SMALL + (at.0 - va);
-        tables.borrow_mut().map(&map(at.0, pa, KIB4, KIB4)).is_ok()
+        // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+        unsafe { tables.borrow_mut().map(&map(at.0, pa, KIB4, KIB4)) }.is_ok()
     };
     let mut out = [Pfn(0); 4];
     let taken = gup
@@ -592,7 +594,8 @@ fn the_recheck_catches_a_leaf_or_parent_change() {
         )
         .unwrap();
         let va = 0x40_0000;
-        tables.map(&map(va, SMALL, 2 * KIB4, KIB4)).unwrap();
+        // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+        unsafe { tables.map(&map(va, SMALL, 2 * KIB4, KIB4)) }.unwrap();
         let walker = tables.walker();
         let WalkItem::Leaf(leaf) = walker.translate(VirtAddr(va + KIB4)).unwrap() else {
             panic!("mapped above");
@@ -606,8 +609,8 @@ fn the_recheck_catches_a_leaf_or_parent_change() {
             inner: &memmap,
             trigger: pfn(SMALL + KIB4),
             hook: || {
-                memory
-                    .entry(victim.table, victim.index)
+                // SAFETY: stands for the builder's concurrent unmap of this leaf (the race under test); the page stays allocated and no table is detached.
+                unsafe { memory.entry(victim.table, victim.index) }
                     .unwrap()
                     .store(0, pagepin::sync::Ordering::Release)
             },
@@ -713,7 +716,8 @@ fn batches_across_tables_keep_one_rmw_per_leaf_and_stop_exactly() {
         )
         .unwrap();
         let va = 0x40_0000;
-        tables.map(&map(va, SMALL, 100 * KIB4, KIB4)).unwrap();
+        // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+        unsafe { tables.map(&map(va, SMALL, 100 * KIB4, KIB4)) }.unwrap();
         // Leaf 40: the ninth leaf of the second batch of its table.
         let WalkItem::Leaf(leaf) = tables.walker().translate(VirtAddr(va + 40 * KIB4)).unwrap()
         else {
@@ -728,8 +732,8 @@ fn batches_across_tables_keep_one_rmw_per_leaf_and_stop_exactly() {
             inner: &memmap,
             trigger: pfn(SMALL + 40 * KIB4),
             hook: || {
-                memory
-                    .entry(victim.table, victim.index)
+                // SAFETY: stands for the builder's concurrent unmap of this leaf (the race under test); the page stays allocated and no table is detached.
+                unsafe { memory.entry(victim.table, victim.index) }
                     .unwrap()
                     .store(0, pagepin::sync::Ordering::Release)
             },
@@ -778,7 +782,7 @@ fn final_release_of_a_truncating_page_wakes_its_slot() {
         // SAFETY: the pages were taken above by this code and are released once.
         unsafe { release(gup.memmap(), &out[511..], Hold::Pin) }.unwrap();
         assert!(slot.woken_since(&ticket), "the final release woke the slot");
-        slot.deregister(ticket);
+        slot.deregister(ticket).unwrap();
         // SAFETY: this test set the mark itself and no truncate uses it.
         unsafe { head.unmark_truncating() }.unwrap();
     });
@@ -861,7 +865,8 @@ fn multi_page_leaves_in_runs() {
         TableBuilder::<Stage1G64K48, _, _>::new(&memory, unsafe { FramePool::new(&mut slots) }, unsafe { ReclaimNow::new() })
             .unwrap();
     let va = 0x4000_0000;
-    tables.map(&map(va, SMALL, 6 * KIB64, KIB64)).unwrap();
+    // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+    unsafe { tables.map(&map(va, SMALL, 6 * KIB64, KIB64)) }.unwrap();
     let gup = Gup::new(tables.walker(), &memmap);
     let start = va + 3 * KIB4;
     let mut out = vec![Pfn(0); 60];

@@ -112,12 +112,15 @@ fn check_at<F: PagingFormat>(block: u64, base: u64) {
         .unwrap()
     };
     let perms = Perms::READ | Perms::WRITE;
-    tables
-        .map(&MapRequest::new(VirtAddr(base), PhysAddr(DATA), block, block).with_perms(perms))
-        .unwrap();
+    // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+    unsafe {
+        tables.map(&MapRequest::new(VirtAddr(base), PhysAddr(DATA), block, block).with_perms(perms))
+    }
+    .unwrap();
     let small_va = base + block;
-    tables
-        .map(
+    // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+    unsafe {
+        tables.map(
             &MapRequest::new(
                 VirtAddr(small_va),
                 PhysAddr(small_pa),
@@ -126,7 +129,8 @@ fn check_at<F: PagingFormat>(block: u64, base: u64) {
             )
             .with_perms(perms),
         )
-        .unwrap();
+    }
+    .unwrap();
     // SAFETY: no table is freed while this test walks.
     let guard = unsafe { TablesNeverFreed::new() };
     let gup = Gup::new(tables.walker(), &memmap);

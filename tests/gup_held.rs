@@ -46,11 +46,14 @@ fn with_gup(f: impl FnOnce(&Gup<'_, Paging4Level, HostMemory<'_>, SliceMemMap<'_
         TableBuilder::<Paging4Level, _, _>::new(&memory, unsafe { FramePool::new(&mut slots) }, unsafe { ReclaimNow::new() })
             .unwrap();
     let rw = Perms::READ | Perms::WRITE;
-    tables
-        .map(&MapRequest::new(VirtAddr(VA), PhysAddr(DATA), 2 << 20, 2 << 20).with_perms(rw))
-        .unwrap();
-    tables
-        .map(
+    // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+    unsafe {
+        tables.map(&MapRequest::new(VirtAddr(VA), PhysAddr(DATA), 2 << 20, 2 << 20).with_perms(rw))
+    }
+    .unwrap();
+    // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+    unsafe {
+        tables.map(
             &MapRequest::new(
                 VirtAddr(VA + (2 << 20)),
                 PhysAddr(DATA + (2 << 20)),
@@ -59,7 +62,8 @@ fn with_gup(f: impl FnOnce(&Gup<'_, Paging4Level, HostMemory<'_>, SliceMemMap<'_
             )
             .with_perms(rw),
         )
-        .unwrap();
+    }
+    .unwrap();
     let gup = Gup::new(tables.walker(), &memmap);
     f(&gup, &metas);
     assert!(metas.iter().all(PageMeta::is_idle), "nothing left held");

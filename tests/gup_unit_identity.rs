@@ -212,9 +212,12 @@ fn split_under_the_walker(leaves: Leaves, refault: Refault, versioned: bool) {
         Leaves::Huge => MIB2,
     };
     let rw = Perms::READ | Perms::WRITE | Perms::USER;
-    tables
-        .map(&MapRequest::new(VirtAddr(VA), PhysAddr(head.0 << 12), MIB2, leaf).with_perms(rw))
-        .unwrap();
+    // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+    unsafe {
+        tables
+            .map(&MapRequest::new(VirtAddr(VA), PhysAddr(head.0 << 12), MIB2, leaf).with_perms(rw))
+    }
+    .unwrap();
     let walker = tables.walker();
     // The entry that maps P (the 2 MiB leaf maps all of the block).
     let p_va = VA + 5 * KIB4;
@@ -222,7 +225,8 @@ fn split_under_the_walker(leaves: Leaves, refault: Refault, versioned: bool) {
         panic!("mapped above");
     };
     let loc: EntryLoc = item.entry.loc;
-    let entry = memory.entry(loc.table, loc.index).unwrap();
+    // SAFETY: the word is only loaded.
+    let entry = unsafe { memory.entry(loc.table, loc.index) }.unwrap();
     let raw = item.entry.raw;
     let (start, len, trigger) = match leaves {
         Leaves::Small => (p_va, KIB4, p),
@@ -234,7 +238,8 @@ fn split_under_the_walker(leaves: Leaves, refault: Refault, versioned: bool) {
         h.mark_truncating().unwrap();
         // Release: as a kernel's unmap publishes the cleared entry.
         entry.store(0, Ordering::Release);
-        h.free_marked().unwrap();
+        // SAFETY: this code marked the page and nothing maps it.
+        unsafe { h.free_marked() }.unwrap();
         // The allocator splits the free unit and hands H and P out separately.
         map.split(head);
         h.allocate().unwrap();
@@ -307,7 +312,8 @@ fn split_under_the_walker_with_the_same_entry_is_caught_by_the_unit_recheck() {
 fn an_unchanged_map_takes_everything_with_or_without_a_version() {
     for versioned in [false, true] {
         let map = SplitMap::new(versioned);
-        map.meta(Pfn(BASE + BLOCK)).free().unwrap();
+        // SAFETY: this code owns the page and nothing maps it.
+        unsafe { map.meta(Pfn(BASE + BLOCK)).free() }.unwrap();
         map.split(Pfn(BASE + BLOCK));
         for i in 0..BLOCK {
             map.meta(Pfn(BASE + BLOCK + i)).allocate().unwrap();
@@ -325,11 +331,16 @@ fn an_unchanged_map_takes_everything_with_or_without_a_version() {
         .unwrap();
         let rw = Perms::READ | Perms::WRITE;
         // Block 0 (one unit) by 4 KiB leaves, block 1 (512 units) by a 2 MiB leaf.
-        tables
-            .map(&MapRequest::new(VirtAddr(VA), PhysAddr(BASE << 12), MIB2, KIB4).with_perms(rw))
-            .unwrap();
-        tables
-            .map(
+        // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+        unsafe {
+            tables.map(
+                &MapRequest::new(VirtAddr(VA), PhysAddr(BASE << 12), MIB2, KIB4).with_perms(rw),
+            )
+        }
+        .unwrap();
+        // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+        unsafe {
+            tables.map(
                 &MapRequest::new(
                     VirtAddr(VA + MIB2),
                     PhysAddr((BASE + BLOCK) << 12),
@@ -338,7 +349,8 @@ fn an_unchanged_map_takes_everything_with_or_without_a_version() {
                 )
                 .with_perms(rw),
             )
-            .unwrap();
+        }
+        .unwrap();
         let gup = Gup::new(tables.walker(), &map);
         let mut out = vec![Pfn(0); 2 * BLOCK as usize];
         let taken = gup

@@ -70,7 +70,8 @@ impl World {
     /// life) and allocates it again — as a reclaiming allocator would.
     fn free_and_reallocate(&self, pfn: Pfn) {
         let meta = self.meta(pfn);
-        while meta.free().is_err() {
+        // SAFETY: this code owns the page and nothing maps it.
+        while unsafe { meta.free() }.is_err() {
             thread::yield_now();
         }
         // SAFETY: loom checks the ordering of every access to the cell (the

@@ -136,7 +136,8 @@ fn gup_vs_unit_split(versioned: bool, dropped: Option<Dropped>) {
                 while !p.is_idle() {
                     thread::yield_now();
                 }
-                p.free_marked().unwrap();
+                // SAFETY: this code marked the page and nothing maps it.
+                unsafe { p.free_marked() }.unwrap();
                 // The allocator splits it and hands P and Q to two owners; Q's
                 // owner references Q, and VA 0 maps Q again with the same raw
                 // entry.

@@ -86,9 +86,13 @@ fn map4k(
     pages: u64,
     perms: Perms,
 ) {
-    b.map(
-        &MapRequest::new(VirtAddr(va), PhysAddr(pfn << 12), pages << 12, 0x1000).with_perms(perms),
-    )
+    // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+    unsafe {
+        b.map(
+            &MapRequest::new(VirtAddr(va), PhysAddr(pfn << 12), pages << 12, 0x1000)
+                .with_perms(perms),
+        )
+    }
     .unwrap();
 }
 
@@ -461,15 +465,18 @@ fn part_of_a_huge_leaf_over_one_unit_counts_on_the_head() {
     })
     .unwrap();
     let mut b = builder(mem);
-    b.map(
-        &MapRequest::new(
-            VirtAddr(0x4000_0000),
-            PhysAddr(DATA_PA),
-            0x20_0000,
-            0x20_0000,
+    // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+    unsafe {
+        b.map(
+            &MapRequest::new(
+                VirtAddr(0x4000_0000),
+                PhysAddr(DATA_PA),
+                0x20_0000,
+                0x20_0000,
+            )
+            .with_perms(RW),
         )
-        .with_perms(RW),
-    )
+    }
     .unwrap();
     let gup = Gup::new(b.walker(), &mm);
     let guard = never_freed();
@@ -757,12 +764,15 @@ fn a_map_with_pending_tables_and_an_open_read_section_does_not_hang() {
         let g = reader.enter();
         b.unmap(VirtAddr(0x40_0000), 0x1000).unwrap();
         // 1 frame free, 3 pending behind our own open section: a map needing 3 tables.
-        let res = b.map(&MapRequest::new(
-            VirtAddr(0x80_0000_0000),
-            PhysAddr(DATA_PA),
-            0x1000,
-            0x1000,
-        ));
+        // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+        let res = unsafe {
+            b.map(&MapRequest::new(
+                VirtAddr(0x80_0000_0000),
+                PhysAddr(DATA_PA),
+                0x1000,
+                0x1000,
+            ))
+        };
         drop(g);
         format!("{res:?}")
     });
@@ -929,26 +939,35 @@ fn unmap_reports_every_leaf_size_it_cleared() {
     let mem = host(16);
     let mut b = builder(mem);
     let base = 0x80_0000_0000u64; // 512 GiB: a fresh PML4 slot
-    b.map(&MapRequest::new(
-        VirtAddr(base),
-        PhysAddr(0x1_0000_0000),
-        0x4000_0000,
-        0x4000_0000,
-    ))
+    // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+    unsafe {
+        b.map(&MapRequest::new(
+            VirtAddr(base),
+            PhysAddr(0x1_0000_0000),
+            0x4000_0000,
+            0x4000_0000,
+        ))
+    }
     .unwrap();
-    b.map(&MapRequest::new(
-        VirtAddr(base + 0x4000_0000),
-        PhysAddr(0x2_0000_0000),
-        0x20_0000,
-        0x20_0000,
-    ))
+    // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+    unsafe {
+        b.map(&MapRequest::new(
+            VirtAddr(base + 0x4000_0000),
+            PhysAddr(0x2_0000_0000),
+            0x20_0000,
+            0x20_0000,
+        ))
+    }
     .unwrap();
-    b.map(&MapRequest::new(
-        VirtAddr(base + 0x4020_0000),
-        PhysAddr(0x3_0000_0000),
-        0x2000,
-        0x1000,
-    ))
+    // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+    unsafe {
+        b.map(&MapRequest::new(
+            VirtAddr(base + 0x4020_0000),
+            PhysAddr(0x3_0000_0000),
+            0x2000,
+            0x1000,
+        ))
+    }
     .unwrap();
     let u = b.unmap(VirtAddr(base), 0x4040_0000).unwrap();
     assert_eq!(u.leaves, 4);
@@ -959,12 +978,15 @@ fn unmap_reports_every_leaf_size_it_cleared() {
     let u = b.unmap(VirtAddr(base), 0x1000).unwrap();
     assert!(u.sizes.is_empty() && u.leaves == 0);
     // A range cutting a huge leaf is refused before anything changes.
-    b.map(&MapRequest::new(
-        VirtAddr(base),
-        PhysAddr(0x2_0000_0000),
-        0x20_0000,
-        0x20_0000,
-    ))
+    // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+    unsafe {
+        b.map(&MapRequest::new(
+            VirtAddr(base),
+            PhysAddr(0x2_0000_0000),
+            0x20_0000,
+            0x20_0000,
+        ))
+    }
     .unwrap();
     assert!(matches!(
         b.unmap(VirtAddr(base), 0x1000),
@@ -1001,19 +1023,26 @@ fn the_truncate_tlb_hook_is_told_the_leaf_sizes_per_space() {
     .unwrap();
     let mut b0 = builder(host(8));
     let mut b1 = builder(host(8));
-    b0.map(
-        &MapRequest::new(
-            VirtAddr(0x4000_0000),
-            PhysAddr(DATA_PA),
-            0x20_0000,
-            0x20_0000,
+    // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+    unsafe {
+        b0.map(
+            &MapRequest::new(
+                VirtAddr(0x4000_0000),
+                PhysAddr(DATA_PA),
+                0x20_0000,
+                0x20_0000,
+            )
+            .with_perms(RW),
         )
-        .with_perms(RW),
-    )
+    }
     .unwrap();
-    b1.map(
-        &MapRequest::new(VirtAddr(0x40_0000), PhysAddr(DATA_PA), 0x20_0000, 0x1000).with_perms(RW),
-    )
+    // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+    unsafe {
+        b1.map(
+            &MapRequest::new(VirtAddr(0x40_0000), PhysAddr(DATA_PA), 0x20_0000, 0x1000)
+                .with_perms(RW),
+        )
+    }
     .unwrap();
     let mut spaces = [b0, b1];
     let mut rec = Recorder::default();
@@ -1082,44 +1111,62 @@ fn direct_map_bounds_are_exact_and_never_panic() {
     // SAFETY: the two frames back `first ..= last` at `va`, live for ever, accessed atomically.
     let dm: DirectMap<'static> = unsafe { DirectMap::new(va.wrapping_sub(first.0), first, last) };
     assert_eq!(dm.range(), (first, last));
-    dm.entry(first, 0).unwrap().store(1, Ordering::Relaxed);
-    dm.entry(PhysAddr(0x10_1000), 511)
+    // SAFETY: a test of the access alone: these frames hold no tables, nothing walks them.
+    unsafe { dm.entry(first, 0) }
+        .unwrap()
+        .store(1, Ordering::Relaxed);
+    // SAFETY: as above.
+    unsafe { dm.entry(PhysAddr(0x10_1000), 511) }
         .unwrap()
         .store(2, Ordering::Relaxed);
     assert_eq!(frames[0].entries[0].load(Ordering::Relaxed), 1);
     assert_eq!(frames[1].entries[511].load(Ordering::Relaxed), 2);
     // The same last word through (first, index).
     assert!(std::ptr::eq(
-        dm.entry(first, 1023).unwrap(),
+        // SAFETY: the word is only loaded.
+        unsafe { dm.entry(first, 1023) }.unwrap(),
         &frames[1].entries[511]
     ));
     assert!(matches!(
-        dm.entry(first, 1024),
+        // SAFETY: the word is only loaded.
+        unsafe { dm.entry(first, 1024) },
         Err(AccessError::Unreachable { .. })
     ));
-    assert!(dm.entry(PhysAddr(0x10_2000), 0).is_err());
-    assert!(dm.entry(PhysAddr(0x0f_f000), 511).is_err()); // below `first`
-    assert!(dm.entry(PhysAddr(0x10_0004), 0).is_err()); // not 8-byte aligned
-    assert!(dm.entry(first, usize::MAX).is_err());
-    assert!(dm.entry(first, usize::MAX / 8 + 1).is_err());
-    assert!(dm.entry(PhysAddr(u64::MAX - 7), 0).is_err());
-    assert!(dm.entry(PhysAddr(!0xfff), 0x200).is_err());
-    assert!(dm.word(first, 1024).is_err());
+    // SAFETY: the word is only loaded.
+    assert!(unsafe { dm.entry(PhysAddr(0x10_2000), 0) }.is_err());
+    // SAFETY: the word is only loaded.
+    assert!(unsafe { dm.entry(PhysAddr(0x0f_f000), 511) }.is_err()); // below `first`
+    // SAFETY: the word is only loaded.
+    assert!(unsafe { dm.entry(PhysAddr(0x10_0004), 0) }.is_err()); // not 8-byte aligned
+    // SAFETY: the word is only loaded.
+    assert!(unsafe { dm.entry(first, usize::MAX) }.is_err());
+    // SAFETY: the word is only loaded.
+    assert!(unsafe { dm.entry(first, usize::MAX / 8 + 1) }.is_err());
+    // SAFETY: the word is only loaded.
+    assert!(unsafe { dm.entry(PhysAddr(u64::MAX - 7), 0) }.is_err());
+    // SAFETY: the word is only loaded.
+    assert!(unsafe { dm.entry(PhysAddr(!0xfff), 0x200) }.is_err());
+    // SAFETY: the word is only loaded.
+    assert!(unsafe { dm.word(first, 1024) }.is_err());
     // last - 7 is the last 8-byte word; a `last` that cuts a word leaves that word out.
     // SAFETY: as above, a sub-range of it.
     let short: DirectMap<'static> =
         unsafe { DirectMap::new(va.wrapping_sub(first.0), first, PhysAddr(0x10_0ffb)) };
-    assert!(short.entry(first, 510).is_ok());
+    // SAFETY: the word is only loaded.
+    assert!(unsafe { short.entry(first, 510) }.is_ok());
     assert!(
-        short.entry(first, 511).is_err(),
+        // SAFETY: the word is only loaded.
+        unsafe { short.entry(first, 511) }.is_err(),
         "a word only partly inside the range was handed out"
     );
     // An empty (inverted) range reaches nothing.
     // SAFETY: it reaches nothing.
     let empty: DirectMap<'static> =
         unsafe { DirectMap::new(0, PhysAddr(0x2000), PhysAddr(0x1000)) };
-    assert!(empty.entry(PhysAddr(0x1000), 0).is_err());
-    assert!(empty.entry(PhysAddr(0x2000), 0).is_err());
+    // SAFETY: the word is only loaded.
+    assert!(unsafe { empty.entry(PhysAddr(0x1000), 0) }.is_err());
+    // SAFETY: the word is only loaded.
+    assert!(unsafe { empty.entry(PhysAddr(0x2000), 0) }.is_err());
 }
 
 // Attacks a builder over a DirectMap whose pool reaches past the range: refused at construction, typed.

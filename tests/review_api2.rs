@@ -1,10 +1,13 @@
 //! Second outside review of the vendoring API: black-box tests written from
-//! the public docs and signatures only. Tests marked `#[ignore = "finding:
-//! ..."]` fail today and show a remaining hole reachable from safe code (or
-//! a doc claim the code does not keep); the others hold.
+//! the public docs and signatures only. It found seven holes; the fixes made
+//! `TableBuilder::map`, `PageMeta::free`/`free_marked`, `TableAccess::entry`
+//! and `DirectMap::word` `unsafe` to call (a map behind a truncate's unmap, a
+//! free under a live truncate or mapping, a store into a live table behind
+//! the builder's back), refuse `EpochRetire` with `CAP = 0` at compile time,
+//! state that `TableAccess` indices stop at a table's end, and refuse a
+//! foreign `WaitTicket` (tested below). The others held.
 
 use core::iter::once;
-use core::sync::atomic::Ordering;
 
 use pagepin::arch::x86_64::Paging4Level;
 use pagepin::guard::{Epoch, EpochRetire, TablesNeverFreed, WalkGuard};
@@ -13,7 +16,7 @@ use pagepin::memmap::{MemoryMap, Pfn, Region, RegionError, SliceMemMap};
 use pagepin::meta::{COUNT_MAX, GetErrorKind, Hold, MAX_BATCH, PageMeta};
 use pagepin::table::*;
 use pagepin::truncate::*;
-use pagepin::wait::{Clock, SpinWaiter, WaitSlot};
+use pagepin::wait::{Clock, ForeignTicket, SpinWaiter, WaitSlot};
 
 const VA: VirtAddr = VirtAddr(0x40_0000);
 const PFN0: Pfn = Pfn(0x8_0000);
@@ -86,8 +89,10 @@ fn meta_counts_near_the_limits_are_refused_without_change() {
     assert_eq!((page.refs(), page.pins()), (MAX_BATCH, COUNT_MAX));
     // A page at the limit can be marked but never freed.
     page.mark_truncating().unwrap();
-    assert!(page.free().is_err());
-    assert!(page.free_marked().is_err());
+    // SAFETY: this code owns the page and nothing maps it.
+    assert!(unsafe { page.free() }.is_err());
+    // SAFETY: this code marked the page and nothing maps it.
+    assert!(unsafe { page.free_marked() }.is_err());
     assert!(!page.is_free());
 }
 
@@ -232,9 +237,8 @@ fn gup_edge_inputs_leave_nothing_held() {
     // SAFETY: one thread: no walker reads the tables while the builder unmaps; no MMU.
     let reclaim = unsafe { ReclaimNow::new() };
     let mut tables = TableBuilder::<Paging4Level, _, _>::new(&memory, pool, reclaim).unwrap();
-    tables
-        .map(&MapRequest::new(VA, PA0, 0x4000, 0x1000).with_perms(user_rw()))
-        .unwrap();
+    // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+    unsafe { tables.map(&MapRequest::new(VA, PA0, 0x4000, 0x1000).with_perms(user_rw())) }.unwrap();
     let gup = Gup::new(tables.walker(), &memmap);
     // SAFETY: one thread; no table is freed while a walk runs.
     let guard = unsafe { TablesNeverFreed::new() };
@@ -303,9 +307,8 @@ fn into_raw_hands_over_the_counts_once() {
     // SAFETY: one thread: no walker reads the tables while the builder unmaps; no MMU.
     let reclaim = unsafe { ReclaimNow::new() };
     let mut tables = TableBuilder::<Paging4Level, _, _>::new(&memory, pool, reclaim).unwrap();
-    tables
-        .map(&MapRequest::new(VA, PA0, 0x4000, 0x1000).with_perms(user_rw()))
-        .unwrap();
+    // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+    unsafe { tables.map(&MapRequest::new(VA, PA0, 0x4000, 0x1000).with_perms(user_rw())) }.unwrap();
     let gup = Gup::new(tables.walker(), &memmap);
     // SAFETY: one thread; no table is freed while a walk runs.
     let guard = unsafe { TablesNeverFreed::new() };
@@ -389,15 +392,15 @@ fn an_open_read_section_blocks_reuse_in_bounded_time() {
     // SAFETY: the pool's frames are this test's own, in no other pool.
     let pool = unsafe { FramePool::new(&mut slots) };
     let mut tables = TableBuilder::<Paging4Level, _, _>::new(&memory, pool, retire).unwrap();
-    tables
-        .map(&MapRequest::new(VA, PA0, 0x1000, 0x1000).with_perms(user_rw()))
-        .unwrap();
+    // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+    unsafe { tables.map(&MapRequest::new(VA, PA0, 0x1000, 0x1000).with_perms(user_rw())) }.unwrap();
     let reader = epoch.reader().unwrap();
     let section = reader.enter();
     let unmapped = tables.unmap(VA, 0x1000).unwrap();
     assert_eq!((unmapped.tables, tables.pool().free_count()), (3, 0));
     let started = std::time::Instant::now();
-    let again = tables.map(&MapRequest::new(VirtAddr(0x20_0000), PA0, 0x1000, 0x1000));
+    // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+    let again = unsafe { tables.map(&MapRequest::new(VirtAddr(0x20_0000), PA0, 0x1000, 0x1000)) };
     assert!(
         matches!(again, Err(MapError::PoolExhausted { .. })),
         "{again:?}"
@@ -405,9 +408,8 @@ fn an_open_read_section_blocks_reuse_in_bounded_time() {
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
     assert_eq!(tables.retire_hook().pending(), 3);
     drop(section);
-    tables
-        .map(&MapRequest::new(VirtAddr(0x20_0000), PA0, 0x1000, 0x1000))
-        .unwrap();
+    // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+    unsafe { tables.map(&MapRequest::new(VirtAddr(0x20_0000), PA0, 0x1000, 0x1000)) }.unwrap();
 }
 
 // Attacks the slow path: a fault handler that tears down and rebuilds the
@@ -429,10 +431,13 @@ fn fault_handler_may_rebuild_the_tables_under_the_call() {
     let tables = core::cell::RefCell::new(
         TableBuilder::<Paging4Level, _, _>::new(&memory, pool, retire).unwrap(),
     );
-    tables
-        .borrow_mut()
-        .map(&MapRequest::new(VA, PA0, 0x1000, 0x1000).with_perms(user_rw()))
-        .unwrap();
+    // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+    unsafe {
+        tables
+            .borrow_mut()
+            .map(&MapRequest::new(VA, PA0, 0x1000, 0x1000).with_perms(user_rw()))
+    }
+    .unwrap();
     let gup = Gup::new(tables.borrow().walker(), &memmap);
     let reader = epoch.reader().unwrap();
     let mut out = [Pfn(0); 2];
@@ -441,11 +446,12 @@ fn fault_handler_may_rebuild_the_tables_under_the_call() {
         // Every table is detached and, with only 3 spare frames, reused at
         // once by the new mapping (the section is not open during a fault).
         tables.unmap(VA, 0x1000).is_ok()
-            && tables
+            // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+            && unsafe { tables
                 .map(
                     &MapRequest::new(VA, PhysAddr(PA0.0 + 0x4000), 0x2000, 0x1000)
                         .with_perms(user_rw()),
-                )
+                ) }
                 .is_ok()
     };
     let taken = gup
@@ -462,165 +468,16 @@ fn fault_handler_may_rebuild_the_tables_under_the_call() {
     assert!(metas.iter().all(PageMeta::is_idle));
 }
 
-// FINDING (high): TableBuilder::map is safe, and TableUnmapper::new's promise
-// covers only the mappings that exist before the unmap step. Mapping a page
-// of the set again between `unmap` and `free` lets the truncate free a page
-// that is still mapped; once it is reallocated, GUP-fast pins the new
-// owner's page through the old mapping.
+// Was a finding (medium): WaitSlot::deregister accepted a ticket of any slot
+// and its count wrapped, so safe code (anyone holding the memory map:
+// `wait_slot` is a safe trait method) erased a drain's registration; the
+// final put then woke nobody and the drain slept to its deadline. A foreign
+// ticket is now refused (`ForeignTicket`) and changes nothing.
 #[test]
-#[ignore = "finding: safe TableBuilder::map after the unmap step makes Truncate::free free a mapped page"]
-fn finding_map_between_unmap_and_free_frees_a_mapped_page() {
-    let table_frames = frames(8);
-    let memory = HostMemory::new(&table_frames, TABLES).unwrap();
-    let mut slots: Vec<PhysAddr> = memory.frame_pas().collect();
-    let metas = allocated(1);
-    // SAFETY: this map is the only one counting on `metas`.
-    let memmap = unsafe { SliceMemMap::<1>::new(PFN0, &metas) };
-    // SAFETY: the pool's frames are this test's own, in no other pool.
-    let pool = unsafe { FramePool::new(&mut slots) };
-    // SAFETY: one thread: no walker reads the tables while the builder unmaps; no MMU.
-    let reclaim = unsafe { ReclaimNow::new() };
-    let mut space = [TableBuilder::<Paging4Level, _, _>::new(&memory, pool, reclaim).unwrap()];
-    let request = MapRequest::new(VA, PA0, 0x1000, 0x1000).with_perms(user_rw());
-    space[0].map(&request).unwrap();
-
-    let marked = Truncate::mark(&memmap, once(Extent::new(PFN0, 1))).unwrap();
-    let unmapped = {
-        // SAFETY: the page's one mapping (space 0, VA) is registered below,
-        // before the truncate reaches its unmap step.
-        let mut unmapper =
-            unsafe { TableUnmapper::<_, _, _, _, 1>::new(&mut space, 12, NoTlbShootdown) };
-        unmapper
-            .add_mapping(FileMapping {
-                space: 0,
-                va: VA,
-                first: PFN0,
-                pages: 1,
-            })
-            .unwrap();
-        marked.unmap(&mut unmapper).unwrap()
-    };
-    // Safe code maps the marked, unmapped page again...
-    space[0].map(&request).unwrap();
-    // ...and the truncate frees it all the same.
-    let freed = unmapped.try_drain::<1>().unwrap().free();
-    let still_mapped = space[0].walker().translate(VA).unwrap().leaf().is_some();
-    // The allocator hands the page to a new owner; GUP-fast through the old
-    // mapping pins it.
-    memmap.unit(PFN0).unwrap().meta.allocate().ok();
-    let gup = Gup::new(space[0].walker(), &memmap);
-    // SAFETY: one thread; no table is freed while a walk runs.
-    let guard = unsafe { TablesNeverFreed::new() };
-    let mut out = [Pfn(0); 1];
-    let stale = gup
-        .get_held(&guard, VA, 0x1000, GupFlags::PIN, &mut out)
-        .unwrap()
-        .pfns()
-        .len();
-    assert!(
-        freed.is_err() || !still_mapped,
-        "truncate freed PFN {PFN0} while VA {VA:?} still maps it"
-    );
-    assert_eq!(
-        stale, 0,
-        "GUP-fast pinned the reallocated page through the stale mapping"
-    );
-}
-
-// FINDING (high): PageMeta::free (and mark_truncating + free_marked) is safe
-// and the word has no owner, so safe code frees a page that is still mapped
-// and whose mark a live Truncate owns (free clears TRUNCATING). After
-// allocate, GUP-fast pins the reallocated page through the old mapping.
-#[test]
-#[ignore = "finding: safe PageMeta::free frees a mapped page marked by a live Truncate"]
-fn finding_safe_free_takes_a_page_from_under_a_live_truncate() {
-    let table_frames = frames(8);
-    let memory = HostMemory::new(&table_frames, TABLES).unwrap();
-    let mut slots: Vec<PhysAddr> = memory.frame_pas().collect();
-    let metas = allocated(1);
-    // SAFETY: this map is the only one counting on `metas`.
-    let memmap = unsafe { SliceMemMap::<1>::new(PFN0, &metas) };
-    // SAFETY: the pool's frames are this test's own, in no other pool.
-    let pool = unsafe { FramePool::new(&mut slots) };
-    // SAFETY: one thread: no walker reads the tables while the builder unmaps; no MMU.
-    let reclaim = unsafe { ReclaimNow::new() };
-    let mut tables = TableBuilder::<Paging4Level, _, _>::new(&memory, pool, reclaim).unwrap();
-    tables
-        .map(&MapRequest::new(VA, PA0, 0x1000, 0x1000).with_perms(user_rw()))
-        .unwrap();
-    let marked = Truncate::mark(&memmap, once(Extent::new(PFN0, 1))).unwrap();
-    let meta = memmap.unit(PFN0).unwrap().meta;
-    // Still mapped, marked by `marked`: a safe free succeeds and clears the mark.
-    let freed_under_truncate = meta.free().is_ok();
-    meta.allocate().ok();
-    let gup = Gup::new(tables.walker(), &memmap);
-    // SAFETY: one thread; no table is freed while a walk runs.
-    let guard = unsafe { TablesNeverFreed::new() };
-    let mut out = [Pfn(0); 1];
-    let stale = gup
-        .get_held(&guard, VA, 0x1000, GupFlags::PIN, &mut out)
-        .unwrap()
-        .pfns()
-        .len();
-    let cancelled = marked.cancel();
-    assert!(
-        !freed_under_truncate,
-        "a safe free took a mapped page marked by a live truncate"
-    );
-    assert_eq!(
-        stale, 0,
-        "GUP-fast pinned a freed-and-reallocated page through its old mapping"
-    );
-    assert_eq!(cancelled.units, 1);
-}
-
-// FINDING (high, same root): the mark carries no owner, so after a safe
-// free + allocate + another truncate's mark, the first truncate's `free`
-// frees the page the second one marked (its doc: "a unit that is no longer
-// marked at all is never freed" — it is marked, by someone else).
-#[test]
-#[ignore = "finding: Truncate::free frees a unit another truncate re-marked after a safe free/allocate"]
-fn finding_truncate_free_frees_another_truncates_page() {
-    let metas = allocated(1);
-    // SAFETY: this map is the only one counting on `metas`.
-    let memmap = unsafe { SliceMemMap::<1>::new(PFN0, &metas) };
-    let wait = Wait {
-        waiter: &SpinWaiter,
-        clock: &ZeroClock,
-        deadline_ns: None,
-    };
-    let first = Truncate::mark(&memmap, once(Extent::new(PFN0, 1)))
-        .unwrap()
-        .unmap(&mut NothingMapped)
-        .unwrap()
-        .drain(&wait)
-        .unwrap();
-    let meta = memmap.unit(PFN0).unwrap().meta;
-    meta.free().unwrap();
-    meta.allocate().unwrap();
-    let second = Truncate::mark(&memmap, once(Extent::new(PFN0, 1))).unwrap();
-    let first_freed = first.free();
-    let page_free_under_second = meta.is_free();
-    drop(second);
-    assert!(
-        first_freed.is_err(),
-        "the first truncate freed a unit the second one marked"
-    );
-    assert!(!page_free_under_second);
-}
-
-// FINDING (medium): WaitSlot::deregister accepts a ticket of any slot and
-// its count wraps, so safe code (anyone holding the memory map:
-// `wait_slot` is a safe trait method) erases a drain's registration. The
-// final put then finds no waiter and wakes nobody: the drain sleeps to its
-// deadline although the page went idle at once (with `deadline_ns: None`,
-// for ever).
-#[test]
-#[ignore = "finding: a foreign WaitTicket deregisters a drain; its wakeup is lost until the deadline"]
-fn finding_foreign_ticket_erases_a_drains_registration() {
+fn a_foreign_wait_ticket_cannot_erase_a_drains_registration() {
     let spare = WaitSlot::new();
     let fresh = WaitSlot::new();
-    fresh.deregister(spare.register());
+    assert_eq!(fresh.deregister(spare.register()), Err(ForeignTicket));
     let wrapped = fresh.waiters();
 
     let metas = allocated(1);
@@ -649,7 +506,7 @@ fn finding_foreign_ticket_erases_a_drains_registration() {
         while slot.waiters() == 0 {
             std::hint::spin_loop();
         }
-        slot.deregister(spare.register());
+        assert_eq!(slot.deregister(spare.register()), Err(ForeignTicket));
         let released = clock.now_ns();
         // SAFETY: releases the pin taken above, by this test, once.
         if unsafe { meta.put(Hold::Pin, 1) }.unwrap().is_due() {
@@ -665,103 +522,6 @@ fn finding_foreign_ticket_erases_a_drains_registration() {
     assert_eq!(
         wrapped, 0,
         "deregistering a foreign ticket wrapped the waiter count"
-    );
-}
-
-// FINDING (low): EpochRetire with CAP = 0 is accepted, and with no walk in
-// any read section every table detachment is RetireError::Backlog (whose
-// doc says it happens when no walk holding the tables back ended): each
-// unmap/map cycle leaks one pool frame until the builder is exhausted.
-#[test]
-#[ignore = "finding: EpochRetire CAP 0 refuses every table with no reader inside, leaking a frame per unmap"]
-fn finding_epoch_retire_cap0_leaks_a_frame_per_unmap() {
-    pagepin::epoch_brand!(enum CapZero);
-    let table_frames = frames(8);
-    let memory = HostMemory::new(&table_frames, TABLES).unwrap();
-    let mut slots: Vec<PhysAddr> = memory.frame_pas().collect();
-    let epoch = Epoch::<CapZero, 1>::new().unwrap();
-    // SAFETY: host tables: no MMU walks them, so no TLB caches them.
-    let retire = unsafe { EpochRetire::<_, 1, 0>::new(&epoch) };
-    // SAFETY: the pool's frames are this test's own, in no other pool.
-    let pool = unsafe { FramePool::new(&mut slots) };
-    let mut tables = TableBuilder::<Paging4Level, _, _>::new(&memory, pool, retire).unwrap();
-    let free_at_start = tables.pool().free_count();
-    let mut unmaps = Vec::new();
-    for _ in 0..3 {
-        tables
-            .map(&MapRequest::new(VA, PA0, 0x1000, 0x1000))
-            .unwrap();
-        unmaps.push(tables.unmap(VA, 0x1000));
-    }
-    assert!(unmaps.iter().all(Result::is_ok), "{unmaps:?}");
-    assert!(
-        tables.pool().free_count() + 3 >= free_at_start,
-        "frames leaked from the pool"
-    );
-}
-
-// FINDING (medium, design): TableAccess::entry is safe to call and hands out
-// the live tables' words (the docs store through it). A safe store that
-// makes a table reachable twice is invisible to the builder: it detaches
-// and retires the table through one entry, the epoch hands it back to the
-// pool and `map` reuses it, while the other entry still points to it.
-#[test]
-#[ignore = "finding: a safe store through TableAccess::entry keeps a retired table reachable into reuse"]
-fn finding_safe_entry_store_keeps_a_reused_table_reachable() {
-    pagepin::epoch_brand!(enum Alias);
-    let table_frames = frames(16);
-    let memory = HostMemory::new(&table_frames, TABLES).unwrap();
-    let mut slots: Vec<PhysAddr> = memory.frame_pas().collect();
-    let epoch = Epoch::<Alias, 1>::new().unwrap();
-    // SAFETY: host tables: no MMU walks them, so no TLB caches them.
-    let retire = unsafe { EpochRetire::<_, 1, 4>::new(&epoch) };
-    // SAFETY: the pool's frames are this test's own, in no other pool.
-    let pool = unsafe { FramePool::new(&mut slots) };
-    let mut tables = TableBuilder::<Paging4Level, _, _>::new(&memory, pool, retire).unwrap();
-    tables
-        .map(&MapRequest::new(VA, PA0, 0x1000, 0x1000))
-        .unwrap();
-    let root = tables.root();
-    let first = memory.entry(root, 0).unwrap().load(Ordering::Acquire);
-    memory
-        .entry(root, 1)
-        .unwrap()
-        .store(first, Ordering::Release);
-    let alias_target = PhysAddr(first & 0x000f_ffff_ffff_f000);
-    tables.unmap(VA, 0x1000).unwrap();
-    tables.reclaim().unwrap();
-    let reachable_and_free = tables.pool().free_frames().contains(&alias_target);
-    let still_linked = memory.entry(root, 1).unwrap().load(Ordering::Acquire) == first;
-    assert!(
-        !(reachable_and_free && still_linked),
-        "table {alias_target:?} is in the free pool while root entry 1 still points to it"
-    );
-}
-
-// FINDING (low, doc): TableAccess contract point 2 says distinct tables never
-// share a word, but DirectMap (and HostMemory) answer an index past the end
-// of a 4 KiB table with the next table's word.
-#[test]
-#[ignore = "finding: DirectMap::entry(table, 512) is entry(table + 4 KiB, 0), against TableAccess point 2"]
-fn finding_direct_map_index_past_a_table_is_the_next_tables_word() {
-    let table_frames = frames(2);
-    let va = table_frames.as_ptr().expose_provenance() as u64;
-    // SAFETY: the two frames at `va` back physical 1 MiB ..= 1 MiB + 8 KiB - 1,
-    // live as long as `access`, and are only accessed atomically; no wrap.
-    let access = unsafe {
-        DirectMap::new(
-            va.wrapping_sub(TABLES.0),
-            TABLES,
-            PhysAddr(TABLES.0 + 0x1fff),
-        )
-    };
-    let past = access.entry(TABLES, 512).map(core::ptr::from_ref);
-    let next = access
-        .entry(PhysAddr(TABLES.0 + 0x1000), 0)
-        .map(core::ptr::from_ref);
-    assert!(
-        past.is_err() || past != next,
-        "two distinct tables share a word"
     );
 }
 
@@ -783,9 +543,8 @@ fn the_builders_own_epoch_reader_is_accepted() {
     // SAFETY: the pool's frames are this test's own, in no other pool.
     let pool = unsafe { FramePool::new(&mut slots) };
     let mut tables = TableBuilder::<Paging4Level, _, _>::new(&memory, pool, retire).unwrap();
-    tables
-        .map(&MapRequest::new(VA, PA0, 0x1000, 0x1000).with_perms(user_rw()))
-        .unwrap();
+    // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+    unsafe { tables.map(&MapRequest::new(VA, PA0, 0x1000, 0x1000).with_perms(user_rw())) }.unwrap();
     let reader = epoch.reader().unwrap();
     assert!(epoch.reader().is_err());
     let gup = Gup::new(tables.walker(), &memmap);

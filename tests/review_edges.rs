@@ -50,7 +50,8 @@ fn with_gup<F: PagingFormat, M: MemoryMap>(
         // The pool's frames are this code's own, in no other pool.
         TableBuilder::<F, _, _>::new(&memory, unsafe { FramePool::new(&mut pool) }, unsafe { ReclaimNow::new() }).unwrap();
     for m in maps {
-        tables.map(m).unwrap_or_else(|e| panic!("map {m:?}: {e}"));
+        // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+        unsafe { tables.map(m) }.unwrap_or_else(|e| panic!("map {m:?}: {e}"));
     }
     let gup = Gup::new(tables.walker(), memmap);
     // SAFETY: no table is freed while these tests walk.
@@ -571,7 +572,8 @@ fn meta_counts_at_the_edges() {
         left -= step;
     }
     assert_eq!(due, 1, "exactly the final put wakes");
-    p.free_marked().unwrap();
+    // SAFETY: this code marked the page and nothing maps it.
+    unsafe { p.free_marked() }.unwrap();
     assert!(p.is_free());
     // SAFETY: gives back a count this code took above.
     assert!(unsafe { p.put(Hold::Ref, 1) }.is_err());
@@ -607,7 +609,8 @@ fn release_errors_are_typed_and_partial() {
     // SAFETY: the pages were taken above by this code and are released once.
     unsafe { release_run(&map, Pfn(BASE), 8, Hold::Pin) }.unwrap();
     // Over a freed page: typed, the pages before it released.
-    m[3].free().unwrap();
+    // SAFETY: this code owns the page and nothing maps it.
+    unsafe { m[3].free() }.unwrap();
     for p in &m[..3] {
         p.get(Hold::Pin, 1).unwrap();
     }
@@ -712,7 +715,8 @@ fn bad_extent_sets_roll_back_every_mark() {
         layout_managed: true,
     })
     .unwrap();
-    m[40].free().unwrap();
+    // SAFETY: this code owns the page and nothing maps it.
+    unsafe { m[40].free() }.unwrap();
     let cases: Vec<(Vec<Extent>, &str)> = vec![
         (
             vec![Extent::new(Pfn(BASE), 4), Extent::new(Pfn(BASE + 8), 0)],

@@ -64,12 +64,14 @@ fn stress(versioned: bool) -> (u64, u64, u64, u64) {
         // The pool's frames are this code's own, in no other pool.
         TableBuilder::<Paging4Level, _, _>::new(&memory, unsafe { FramePool::new(&mut pool) }, unsafe { ReclaimNow::new() })
             .unwrap();
-    tables
-        .map(
+    // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+    unsafe {
+        tables.map(
             &MapRequest::new(VirtAddr(VA), PhysAddr(BASE * KIB4), MAPPED * KIB4, KIB4)
                 .with_perms(Perms::READ | Perms::WRITE),
         )
-        .unwrap();
+    }
+    .unwrap();
     let gup = Gup::new(tables.walker(), &layout);
     let stop = AtomicBool::new(false);
     let violations = StdAtomicU64::new(0);

@@ -180,7 +180,8 @@ fn spec_translate(m: Mode, mem: &HostMemory<'_>, root: u64, va: u64) -> SpecWalk
     for level in 0..m.levels {
         let shift = m.shift(level);
         let idx = ((va >> shift) & ((1 << m.index_bits(level)) - 1)) as usize;
-        let Ok(word) = mem.entry(PhysAddr(table), idx) else {
+        // SAFETY: the word is only loaded.
+        let Ok(word) = (unsafe { mem.entry(PhysAddr(table), idx) }) else {
             return SpecWalk::Access;
         };
         let raw = word.load(Ordering::Relaxed);
@@ -1127,8 +1128,8 @@ fn sv_builder_maps_both_halves_edges() {
                     continue; // same root entry as the line above for some modes
                 }
                 let req = MapRequest::new(VirtAddr(va), PhysAddr(pa), size, size).with_perms(perms);
-                b.map(&req)
-                    .unwrap_or_else(|e| panic!("{} {va:#x}: {e:?}", F::NAME));
+                // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+                unsafe { b.map(&req) }.unwrap_or_else(|e| panic!("{} {va:#x}: {e:?}", F::NAME));
                 let probe = va + (size - 1);
                 let item = b.walker().translate(VirtAddr(probe)).unwrap();
                 let l = item.leaf().unwrap();
@@ -1140,9 +1141,11 @@ fn sv_builder_maps_both_halves_edges() {
         }
         // Just outside each half.
         let req = MapRequest::new(VirtAddr(last_low + 1), PhysAddr(0), 4096, 4096);
-        assert!(b.map(&req).is_err());
+        // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+        assert!(unsafe { b.map(&req) }.is_err());
         let req = MapRequest::new(VirtAddr(first_high - 4096), PhysAddr(0), 4096, 4096);
-        assert!(b.map(&req).is_err());
+        // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+        assert!(unsafe { b.map(&req) }.is_err());
     }
     run::<Sv39>(SV39);
     run::<Sv48>(SV48);
@@ -1175,8 +1178,8 @@ fn gstage_16k_root_maps_the_last_gpa() {
             let va = last + 1 - size;
             let pa = size.max(0x40u64 << 40);
             let req = MapRequest::new(VirtAddr(va), PhysAddr(pa), size, size).with_perms(perms);
-            b.map(&req)
-                .unwrap_or_else(|e| panic!("{} level {level}: {e:?}", F::NAME));
+            // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+            unsafe { b.map(&req) }.unwrap_or_else(|e| panic!("{} level {level}: {e:?}", F::NAME));
             let item = b.walker().translate(VirtAddr(last)).unwrap();
             let l = item.leaf().unwrap();
             assert_eq!(
@@ -1199,7 +1202,8 @@ fn gstage_16k_root_maps_the_last_gpa() {
         // Map the last 4 KiB page and take it with GUP-fast.
         let data = PhysAddr(DATA_BASE);
         let req = MapRequest::new(VirtAddr(last & !0xfff), data, 4096, 4096).with_perms(perms);
-        b.map(&req).unwrap();
+        // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+        unsafe { b.map(&req) }.unwrap();
         let metas: Vec<PageMeta> = (0..4).map(|_| PageMeta::new_allocated()).collect();
         // SAFETY: this map is the only one counting on these metas.
         let memmap: SliceMemMap<'_> = unsafe { SliceMemMap::new(Pfn(DATA_BASE >> 12), &metas) };
@@ -1235,7 +1239,8 @@ fn gstage_16k_root_maps_the_last_gpa() {
         // Stage-1-only permissions are refused as typed errors.
         let req =
             MapRequest::new(VirtAddr(0), data, 4096, 4096).with_perms(Perms::READ | Perms::USER);
-        assert!(b.map(&req).is_err());
+        // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+        assert!(unsafe { b.map(&req) }.is_err());
     }
     run::<Sv39x4>(SV39X4);
     run::<Sv48x4>(SV48X4);

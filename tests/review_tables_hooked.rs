@@ -54,8 +54,9 @@ struct Hooked<'a> {
 // load (4) and then, once, stores a new value to some entry, as a concurrent
 // writer of the tables would.
 unsafe impl TableAccess for Hooked<'_> {
-    fn entry(&self, table: PhysAddr, index: usize) -> Result<&AtomicU64, AccessError> {
-        self.inner.entry(table, index)
+    unsafe fn entry(&self, table: PhysAddr, index: usize) -> Result<&AtomicU64, AccessError> {
+        // SAFETY: the word is only loaded.
+        unsafe { self.inner.entry(table, index) }
     }
 
     fn load(&self, word: &AtomicU64, order: Ordering) -> u64 {
@@ -64,8 +65,8 @@ unsafe impl TableAccess for Hooked<'_> {
         self.loads.set(n);
         if n == self.fire_at.get() {
             if let Some((loc, raw)) = self.hook.get() {
-                self.inner
-                    .entry(loc.table, loc.index)
+                // SAFETY: stands for a concurrent writer of these host tables (the scenario under test); no retire hook frees them and no MMU walks them, so only the walk's answer is at stake.
+                unsafe { self.inner.entry(loc.table, loc.index) }
                     .unwrap()
                     .store(raw, Ordering::Release);
             }
@@ -127,11 +128,14 @@ fn run_one(change: Change, k: u64, hold: Hold, out_len: usize) -> u64 {
         // SAFETY: no walker or MMU reads these tables while the builder unmaps.
         // The pool's frames are this code's own, in no other pool.
         TableBuilder::<F, _, _>::new(&memory, unsafe { FramePool::new(&mut pool) }, unsafe { ReclaimNow::new() }).unwrap();
-    tables
-        .map(&MapRequest::new(VirtAddr(VA), PhysAddr(BASE * KIB4), MIB2, KIB4).with_perms(RW))
-        .unwrap();
-    tables
-        .map(
+    // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+    unsafe {
+        tables.map(&MapRequest::new(VirtAddr(VA), PhysAddr(BASE * KIB4), MIB2, KIB4).with_perms(RW))
+    }
+    .unwrap();
+    // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+    unsafe {
+        tables.map(
             &MapRequest::new(
                 VirtAddr(VA + MIB2),
                 PhysAddr((BASE + 512) * KIB4),
@@ -140,7 +144,8 @@ fn run_one(change: Change, k: u64, hold: Hold, out_len: usize) -> u64 {
             )
             .with_perms(RW),
         )
-        .unwrap();
+    }
+    .unwrap();
     let w = tables.walker();
     let small = *w.translate(VirtAddr(VA)).unwrap().leaf().unwrap();
     let huge = *w.translate(VirtAddr(VA + MIB2)).unwrap().leaf().unwrap();
@@ -274,9 +279,13 @@ fn random_raw_tables() {
             // SAFETY: no walker or MMU reads these tables while the builder unmaps.
             // The pool's frames are this code's own, in no other pool.
             TableBuilder::<F, _, _>::new(&memory, unsafe { FramePool::new(&mut pool) }, unsafe { ReclaimNow::new() }).unwrap();
-        tables
-            .map(&MapRequest::new(VirtAddr(VA), PhysAddr(BASE * KIB4), MIB2, KIB4).with_perms(RW))
-            .unwrap();
+        // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+        unsafe {
+            tables.map(
+                &MapRequest::new(VirtAddr(VA), PhysAddr(BASE * KIB4), MIB2, KIB4).with_perms(RW),
+            )
+        }
+        .unwrap();
         let small = *tables
             .walker()
             .translate(VirtAddr(VA))
@@ -296,7 +305,10 @@ fn random_raw_tables() {
                 1 => (r & !0x000f_ffff_ffff_f000) | (0x100_0000 + (r >> 40) % 8 * KIB4),
                 _ => r,
             };
-            memory.entry(table, i).unwrap().store(r, Ordering::Relaxed);
+            // SAFETY: corrupts these host tables on purpose (the malformed input under test); no retire hook frees them and no MMU walks them.
+            unsafe { memory.entry(table, i) }
+                .unwrap()
+                .store(r, Ordering::Relaxed);
         }
         let _ = level;
         let gup = Gup::new(tables.walker(), &map);

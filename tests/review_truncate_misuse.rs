@@ -379,18 +379,30 @@ fn marking_free_and_already_marked_pages_is_typed() {
     assert_eq!(p.mark_truncating().unwrap_err(), MarkError::Free);
     // SAFETY: the page is not marked: nobody's mark is cleared.
     assert!(unsafe { p.unmark_truncating() }.is_err());
-    assert_eq!(p.free_marked().unwrap_err(), FreeError::AlreadyFree);
-    assert!(p.free().is_err());
+    // SAFETY: this code marked the page and nothing maps it.
+    assert_eq!(
+        // SAFETY: refused (the case under test): nothing is freed.
+        unsafe { p.free_marked() }.unwrap_err(),
+        FreeError::AlreadyFree
+    );
+    // SAFETY: this code owns the page and nothing maps it.
+    assert!(unsafe { p.free() }.is_err());
     assert!(p.is_free() && !p.is_truncating());
     p.allocate().unwrap();
     assert!(p.allocate().is_err());
-    assert_eq!(p.free_marked().unwrap_err(), FreeError::NotMarked);
+    // SAFETY: this code marked the page and nothing maps it.
+    assert_eq!(
+        // SAFETY: refused (the case under test): nothing is freed.
+        unsafe { p.free_marked() }.unwrap_err(),
+        FreeError::NotMarked
+    );
     p.mark_truncating().unwrap();
     assert_eq!(
         p.mark_truncating().unwrap_err(),
         MarkError::AlreadyTruncating
     );
     assert!(p.allocate().is_err());
-    p.free_marked().unwrap();
+    // SAFETY: this code marked the page and nothing maps it.
+    unsafe { p.free_marked() }.unwrap();
     assert!(p.is_free() && !p.is_truncating());
 }

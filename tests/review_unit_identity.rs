@@ -171,8 +171,9 @@ fn run_one(
         // The pool's frames are this code's own, in no other pool.
         TableBuilder::<Paging4Level, _, _>::new(&memory, unsafe { FramePool::new(&mut pool) }, unsafe { ReclaimNow::new() })
             .unwrap();
-    tables
-        .map(
+    // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+    unsafe {
+        tables.map(
             &MapRequest::new(
                 VirtAddr(VA),
                 PhysAddr(BASE * KIB4),
@@ -181,7 +182,8 @@ fn run_one(
             )
             .with_perms(Perms::READ | Perms::WRITE | Perms::USER),
         )
-        .unwrap();
+    }
+    .unwrap();
     let hooked = Hooked {
         layout: &layout,
         calls: Cell::new(0),
@@ -466,12 +468,14 @@ fn split_before_the_get_of_a_huge_leaf_is_changed_and_undone() {
             // The pool's frames are this code's own, in no other pool.
             TableBuilder::<Paging4Level, _, _>::new(&memory, unsafe { FramePool::new(&mut pool) }, unsafe { ReclaimNow::new() })
                 .unwrap();
-        tables
-            .map(
+        // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+        unsafe {
+            tables.map(
                 &MapRequest::new(VirtAddr(VA), PhysAddr(BASE * KIB4), MIB2, MIB2)
                     .with_perms(Perms::READ | Perms::WRITE),
             )
-            .unwrap();
+        }
+        .unwrap();
         let hooked = Hooked {
             layout: &layout,
             calls: Cell::new(0),
@@ -523,12 +527,14 @@ fn stale_cached_unit_survives_into_the_next_batch() {
         // The pool's frames are this code's own, in no other pool.
         TableBuilder::<Paging4Level, _, _>::new(&memory, unsafe { FramePool::new(&mut pool) }, unsafe { ReclaimNow::new() })
             .unwrap();
-    tables
-        .map(
+    // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+    unsafe {
+        tables.map(
             &MapRequest::new(VirtAddr(VA), PhysAddr(BASE * KIB4), 64 * KIB4, KIB4)
                 .with_perms(Perms::READ | Perms::WRITE),
         )
-        .unwrap();
+    }
+    .unwrap();
     let hooked = Hooked {
         layout: &layout,
         calls: Cell::new(0),

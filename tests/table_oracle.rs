@@ -202,12 +202,14 @@ fn build_and_unmap<F: PagingFormat>(cands: &[Candidate], unmap: &[bool]) {
     let mut tables =
         TableBuilder::<F, _, _>::new(&memory, pool, unsafe { ReclaimNow::new() }).unwrap();
     for m in &accepted {
-        tables.map(&m.request()).unwrap();
+        // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+        unsafe { tables.map(&m.request()) }.unwrap();
     }
     for m in &rejected {
         let free = tables.pool().free_count();
         assert!(matches!(
-            tables.map(&m.request()),
+            // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+            unsafe { tables.map(&m.request()) },
             Err(MapError::Overlap { .. })
         ));
         assert_eq!(
@@ -426,7 +428,8 @@ mod x86_64_crate {
             }
             .unwrap();
             for m in &accepted {
-                tables.map(&m.request()).unwrap();
+                // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+                unsafe { tables.map(&m.request()) }.unwrap();
             }
             tables.root()
         };

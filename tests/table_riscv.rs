@@ -58,7 +58,8 @@ fn reference(memory: &HostMemory<'_>, root: u64, va: u64, levels: u32, x4: bool)
         // more bits in a ×4 mode).
         let bits = if x4 && i == levels - 1 { 11 } else { 9 };
         let vpn = (va >> (12 + 9 * i)) & ((1 << bits) - 1);
-        let Ok(word) = memory.entry(PhysAddr(a), vpn as usize) else {
+        // SAFETY: the word is only loaded.
+        let Ok(word) = (unsafe { memory.entry(PhysAddr(a), vpn as usize) }) else {
             return Reference::Fault;
         };
         // Relaxed: single-threaded test.
@@ -245,7 +246,8 @@ fn sv_build_and_check<F: RiscV>(cands: &[SvCandidate], unmap: &[bool]) {
     for m in &accepted {
         let req = MapRequest::new(VirtAddr(m.va), PhysAddr(m.pa), m.leaf * m.count, m.leaf)
             .with_perms(m.perms);
-        tables.map(&req).unwrap();
+        // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+        unsafe { tables.map(&req) }.unwrap();
     }
     let check = |tables: &TableBuilder<'_, F, HostMemory<'_>, ReclaimNow>, live: &[SvMapping]| {
         let walker = tables.walker();
@@ -352,7 +354,8 @@ fn gstage_build_and_check<F: RiscV + mapping_list::Profile>(
     }
     .unwrap();
     for m in &accepted {
-        tables.map(&m.request()).unwrap();
+        // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+        unsafe { tables.map(&m.request()) }.unwrap();
     }
     for m in &accepted {
         for (va, _, size) in m.leaves() {

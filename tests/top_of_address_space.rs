@@ -139,16 +139,21 @@ fn top_leaves<F: PagingFormat>(leaf: u64, leaves: u64) {
 
     // Map.
     let perms = Perms::READ | Perms::WRITE;
-    spaces[0]
-        .map(&MapRequest::new(VirtAddr(va), PhysAddr(DATA), len, leaf).with_perms(perms))
-        .unwrap_or_else(|e| panic!("{name}: map: {e}"));
+    // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+    unsafe {
+        spaces[0].map(&MapRequest::new(VirtAddr(va), PhysAddr(DATA), len, leaf).with_perms(perms))
+    }
+    .unwrap_or_else(|e| panic!("{name}: map: {e}"));
     // A mapping one leaf further would run past the top: refused, not wrapped.
-    let past = spaces[0].map(&MapRequest::new(
-        VirtAddr(va),
-        PhysAddr(DATA),
-        len + leaf,
-        leaf,
-    ));
+    // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+    let past = unsafe {
+        spaces[0].map(&MapRequest::new(
+            VirtAddr(va),
+            PhysAddr(DATA),
+            len + leaf,
+            leaf,
+        ))
+    };
     assert!(matches!(past, Err(MapError::Range(_))), "{name}: {past:?}");
 
     // Walk: the last byte translates to the last byte of the data.
@@ -543,9 +548,8 @@ fn top_pfns_mapped_at_the_top(
     .unwrap()];
     let len = 512 * KIB4;
     let va = u64::MAX - (len - 1);
-    spaces[0]
-        .map(&MapRequest::new(VirtAddr(va), PhysAddr(DATA), len, KIB4))
-        .unwrap();
+    // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+    unsafe { spaces[0].map(&MapRequest::new(VirtAddr(va), PhysAddr(DATA), len, KIB4)) }.unwrap();
     let walker = spaces[0].walker();
     // SAFETY: every mapping of the truncated pages is in these spaces and registered below.
     let mut unmapper =

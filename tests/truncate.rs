@@ -124,9 +124,13 @@ fn the_whole_protocol_against_pins_held_elsewhere() {
     .unwrap()];
     let va = 0x4000_0000;
     let perms = Perms::READ | Perms::WRITE | Perms::USER;
-    spaces[0]
-        .map(&MapRequest::new(VirtAddr(va), PhysAddr(HUGE << 12), 2 * MIB2, MIB2).with_perms(perms))
-        .unwrap();
+    // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+    unsafe {
+        spaces[0].map(
+            &MapRequest::new(VirtAddr(va), PhysAddr(HUGE << 12), 2 * MIB2, MIB2).with_perms(perms),
+        )
+    }
+    .unwrap();
     // A device pins both units through GUP-fast.
     // SAFETY: no table is freed while this test walks.
     let guard = unsafe { TablesNeverFreed::new() };
@@ -332,7 +336,8 @@ fn bad_sets_are_typed_errors_and_leave_nothing_marked() {
     }
     // A free unit cannot be marked.
     let meta = memmap.unit(Pfn(SMALL + 20)).unwrap().meta;
-    meta.free().unwrap();
+    // SAFETY: this code owns the page and nothing maps it.
+    unsafe { meta.free() }.unwrap();
     assert_eq!(
         Truncate::mark(&memmap, [small(20, 1)].into_iter()).unwrap_err(),
         MarkSetError::Unit {
@@ -569,12 +574,14 @@ fn gup_after_the_mark_is_refused() {
         // The pool's frames are this code's own, in no other pool.
         TableBuilder::<Paging4Level, _, _>::new(&memory, unsafe { FramePool::new(&mut slots) }, unsafe { ReclaimNow::new() })
             .unwrap();
-    tables
-        .map(
+    // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+    unsafe {
+        tables.map(
             &MapRequest::new(VirtAddr(0x40_0000), PhysAddr(SMALL << 12), 8 * KIB4, KIB4)
                 .with_perms(Perms::READ | Perms::WRITE),
         )
-        .unwrap();
+    }
+    .unwrap();
     let marked = Truncate::mark(&memmap, [small(4, 4)].into_iter()).unwrap();
     // SAFETY: no table is freed while this test walks.
     let guard = unsafe { TablesNeverFreed::new() };
@@ -793,7 +800,8 @@ fn free_of_a_unit_remarked_with_a_count_is_busy_not_a_hang() {
         assert!(meta.is_truncating());
         // SAFETY: gives back a count this code took above.
         assert!(unsafe { meta.put(Hold::Pin, 1) }.unwrap().is_due());
-        assert_eq!(meta.free_marked(), Ok(()));
+        // SAFETY: this code marked the page and nothing maps it.
+        assert_eq!(unsafe { meta.free_marked() }, Ok(()));
         err
     });
     assert_eq!(
@@ -815,7 +823,8 @@ fn racing_truncates_of_a_free_unit_both_see_free() {
     let host = Host::new();
     let memmap = host.memmap();
     let meta = memmap.unit(Pfn(SMALL + 7)).unwrap().meta;
-    meta.free().unwrap();
+    // SAFETY: this code owns the page and nothing maps it.
+    unsafe { meta.free() }.unwrap();
     let expected = MarkSetError::Unit {
         head: Pfn(SMALL + 7),
         error: MarkError::Free,

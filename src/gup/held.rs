@@ -33,10 +33,13 @@ use crate::meta::Hold;
 ///     // SAFETY: the pool's frames are this example's own, in no other pool.
 ///     TableBuilder::<Paging4Level, _, _>::new(&memory, unsafe { FramePool::new(&mut slots) }, unsafe { ReclaimNow::new() })
 ///         .unwrap();
-/// tables
-///     .map(&MapRequest::new(VirtAddr(0x40_0000), PhysAddr(0x8000_0000), 0x4000, 0x1000)
-///         .with_perms(Perms::READ | Perms::WRITE))
-///     .unwrap();
+/// // SAFETY: the example's own pages, never freed while mapped.
+/// unsafe {
+///     tables
+///         .map(&MapRequest::new(VirtAddr(0x40_0000), PhysAddr(0x8000_0000), 0x4000, 0x1000)
+///             .with_perms(Perms::READ | Perms::WRITE))
+/// }
+/// .unwrap();
 /// let gup = Gup::new(tables.walker(), &memmap);
 /// // SAFETY: no table is freed while this single thread walks.
 /// let guard = unsafe { TablesNeverFreed::new() };

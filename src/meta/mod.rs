@@ -97,7 +97,8 @@ use crate::sync::{AtomicU64, Ordering, op_count, spin_wait_hint};
 /// }
 /// // SAFETY: gives back the pin taken above.
 /// assert!(unsafe { page.put(Hold::Pin, 1) }.unwrap().is_due()); // the final put wakes the truncate
-/// page.free().unwrap();
+/// // SAFETY: the example owns the page; nothing maps it.
+/// unsafe { page.free() }.unwrap();
 /// ```
 #[repr(transparent)]
 pub struct PageMeta {
@@ -537,8 +538,17 @@ impl PageMeta {
     /// reference or pin — including a transient speculative increment on a
     /// truncating page, which its getter is about to undo (drain and retry). The
     /// word is unchanged.
+    ///
+    /// # Safety
+    ///
+    /// The caller owns the page (it is the allocator's to take back) and no
+    /// page-table entry a walker or an MMU can reach maps it: an idle word says
+    /// nobody holds the page *now*, not that nothing can reach it, and a page
+    /// freed while mapped is reallocated and then pinned for DMA through the old
+    /// mapping. A page a truncate marked is that truncate's to free
+    /// ([`Truncate::free`](crate::truncate::Truncate::free)).
     #[inline]
-    pub fn free(&self) -> Result<(), FreeError> {
+    pub unsafe fn free(&self) -> Result<(), FreeError> {
         // Relaxed: a guess, validated by the compare-exchange.
         let mut cur = MetaWord(self.word.load(Ordering::Relaxed));
         loop {
@@ -589,8 +599,15 @@ impl PageMeta {
     ///   getter undoes at once (retry), or a count taken while the mark was
     ///   cleared behind the truncate's back and the page marked again (retrying
     ///   will not help).
+    ///
+    /// # Safety
+    ///
+    /// The caller marked the page itself (the mark has no owner in the word)
+    /// and has since unmapped it everywhere and shot the TLBs down, as
+    /// [`Truncate`](crate::truncate::Truncate) does before its `free`: a marked,
+    /// idle page may still be mapped.
     #[inline]
-    pub fn free_marked(&self) -> Result<(), FreeError> {
+    pub unsafe fn free_marked(&self) -> Result<(), FreeError> {
         let mut expected = MetaWord(MetaFlags::TRUNCATING.bits());
         loop {
             op_count::rmw();

@@ -196,7 +196,8 @@ fn free_page_refuses_everything() {
             assert_eq!(unsafe { m.put(hold, 1) }, Err(PutError::Free));
         }
         assert_eq!(m.mark_truncating(), Err(MarkError::Free));
-        assert_eq!(m.free(), Err(FreeError::AlreadyFree));
+        // SAFETY: this code owns the page and nothing maps it.
+        assert_eq!(unsafe { m.free() }, Err(FreeError::AlreadyFree));
         assert_eq!(m.load(), MetaWord::FREE, "{path}");
     });
 }
@@ -204,14 +205,25 @@ fn free_page_refuses_everything() {
 #[test]
 fn free_while_busy_is_refused() {
     let m = meta_with(allocated(1, 2));
-    assert_eq!(m.free(), Err(FreeError::Busy { refs: 1, pins: 2 }));
+    // SAFETY: this code owns the page and nothing maps it.
+    assert_eq!(
+        // SAFETY: this code owns the page and nothing maps it.
+        unsafe { m.free() },
+        Err(FreeError::Busy { refs: 1, pins: 2 })
+    );
     assert_eq!(m.load(), allocated(1, 2));
     // SAFETY: gives back a count this code took above.
     assert_eq!(unsafe { m.put(Hold::Ref, 1) }, Ok(Wake::NotDue));
-    assert_eq!(m.free(), Err(FreeError::Busy { refs: 0, pins: 2 }));
+    // SAFETY: this code owns the page and nothing maps it.
+    assert_eq!(
+        // SAFETY: this code owns the page and nothing maps it.
+        unsafe { m.free() },
+        Err(FreeError::Busy { refs: 0, pins: 2 })
+    );
     // SAFETY: gives back a count this code took above.
     assert_eq!(unsafe { m.put(Hold::Pin, 2) }, Ok(Wake::NotDue));
-    m.free().unwrap();
+    // SAFETY: this code owns the page and nothing maps it.
+    unsafe { m.free() }.unwrap();
     assert_eq!(m.load(), MetaWord::FREE);
 }
 
@@ -221,7 +233,8 @@ fn allocate_only_from_free() {
     assert_eq!(m.allocate(), Err(AllocError::NotFree));
     m.mark_truncating().unwrap();
     assert_eq!(m.allocate(), Err(AllocError::NotFree));
-    m.free().unwrap();
+    // SAFETY: this code owns the page and nothing maps it.
+    unsafe { m.free() }.unwrap();
     assert!(!m.is_truncating(), "free clears the mark");
     m.allocate().unwrap();
     assert_eq!(m.load(), MetaWord::ALLOCATED_IDLE);
@@ -332,7 +345,8 @@ fn one_rmw_per_uncontended_operation() {
         // SAFETY: gives back a count this code took above.
         assert_eq!(unsafe { m.put(Hold::Pin, MAX_BATCH) }, Ok(Wake::NotDue));
         m.mark_truncating().unwrap();
-        m.free().unwrap();
+        // SAFETY: this code owns the page and nothing maps it.
+        unsafe { m.free() }.unwrap();
         m.allocate().unwrap();
         assert_eq!(op_count::get().rmw, 5, "{path}");
         assert_eq!(op_count::get().park, 0);
@@ -466,10 +480,12 @@ fn free_marked_frees_only_a_marked_idle_page() {
     let m = PageMeta::new_allocated();
     m.mark_truncating().unwrap();
     op_count::reset();
-    assert_eq!(m.free_marked(), Ok(()));
+    // SAFETY: this code marked the page and nothing maps it.
+    assert_eq!(unsafe { m.free_marked() }, Ok(()));
     assert_eq!(op_count::get().rmw, 1);
     assert_eq!(m.load(), MetaWord::FREE);
-    assert_eq!(m.free_marked(), Err(FreeError::AlreadyFree));
+    // SAFETY: this code marked the page and nothing maps it.
+    assert_eq!(unsafe { m.free_marked() }, Err(FreeError::AlreadyFree));
     assert_eq!(m.load(), MetaWord::FREE);
 
     // Unmarked behind the truncate's back: never freed, idle or not.
@@ -477,20 +493,28 @@ fn free_marked_frees_only_a_marked_idle_page() {
     m.mark_truncating().unwrap();
     // SAFETY: this test set the mark itself and no truncate uses it.
     unsafe { m.unmark_truncating() }.unwrap();
-    assert_eq!(m.free_marked(), Err(FreeError::NotMarked));
+    // SAFETY: this code marked the page and nothing maps it.
+    assert_eq!(unsafe { m.free_marked() }, Err(FreeError::NotMarked));
     assert_eq!(m.load(), MetaWord::ALLOCATED_IDLE);
     m.get(Hold::Ref, 1).unwrap(); // gets succeed again
-    assert_eq!(m.free_marked(), Err(FreeError::NotMarked));
+    // SAFETY: this code marked the page and nothing maps it.
+    assert_eq!(unsafe { m.free_marked() }, Err(FreeError::NotMarked));
     assert_eq!(m.load(), allocated(1, 0));
 
     // Marked but busy (a transient, or a count taken while unmarked).
     let busy = MetaWord(MetaFlags::TRUNCATING.bits()).plus(Hold::Pin, 1);
     let m = meta_with(busy);
-    assert_eq!(m.free_marked(), Err(FreeError::Busy { refs: 0, pins: 1 }));
+    // SAFETY: this code marked the page and nothing maps it.
+    assert_eq!(
+        // SAFETY: refused (the case under test): nothing is freed.
+        unsafe { m.free_marked() },
+        Err(FreeError::Busy { refs: 0, pins: 1 })
+    );
     assert_eq!(m.load(), busy);
     // The transient's undo makes it freeable.
     assert_eq!(m.undo(Hold::Pin, 1, busy), Wake::Due);
-    assert_eq!(m.free_marked(), Ok(()));
+    // SAFETY: this code marked the page and nothing maps it.
+    assert_eq!(unsafe { m.free_marked() }, Ok(()));
     assert_eq!(
         std::format!("{}", FreeError::NotMarked),
         "page is no longer marked truncating (unmarked behind the truncate's back)"

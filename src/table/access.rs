@@ -31,7 +31,9 @@ use crate::sync::{AtomicU64, Ordering};
 ///    other walker of the same tables use — or an error; it returns the same
 ///    word every time it is called with the same arguments.
 /// 2. Distinct `(table, index)` pairs inside one table, and distinct tables,
-///    never share a word.
+///    never share a word, for every `index` below the number of entries of
+///    the table at `table` (an index past a table's end may reach the next
+///    table's words: the walker and the builder never ask for one).
 /// 3. The words are only ever accessed atomically.
 /// 4. [`load`](Self::load), if overridden, returns what `word.load(order)`
 ///    returns, by making exactly that load (it may check or count first).
@@ -52,7 +54,18 @@ pub unsafe trait TableAccess {
     /// [`AccessError::Unreachable`] when the entry lies outside the memory this
     /// access reaches, [`AccessError::Misaligned`] when `table` is not aligned as
     /// the access requires.
-    fn entry(&self, table: PhysAddr, index: usize) -> Result<&AtomicU64, AccessError>;
+    ///
+    /// # Safety
+    ///
+    /// The caller stores to the word only what the tables' owner (their
+    /// [`TableBuilder`](super::TableBuilder)) would: a store into a live table
+    /// behind the builder's back (a second pointer to a table, a leaf the
+    /// builder does not know of) outlives the builder's unmap and its retire
+    /// hook's bookkeeping, and walkers then reach a reused table or a freed
+    /// page. Loads are always sound; [`Walker::reload`](super::Walker::reload)
+    /// and [`Walker::translate`](super::Walker::translate) read entries
+    /// without `unsafe`.
+    unsafe fn entry(&self, table: PhysAddr, index: usize) -> Result<&AtomicU64, AccessError>;
 
     /// Loads a word [`entry`](Self::entry) returned. Every load a walk or
     /// GUP-fast makes of a table entry goes through here, including the

@@ -252,9 +252,8 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, R: Retire> TableBuilder<'a, F
         }) {
             return Err(MapError::RootInPool { frame });
         }
-        access
-            .entry(root, root_entries.saturating_sub(1))
-            .map_err(MapError::Access)?;
+        // SAFETY: only a reachability check; nothing is stored.
+        unsafe { access.entry(root, root_entries.saturating_sub(1)) }.map_err(MapError::Access)?;
         check_pool::<F, A>(access, &mut pool, largest_table::<F>(1))?;
         Self::with_checked_root(access, root, pool, retire)
     }
@@ -334,7 +333,17 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, R: Retire> TableBuilder<'a, F
     ///   after [`Retire::reclaim`];
     /// - [`MapError::Walk`]: the existing tables are malformed;
     /// - [`MapError::Reclaim`]: the retire hook failed to give frames back.
-    pub fn map(&mut self, req: &MapRequest) -> Result<(), MapError> {
+    ///
+    /// # Safety
+    ///
+    /// The caller owns the physical pages `req.pa .. req.pa + req.len` for as
+    /// long as they stay mapped here, and unmaps them before they are freed or
+    /// handed to another owner (as the `x86_64` crate's `map_to` asks): a page
+    /// mapped behind a truncate's unmap is freed still mapped, and GUP-fast then
+    /// pins its next owner's memory for DMA through this mapping. A truncate
+    /// that has marked the pages must not see them mapped again before it
+    /// frees them.
+    pub unsafe fn map(&mut self, req: &MapRequest) -> Result<(), MapError> {
         let geometry = F::GEOMETRY;
         let range = VaRange::new(req.va, req.len).map_err(MapError::Range)?;
         check_canonical::<F>(range).map_err(MapError::Range)?;
@@ -466,7 +475,9 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, R: Retire> TableBuilder<'a, F
             index: F::GEOMETRY.index(va, level),
             level,
         };
-        self.access.entry(table, loc.index).map_err(|error| {
+        // SAFETY: the builder owns these tables; it stores what keeps them
+        // consistent (its own map and unmap).
+        unsafe { self.access.entry(table, loc.index) }.map_err(|error| {
             MapError::Walk(WalkError {
                 va,
                 kind: WalkErrorKind::Access { loc, error },
@@ -479,8 +490,9 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, R: Retire> TableBuilder<'a, F
         for index in 0..F::GEOMETRY.entries(level).unwrap_or(0) {
             // Relaxed: the table is not reachable yet; the Release store that
             // publishes it orders these stores before any walker's read.
-            self.access
-                .entry(table, index)
+            // SAFETY: the builder zero-fills a table it owns and has not
+            // published.
+            unsafe { self.access.entry(table, index) }
                 .map_err(MapError::Access)?
                 .store(0, Ordering::Relaxed);
         }
@@ -576,9 +588,9 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, R: Retire> TableBuilder<'a, F
                 level,
             };
             let fail = |kind| UnmapError::Walk(WalkError { va, kind });
-            let word = self
-                .access
-                .entry(table, loc.index)
+            // SAFETY: the builder owns these tables; it clears entries of its
+            // own mappings and retires what it detaches.
+            let word = unsafe { self.access.entry(table, loc.index) }
                 .map_err(|error| fail(WalkErrorKind::Access { loc, error }))?;
             // Relaxed: the builder is the only writer.
             let raw = word.load(Ordering::Relaxed);
@@ -635,7 +647,8 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, R: Retire> TableBuilder<'a, F
                 index,
                 level,
             };
-            let word = self.access.entry(table, index).map_err(|error| {
+            // SAFETY: only loaded (is the table empty?).
+            let word = unsafe { self.access.entry(table, index) }.map_err(|error| {
                 UnmapError::Walk(WalkError {
                     va,
                     kind: WalkErrorKind::Access { loc, error },
@@ -662,7 +675,8 @@ fn check_pool<F: PagingFormat, A: TableAccess + ?Sized>(
     }
     let last_index = entries.saturating_sub(1);
     for &frame in pool.free_frames() {
-        access.entry(frame, last_index).map_err(MapError::Access)?;
+        // SAFETY: only a reachability check; nothing is stored.
+        unsafe { access.entry(frame, last_index) }.map_err(MapError::Access)?;
         for level in 0..F::GEOMETRY.depth() {
             if F::GEOMETRY.holds_tables(level) {
                 F::encode_table(frame, level).map_err(MapError::Encode)?;

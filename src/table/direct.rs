@@ -28,9 +28,11 @@ use crate::sync::AtomicU64;
 /// // SAFETY: the two frames at `va` hold the tables of `base ..= base + 8 KiB - 1`,
 /// // live as long as `access` and are only accessed atomically.
 /// let access = unsafe { DirectMap::new(va.wrapping_sub(base.0), base, PhysAddr(base.0 + 0x1fff)) };
-/// access.entry(PhysAddr(0x10_1000), 3).unwrap().store(42, core::sync::atomic::Ordering::Relaxed);
+/// // SAFETY: these frames hold no live tables; nothing walks them.
+/// unsafe { access.entry(PhysAddr(0x10_1000), 3) }.unwrap().store(42, core::sync::atomic::Ordering::Relaxed);
 /// assert_eq!(frames[1].entries[3].load(core::sync::atomic::Ordering::Relaxed), 42);
-/// assert!(access.entry(PhysAddr(0x10_2000), 0).is_err()); // outside the range
+/// // SAFETY: nothing is stored.
+/// assert!(unsafe { access.entry(PhysAddr(0x10_2000), 0) }.is_err()); // outside the range
 /// ```
 ///
 /// The lifetime `'m` is how long the promise of [`new`](Self::new) holds: a
@@ -98,8 +100,13 @@ impl<'m> DirectMap<'m> {
     /// # Errors
     ///
     /// As [`TableAccess::entry`].
+    ///
+    /// # Safety
+    ///
+    /// As [`TableAccess::entry`]: the caller stores to the word only what the
+    /// tables' builder would.
     #[inline]
-    pub fn word(&self, table: PhysAddr, index: usize) -> Result<&'m AtomicU64, AccessError> {
+    pub unsafe fn word(&self, table: PhysAddr, index: usize) -> Result<&'m AtomicU64, AccessError> {
         if table.0 % 8 != 0 {
             return Err(AccessError::Misaligned { table });
         }
@@ -135,8 +142,9 @@ impl<'m> DirectMap<'m> {
 // `first ..= last` (checked there), where point 1 applies.
 unsafe impl<'m> TableAccess for DirectMap<'m> {
     #[inline]
-    fn entry(&self, table: PhysAddr, index: usize) -> Result<&AtomicU64, AccessError> {
-        self.word(table, index)
+    unsafe fn entry(&self, table: PhysAddr, index: usize) -> Result<&AtomicU64, AccessError> {
+        // SAFETY: the caller's promise is `word`'s.
+        unsafe { self.word(table, index) }
     }
 }
 
@@ -161,12 +169,14 @@ mod tests {
         // SAFETY: the frames back `base ..= last` at `va`, outlive `access`,
         // and are only accessed atomically.
         let access = unsafe { DirectMap::new(va.wrapping_sub(base.0), base, last) };
-        let word = access.entry(PhysAddr(base.0 + 4096), 511).unwrap();
+        // SAFETY: a test of the access alone: these frames hold no tables, nothing walks them.
+        let word = unsafe { access.entry(PhysAddr(base.0 + 4096), 511) }.unwrap();
         word.store(0x1234, Ordering::Relaxed);
         assert_eq!(frames[1].entries[511].load(Ordering::Relaxed), 0x1234);
         assert!(core::ptr::eq(
             word,
-            access.entry(PhysAddr(base.0 + 4096), 511).unwrap()
+            // SAFETY: the word is only loaded.
+            unsafe { access.entry(PhysAddr(base.0 + 4096), 511) }.unwrap()
         ));
         assert_eq!(access.range(), (base, last));
     }
@@ -178,7 +188,8 @@ mod tests {
         let va = frames.as_ptr().expose_provenance() as u64;
         // SAFETY: as above, one frame.
         let access = unsafe { DirectMap::new(va.wrapping_sub(base.0), base, PhysAddr(0x1fff)) };
-        let err = |table: u64, index: usize| access.entry(PhysAddr(table), index).err();
+        // SAFETY: the word is only loaded.
+        let err = |table: u64, index: usize| unsafe { access.entry(PhysAddr(table), index) }.err();
         let unreachable = |table, index| {
             Some(AccessError::Unreachable {
                 table: PhysAddr(table),

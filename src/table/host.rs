@@ -55,9 +55,12 @@ impl Default for HostFrame {
 ///
 /// let frames = [HostFrame::new(), HostFrame::new()];
 /// let memory = HostMemory::new(&frames, PhysAddr(0x10_0000)).unwrap();
-/// assert!(memory.entry(PhysAddr(0x10_1000), 511).is_ok());
-/// assert!(memory.entry(PhysAddr(0x10_1000), 512).is_err()); // past the slice
-/// assert!(memory.entry(PhysAddr(0x10_0800), 0).is_err()); // misaligned table
+/// // SAFETY: nothing is stored.
+/// unsafe {
+///     assert!(memory.entry(PhysAddr(0x10_1000), 511).is_ok());
+///     assert!(memory.entry(PhysAddr(0x10_1000), 512).is_err()); // past the slice
+///     assert!(memory.entry(PhysAddr(0x10_0800), 0).is_err()); // misaligned table
+/// }
 /// ```
 #[derive(Clone, Copy)]
 pub struct HostMemory<'a> {
@@ -136,7 +139,7 @@ impl core::fmt::Debug for HostMemory<'_> {
 // (3) the slice's words are `AtomicU64`, which has no non-atomic access.
 unsafe impl TableAccess for HostMemory<'_> {
     #[inline]
-    fn entry(&self, table: PhysAddr, index: usize) -> Result<&AtomicU64, AccessError> {
+    unsafe fn entry(&self, table: PhysAddr, index: usize) -> Result<&AtomicU64, AccessError> {
         if table.0 % HOST_FRAME_SIZE != 0 {
             return Err(AccessError::Misaligned { table });
         }
@@ -206,16 +209,19 @@ mod tests {
         let frames: Vec<HostFrame> = (0..3).map(|_| HostFrame::new()).collect();
         let mem = HostMemory::new(&frames, PhysAddr(0x10_0000)).unwrap();
         // Relaxed: single-threaded test.
-        mem.entry(PhysAddr(0x10_2000), 7)
+        // SAFETY: a test of the access alone: these frames hold no tables, nothing walks them.
+        unsafe { mem.entry(PhysAddr(0x10_2000), 7) }
             .unwrap()
             .store(42, Ordering::Relaxed);
         assert_eq!(frames[2].entries[7].load(Ordering::Relaxed), 42);
         // A table spanning frames (as a 64 KiB-granule table would).
         assert!(core::ptr::eq(
-            mem.entry(PhysAddr(0x10_0000), 512 * 2 + 7).unwrap(),
+            // SAFETY: the word is only loaded.
+            unsafe { mem.entry(PhysAddr(0x10_0000), 512 * 2 + 7) }.unwrap(),
             &frames[2].entries[7]
         ));
-        let err = |table, index| mem.entry(PhysAddr(table), index).unwrap_err();
+        // SAFETY: the word is only loaded.
+        let err = |table, index| unsafe { mem.entry(PhysAddr(table), index) }.unwrap_err();
         assert_eq!(
             err(0x10_3000, 0),
             AccessError::Unreachable {

@@ -31,10 +31,13 @@
 //! let mut tables = TableBuilder::<Paging4Level, _, _>::new(&memory, pool, unsafe { ReclaimNow::new() }).unwrap();
 //!
 //! let user_rw = Perms::READ | Perms::WRITE | Perms::USER;
-//! tables
-//!     .map(&MapRequest::new(VirtAddr(0x40_0000), PhysAddr(0x8000_0000), 0x3000, 0x1000)
-//!         .with_perms(user_rw))
-//!     .unwrap();
+//! // SAFETY: the example's own pages, never freed while mapped.
+//! unsafe {
+//!     tables
+//!         .map(&MapRequest::new(VirtAddr(0x40_0000), PhysAddr(0x8000_0000), 0x3000, 0x1000)
+//!             .with_perms(user_rw))
+//! }
+//! .unwrap();
 //! match tables.walker().translate(VirtAddr(0x40_1234)).unwrap() {
 //!     WalkItem::Leaf(leaf) => {
 //!         assert_eq!(leaf.pa, PhysAddr(0x8000_1234));

@@ -40,7 +40,10 @@ impl<'a> FramePool<'a> {
     /// else also uses is either their memory overwritten or a page table they
     /// write under walkers (which then translate through garbage and pin the
     /// wrong pages for DMA). The builders also refuse a frame listed twice
-    /// ([`MapError::DuplicateFrame`](super::MapError::DuplicateFrame)).
+    /// ([`MapError::DuplicateFrame`](super::MapError::DuplicateFrame)). The
+    /// tables of a builder that was dropped are still in use while walkers of
+    /// them live (a [`Walker`](super::Walker) does not borrow its builder):
+    /// they are not free frames for a new pool until those walks are over.
     pub unsafe fn new(frames: &'a mut [PhysAddr]) -> FramePool<'a> {
         let free = frames.len();
         FramePool {

@@ -37,17 +37,21 @@ fn toy_huge_and_small_leaves_with_their_parents() {
         // The pool's frames are this code's own, in no other pool.
         TableBuilder::<Toy, _, _>::new(&memory, unsafe { FramePool::new(&mut slots) }, unsafe { ReclaimNow::new() }).unwrap();
     let rw = Perms::READ | Perms::WRITE;
-    tables
-        .map(&MapRequest::new(VirtAddr(0), PhysAddr(0x8_0000), 0x4000, 0x4000).with_perms(rw))
-        .unwrap();
-    tables
-        .map(&MapRequest::new(
+    // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+    unsafe {
+        tables.map(&MapRequest::new(VirtAddr(0), PhysAddr(0x8_0000), 0x4000, 0x4000).with_perms(rw))
+    }
+    .unwrap();
+    // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+    unsafe {
+        tables.map(&MapRequest::new(
             VirtAddr(0x4000),
             PhysAddr(0x9_0000),
             0x1000,
             0x1000,
         ))
-        .unwrap();
+    }
+    .unwrap();
     let walker = tables.walker();
     let all = items(&walker, 0x2000, 0xe000);
     let [
@@ -153,22 +157,26 @@ fn refused_maps_change_nothing() {
         // SAFETY: no walker or MMU reads these tables while the builder unmaps.
         // The pool's frames are this code's own, in no other pool.
         TableBuilder::<Toy, _, _>::new(&memory, unsafe { FramePool::new(&mut slots) }, unsafe { ReclaimNow::new() }).unwrap();
-    tables
-        .map(&MapRequest::new(
+    // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+    unsafe {
+        tables.map(&MapRequest::new(
             VirtAddr(0x4000),
             PhysAddr(0x4000),
             0x4000,
             0x4000,
         ))
-        .unwrap();
-    tables
-        .map(&MapRequest::new(
+    }
+    .unwrap();
+    // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+    unsafe {
+        tables.map(&MapRequest::new(
             VirtAddr(0x8000),
             PhysAddr(0x1000),
             0x1000,
             0x1000,
         ))
-        .unwrap();
+    }
+    .unwrap();
     let before = items(&tables.walker(), 0, 0x1_0000);
     let free = tables.pool().free_count();
     let map = |va, pa, len, size| MapRequest::new(VirtAddr(va), PhysAddr(pa), len, size);
@@ -240,7 +248,8 @@ fn refused_maps_change_nothing() {
     ];
     assert_eq!(free, 0, "root, one table for 0x8000: the pool is empty");
     for (req, want) in cases {
-        assert_eq!(tables.map(&req), Err(want), "{req:?}");
+        // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+        assert_eq!(unsafe { tables.map(&req) }, Err(want), "{req:?}");
         assert_eq!(
             items(&tables.walker(), 0, 0x1_0000),
             before,
@@ -270,9 +279,8 @@ unsafe impl Retire for Deferred<'_> {
     ) -> Result<(), RetireError> {
         for index in 0..4 {
             // Relaxed: single-threaded test.
-            let raw = self
-                .memory
-                .entry(self.root, index)
+            // SAFETY: the word is only loaded.
+            let raw = unsafe { self.memory.entry(self.root, index) }
                 .unwrap()
                 .load(Ordering::Relaxed);
             assert_ne!(
@@ -283,8 +291,8 @@ unsafe impl Retire for Deferred<'_> {
                 })
             );
             assert_eq!(
-                self.memory
-                    .entry(table, index)
+                // SAFETY: the word is only loaded.
+                unsafe { self.memory.entry(table, index) }
                     .unwrap()
                     .load(Ordering::Relaxed),
                 0
@@ -322,7 +330,8 @@ fn retired_tables_are_detached_and_reclaimed_when_the_pool_runs_dry() {
         "the pool hands out its last frame first"
     );
     let page = |va| MapRequest::new(VirtAddr(va), PhysAddr(0x5000), 0x1000, 0x1000);
-    tables.map(&page(0x0000)).unwrap();
+    // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+    unsafe { tables.map(&page(0x0000)) }.unwrap();
     assert_eq!(
         tables.unmap(VirtAddr(0), 0x4000).unwrap(),
         Unmapped {
@@ -335,14 +344,17 @@ fn retired_tables_are_detached_and_reclaimed_when_the_pool_runs_dry() {
         (tables.retire_hook().held.len(), tables.pool().free_count()),
         (1, 1)
     );
-    tables.map(&page(0x4000)).unwrap(); // takes the last free frame
-    tables.map(&page(0x8000)).unwrap(); // needs the retired one back
+    // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+    unsafe { tables.map(&page(0x4000)) }.unwrap(); // takes the last free frame
+    // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+    unsafe { tables.map(&page(0x8000)) }.unwrap(); // needs the retired one back
     assert_eq!(
         (tables.retire_hook().held.len(), tables.pool().free_count()),
         (0, 0)
     );
     assert_eq!(
-        tables.map(&page(0xc000)),
+        // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+        unsafe { tables.map(&page(0xc000)) },
         Err(MapError::PoolExhausted { needed: 1, free: 0 })
     );
     tables.unmap(VirtAddr(0), 0x1_0000).unwrap();
@@ -416,14 +428,16 @@ fn with_root_uses_the_callers_root_and_checks_it() {
     assert_eq!(tables.root(), root);
     assert_eq!(frames[0].entries[3].load(Ordering::Relaxed), 0);
     assert_eq!(tables.pool().free_count(), 2, "the root is not the pool's");
-    tables
-        .map(&MapRequest::new(
+    // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+    unsafe {
+        tables.map(&MapRequest::new(
             VirtAddr(0xc000),
             PhysAddr(0x8_0000),
             0x1000,
             0x1000,
         ))
-        .unwrap();
+    }
+    .unwrap();
     assert_eq!(tables.pool().free_count(), 1);
     let unmapped = tables.unmap(VirtAddr(0), 0x1_0000).unwrap();
     assert_eq!((unmapped.leaves, unmapped.tables), (1, 1));

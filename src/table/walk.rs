@@ -46,7 +46,8 @@ pub(crate) fn load_entry<F: PagingFormat, A: TableAccess + ?Sized>(
             index: loc.index,
         });
     }
-    let word = access.entry(loc.table, loc.index)?;
+    // SAFETY: the word is only loaded, below.
+    let word = unsafe { access.entry(loc.table, loc.index) }?;
     if F::GEOMETRY.holds_tables(loc.level) {
         // Acquire: the entry may point to a table. Pairs with the Release store
         // that published that table (`TableBuilder`'s table install, or the
@@ -116,7 +117,9 @@ pub(crate) fn leaf_word<F: PagingFormat, A: TableAccess + ?Sized>(
             index: loc.index,
         });
     }
-    access.entry(loc.table, loc.index)
+    // SAFETY: the word goes only to `load_leaf_word` (crate-internal), which
+    // loads it.
+    unsafe { access.entry(loc.table, loc.index) }
 }
 
 /// Loads a word [`leaf_word`] returned: one atomic load, through `access`.
@@ -337,9 +340,12 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, D> Walker<'a, F, A, D> {
     /// let pool = unsafe { FramePool::new(&mut pool_frames) };
     /// // SAFETY: no walker or MMU reads these tables while the builder unmaps.
     /// let mut tables = TableBuilder::<Paging4Level, _, _>::new(&memory, pool, unsafe { ReclaimNow::new() }).unwrap();
-    /// tables
-    ///     .map(&MapRequest::new(VirtAddr(0x20_0000), PhysAddr(0x4000_0000), 0x20_0000, 0x20_0000))
-    ///     .unwrap();
+    /// // SAFETY: the example's own pages, never freed while mapped.
+    /// unsafe {
+    ///     tables
+    ///         .map(&MapRequest::new(VirtAddr(0x20_0000), PhysAddr(0x4000_0000), 0x20_0000, 0x20_0000))
+    /// }
+    /// .unwrap();
     /// let walker = tables.walker();
     /// let items: Vec<_> = walker
     ///     .walk(VirtAddr(0x1f_f000), 0x20_2000)

@@ -128,7 +128,8 @@ impl<'m, M: MemoryMap + ?Sized, I: Iterator<Item = Extent> + Clone> Truncate<'m,
                     wait.clock,
                     wait.deadline_ns,
                 ) == Parked::TimedOut;
-            slot.deregister(ticket);
+            // Cannot fail: `ticket` came from `slot`'s `register` just above.
+            let _ = slot.deregister(ticket);
             if timed_out && !gone() {
                 return Err(Failed {
                     truncate: self,
@@ -162,7 +163,8 @@ impl<'m, M: MemoryMap + ?Sized, I: Iterator<Item = Extent> + Clone> Truncate<'m,
         let parked = wait
             .waiter
             .park(&|| slot.woken_since(&ticket), wait.clock, wait.deadline_ns);
-        slot.deregister(ticket);
+        // Cannot fail: `ticket` came from `slot`'s `register` just above.
+        let _ = slot.deregister(ticket);
         let w = unit.meta.load();
         if parked == Parked::TimedOut && !w.is_idle() {
             return Err(DrainError::TimedOut(BusyUnit {
@@ -195,7 +197,8 @@ impl Handshake for RegisterThenCheck {
         // SeqCst fence) comes before the re-check below.
         let ticket = slot.register();
         if meta.is_idle() {
-            slot.deregister(ticket);
+            // Cannot fail: `ticket` came from `slot`'s `register` just above.
+            let _ = slot.deregister(ticket);
             return None;
         }
         Some(ticket)
@@ -224,7 +227,8 @@ pub mod broken {
         fn register(slot: &WaitSlot, meta: &PageMeta) -> Option<WaitTicket> {
             let ticket = slot.register_without_fence();
             if meta.is_idle() {
-                slot.deregister(ticket);
+                // Cannot fail: `ticket` came from `slot`'s `register` just above.
+                let _ = slot.deregister(ticket);
                 return None;
             }
             Some(ticket)

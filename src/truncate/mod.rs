@@ -276,7 +276,11 @@ impl<'m, M: MemoryMap + ?Sized, I: Iterator<Item = Extent> + Clone> Truncate<'m,
         for unit in Units::new(memmap, extents).flatten() {
             let mut retries = 0;
             let result = loop {
-                match unit.meta.free_marked() {
+                // SAFETY: this truncate marked the unit (`mark` refuses a unit
+                // already marked, so the mark is its own), and its unmapper
+                // unmapped it everywhere with the TLBs shot down (the
+                // `Unmapper` promise) before this `Drained` state existed.
+                match unsafe { unit.meta.free_marked() } {
                     Err(FreeError::Busy { .. }) if retries < FREE_BUSY_RETRIES => {
                         // Still marked: a transient undone by its own getter at
                         // once, or a count taken behind our back (the bound).

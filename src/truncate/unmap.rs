@@ -23,10 +23,13 @@ use crate::table::{
 /// # Safety
 ///
 /// When [`unmap_extent`](Self::unmap_extent) returns `Ok`, no page-table
-/// entry that a walker or an MMU can reach maps a page of the extent, and no
-/// CPU can still translate to one through a TLB entry: the truncate frees the
-/// pages next, and a mapping left behind lets GUP-fast pin (or a CPU write)
-/// a page after its reuse. A truncate whose unmap fails frees nothing.
+/// entry that GUP-fast walks or that a CPU uses for anyone but the page's next
+/// owner maps a page of the extent, and no CPU can still translate to one
+/// through a TLB entry: the truncate frees the pages next, and a mapping left
+/// behind lets GUP-fast pin (or a CPU write) a page after its reuse. (A
+/// kernel's direct map of all RAM is not such a mapping: GUP-fast does not
+/// walk it, and through it only a page's owner touches the page.) A truncate
+/// whose unmap fails frees nothing.
 ///
 /// An unmapper that unmaps nothing is a promise broken; it takes `unsafe`:
 ///

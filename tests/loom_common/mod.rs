@@ -66,7 +66,7 @@ impl Tables {
 // SAFETY: (1) `entry` maps each in-range (table, index) to one fixed word of
 // `self.tables`; (2) distinct pairs are distinct words; (3) the words are atomics.
 unsafe impl TableAccess for Tables {
-    fn entry(&self, table: PhysAddr, index: usize) -> Result<&AtomicU64, AccessError> {
+    unsafe fn entry(&self, table: PhysAddr, index: usize) -> Result<&AtomicU64, AccessError> {
         let unreachable = AccessError::Unreachable { table, index };
         let i = (table.0 >> 12).checked_sub(1).ok_or(unreachable)? as usize;
         if table.0 & 0xfff != 0 || i >= self.tables.len() || index >= 4 {

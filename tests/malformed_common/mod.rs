@@ -17,9 +17,10 @@ pub struct Checked<'a> {
 
 // SAFETY: delegates to `HostMemory`, whose contract it inherits unchanged.
 unsafe impl TableAccess for Checked<'_> {
-    fn entry(&self, table: PhysAddr, index: usize) -> Result<&AtomicU64, AccessError> {
+    unsafe fn entry(&self, table: PhysAddr, index: usize) -> Result<&AtomicU64, AccessError> {
         self.reads.set(self.reads.get() + 1);
-        let word = self.memory.entry(table, index)?;
+        // SAFETY: the word is only loaded.
+        let word = unsafe { self.memory.entry(table, index) }?;
         let start = self.frames.as_ptr() as usize;
         let end = start + core::mem::size_of_val(self.frames);
         let at = word as *const AtomicU64 as usize;

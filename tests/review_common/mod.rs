@@ -76,7 +76,8 @@ impl Layout {
         for i in first..first + pages {
             let (h, _) = self.head_of(i);
             if h == i {
-                if self.metas[i as usize].free().is_err() {
+                // SAFETY: this code owns the page and nothing maps it.
+                if unsafe { self.metas[i as usize].free() }.is_err() {
                     for &f in &freed {
                         self.metas[f as usize].allocate().unwrap();
                     }

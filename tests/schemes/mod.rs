@@ -139,8 +139,8 @@ pub fn unmap<A: TableAccess + ?Sized>(access: &A, leaves: &[EntryLoc]) {
         // Release: as a kernel's page-table writer stores entries. No scheme
         // relies on it: each orders the clear before its free by program order
         // and its own Release RMW (or fence) after it.
-        access
-            .entry(loc.table, loc.index)
+        // SAFETY: the schemes' tables have no builder: the scheme owns them and clears its own leaves, as a kernel's page-table writer would.
+        unsafe { access.entry(loc.table, loc.index) }
             .expect("the scheme's leaf is reachable")
             .store(0, Ordering::Release);
     }
@@ -150,8 +150,8 @@ pub fn unmap<A: TableAccess + ?Sized>(access: &A, leaves: &[EntryLoc]) {
 pub fn remap<A: TableAccess + ?Sized>(access: &A, loc: EntryLoc, raw: u64) {
     // Release: publishes the page's new life (its reallocation, sequenced
     // before) to a walker that reads the entry and then gets the page.
-    access
-        .entry(loc.table, loc.index)
+    // SAFETY: the schemes' tables have no builder: the scheme owns them and maps its own leaf again, as a kernel's page-table writer would.
+    unsafe { access.entry(loc.table, loc.index) }
         .expect("the scheme's leaf is reachable")
         .store(raw, Ordering::Release);
 }

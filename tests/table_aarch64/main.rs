@@ -403,7 +403,8 @@ mod crate_oracle {
         }
         .unwrap();
         for m in &accepted {
-            tables.map(&m.request()).unwrap();
+            // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+            unsafe { tables.map(&m.request()) }.unwrap();
         }
         assert_eq!(tables.root(), MEMORY_BASE);
         let depth = F::GEOMETRY.depth();

@@ -272,12 +272,14 @@ pub fn build_and_unmap<F: Profile>(cands: &[Candidate], unmap: &[bool]) {
     };
     let free_at_start = tables.pool().free_count();
     for m in &accepted {
-        tables.map(&m.request()).unwrap();
+        // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+        unsafe { tables.map(&m.request()) }.unwrap();
     }
     for m in &rejected {
         let free = tables.pool().free_count();
         assert!(matches!(
-            tables.map(&m.request()),
+            // SAFETY: the pages mapped are this code's, unmapped before they are freed.
+            unsafe { tables.map(&m.request()) },
             Err(MapError::Overlap { .. })
         ));
         assert_eq!(

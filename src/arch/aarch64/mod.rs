@@ -37,11 +37,14 @@
 //!
 //! let user_rw = Perms::READ | Perms::WRITE | Perms::USER | Perms::ACCESSED;
 //! let normal = stage1_mem_type(1, Shareability::Inner);
-//! tables
-//!     .map(&MapRequest::new(VirtAddr(0x200_0000), PhysAddr(0x8000_0000), 0x200_0000, 0x200_0000)
-//!         .with_perms(user_rw)
-//!         .with_mem_type(normal))
-//!     .unwrap();
+//! // SAFETY: the example's own pages, never freed while mapped.
+//! unsafe {
+//!     tables
+//!         .map(&MapRequest::new(VirtAddr(0x200_0000), PhysAddr(0x8000_0000), 0x200_0000, 0x200_0000)
+//!             .with_perms(user_rw)
+//!             .with_mem_type(normal))
+//! }
+//! .unwrap();
 //! let leaf = *tables.walker().translate(VirtAddr(0x200_4321)).unwrap().leaf().unwrap();
 //! assert_eq!((leaf.pa, leaf.size, leaf.perms), (PhysAddr(0x8000_4321), 32 << 20, user_rw));
 //! assert_eq!(leaf.mem_type, normal);

@@ -34,10 +34,13 @@
 //!         .unwrap();
 //! let user_rw = Perms::READ | Perms::WRITE | Perms::USER | Perms::ACCESSED | Perms::DIRTY;
 //! // A 2 MiB megapage in the upper (sign-extended) half.
-//! tables
-//!     .map(&MapRequest::new(VirtAddr(0xffff_ffc0_0020_0000), PhysAddr(0x8040_0000), 0x20_0000, 0x20_0000)
-//!         .with_perms(user_rw))
-//!     .unwrap();
+//! // SAFETY: the example's own pages, never freed while mapped.
+//! unsafe {
+//!     tables
+//!         .map(&MapRequest::new(VirtAddr(0xffff_ffc0_0020_0000), PhysAddr(0x8040_0000), 0x20_0000, 0x20_0000)
+//!             .with_perms(user_rw))
+//! }
+//! .unwrap();
 //! let leaf = *tables.walker().translate(VirtAddr(0xffff_ffc0_0021_2345)).unwrap().leaf().unwrap();
 //! assert_eq!((leaf.pa, leaf.size, leaf.perms), (PhysAddr(0x8041_2345), 0x20_0000, user_rw));
 //! assert_eq!(Sv39::satp(tables.root(), 0) >> 60, 8);
@@ -55,10 +58,13 @@
 //! .unwrap();
 //! assert_eq!(Sv39x4::GEOMETRY.entries(0), Some(2048));
 //! let guest_ram = Perms::READ | Perms::WRITE | Perms::EXEC;
-//! gstage
-//!     .map(&MapRequest::new(VirtAddr(0x1_8000_0000), PhysAddr(0x8000_0000), 0x4000_0000, 0x4000_0000)
-//!         .with_perms(guest_ram))
-//!     .unwrap();
+//! // SAFETY: the example's own pages, never freed while mapped.
+//! unsafe {
+//!     gstage
+//!         .map(&MapRequest::new(VirtAddr(0x1_8000_0000), PhysAddr(0x8000_0000), 0x4000_0000, 0x4000_0000)
+//!             .with_perms(guest_ram))
+//! }
+//! .unwrap();
 //! let leaf = *gstage.walker().translate(VirtAddr(0x1_8000_1000)).unwrap().leaf().unwrap();
 //! assert_eq!((leaf.pa, leaf.perms), (PhysAddr(0x8000_1000), guest_ram));
 //! assert!(Sv39x4::hgatp(root, 1).is_some());
