@@ -287,12 +287,9 @@ struct SlotUnmapper<'t, 'a> {
 // builder, every slot leaf over a page of the extent, then (`flush_tlb_range`)
 // `TLBI VAE1IS` per leaf and `DSB ISH`: when it returns `Ok`, no entry the
 // walkers or the MMUs can reach maps a page of the extent at a slot, and no
-// CPU's TLB still translates a slot VA to one. The identity map of RAM also
-// covers these pages, as a kernel's direct map does: no GUP-fast call walks it
-// (the walkers pin slot VAs only), and through it only CPU 0 touches a page
-// it owns (allocating, poisoning a freed page) and a walker a page it holds
-// pinned. The `broken-no-tlbi` build breaks the promise on purpose: it skips
-// the invalidation.
+// CPU's TLB still translates a slot VA to one. (The identity map of RAM is
+// the kernel's direct map, which the promise excludes.) The `broken-no-tlbi`
+// build breaks the promise on purpose: it skips the invalidation.
 unsafe impl Unmapper for SlotUnmapper<'_, '_> {
     type Error = UnmapError;
 
@@ -471,6 +468,11 @@ fn truncate_slot(
     };
     if let Some(Err(e)) = drained.map(|drained| drained.free()) {
         violation(format_args!("free slot {slot}: {e}"));
+        // The slot's mapping is gone, but the units may still be marked or
+        // held: leaked, never poisoned, put back in the free masks or mapped
+        // again.
+        slots[slot] = SlotState::Empty;
+        return;
     }
     let (huge_free, small_free) = free_masks;
     match slots[slot] {
@@ -538,7 +540,16 @@ fn map_slot(
     let req = MapRequest::new(VirtAddr(va), PhysAddr(pa), len, leaf)
         .with_perms(file_perms())
         .with_mem_type(normal());
-    if let Err(e) = tables.map(&req) {
+    // SAFETY: `pa .. pa + len` is the unit(s) CPU 0 just took out of its free
+    // masks, which get back only units whose truncate freed them (a failed
+    // truncate never puts its units back), so no truncate has them marked; they
+    // were just allocated to this slot, and `slots[slot]` records the mapping
+    // below, so the slot's truncate unmaps them (`SlotUnmapper`) before it
+    // frees them. If the map fails, the units stay allocated and out of the
+    // masks: never freed. The `broken-no-drain` build breaks this on purpose:
+    // its masks also get units whose pins it did not drain, which a walker
+    // may still write through as this slot's.
+    if let Err(e) = unsafe { tables.map(&req) } {
         violation(format_args!("map slot {slot}: {e}"));
         return;
     }
@@ -605,7 +616,12 @@ fn remap_huge(
     )
     .with_perms(file_perms())
     .with_mem_type(normal());
-    if let Err(e) = tables.map(&req) {
+    // SAFETY: as in `map_slot`: the unit was in `huge_free` (its truncate
+    // freed it; checked above), CPU 0 allocated it again for this slot, and
+    // `slots[slot]` records it below for the slot's truncate to unmap before
+    // it frees it (a failed map leaves it allocated, never freed).
+    // `broken-no-drain` breaks this on purpose, as there.
+    if let Err(e) = unsafe { tables.map(&req) } {
         violation(format_args!("remap slot {slot}: {e}"));
         return;
     }
@@ -881,7 +897,14 @@ extern "C" fn kernel_main() -> ! {
         .with_mem_type(normal()),
     ];
     for req in &maps {
-        if tables.map(req).is_err() {
+        // SAFETY: the kernel's identity (direct) map, never unmapped: the
+        // UART and GIC are the kernel's alone, and so is all of RAM for the
+        // whole run. Its data pages go to the file and back (`allocate`, a
+        // truncate's free) but never to an owner outside the kernel, and
+        // GUP-fast never walks these VAs (the walkers pin slot VAs only), so
+        // through this mapping nobody pins a freed page; no truncate exists
+        // yet.
+        if unsafe { tables.map(req) }.is_err() {
             fail_early("identity map");
         }
     }

@@ -139,11 +139,13 @@ fn direct() -> DirectMap<'static> {
 // call; distinct entries are distinct elements; only atomic accesses. The
 // frame check adds no access.
 unsafe impl TableAccess for IdentityTables {
-    fn entry(&self, table: PhysAddr, index: usize) -> Result<&AtomicU64, AccessError> {
+    unsafe fn entry(&self, table: PhysAddr, index: usize) -> Result<&AtomicU64, AccessError> {
         if !table.0.is_multiple_of(PAGE) {
             return Err(AccessError::Misaligned { table });
         }
-        let word = direct().word(table, index)?;
+        // SAFETY: `word`'s promise is this function's, passed on: our caller
+        // stores to the word only what the tables' builder would.
+        let word = unsafe { direct().word(table, index) }?;
         let frame = (table.0 - TABLES.as_ptr() as u64) / PAGE;
         check_not_freed(frame as usize, table);
         Ok(word)
@@ -326,8 +328,16 @@ unsafe impl Retire for KernelRetire {
             let (table, retired) = self.pending[i];
             if self.safe(retired) {
                 for index in 0..FRAME_WORDS {
-                    let word = IDENTITY
-                        .entry(table, index)
+                    // SAFETY: the poison goes into a table the builder
+                    // detached and retired, which no walk can reach any more
+                    // (`safe`: the epoch is past every walk that could have
+                    // loaded a pointer to it) and which the builder zero-fills
+                    // before it publishes the frame again: no walker of the
+                    // live tables sees this store. Broken on purpose by
+                    // `broken-early-table-reuse` (`safe` does not wait: a walk
+                    // may still read the poison) and `broken-no-tlbi` (a walk
+                    // cache may still hold the table).
+                    let word = unsafe { IDENTITY.entry(table, index) }
                         .map_err(|_| PoolFull { frame: table })?;
                     // Relaxed: a retired table is reachable by no walk; the
                     // builder zero-fills it again and publishes it with a

@@ -261,12 +261,10 @@ struct SlotUnmapper<'t, 'a> {
 // (`flush_tlb_range`) `sfence.vma` per leaf on hart 0 and a remote fence that
 // every other hart acknowledges after its own `sfence.vma`: when it returns
 // `Ok`, no entry the walkers or the MMUs can reach maps a page of the extent
-// at a slot, and no hart's TLB still translates a slot VA to one. The
-// identity map of RAM also covers these pages, as a kernel's direct map does:
-// no GUP-fast call walks it (the walkers pin slot VAs only), and through it
-// only hart 0 touches a page it owns (allocating, poisoning a freed page) and
-// a walker a page it holds pinned. The `broken-no-remote-fence` build breaks
-// the promise on purpose: the other harts are not fenced.
+// at a slot, and no hart's TLB still translates a slot VA to one. (The
+// identity map of RAM is the kernel's direct map, which the promise
+// excludes.) The `broken-no-remote-fence` build breaks the promise on
+// purpose: the other harts are not fenced.
 unsafe impl Unmapper for SlotUnmapper<'_, '_> {
     type Error = UnmapError;
 
@@ -440,6 +438,11 @@ fn truncate_slot(
     };
     if let Some(Err(e)) = drained.map(|drained| drained.free()) {
         violation(format_args!("free slot {slot}: {e}"));
+        // The slot's mapping is gone, but the units may still be marked or
+        // held: leaked, never poisoned, put back in the free masks or mapped
+        // again.
+        slots[slot] = SlotState::Empty;
+        return;
     }
     let (huge_free, small_free) = free_masks;
     match slots[slot] {
@@ -501,7 +504,16 @@ fn map_slot(
     let req = MapRequest::new(VirtAddr(va), PhysAddr(pa), len, leaf)
         .with_perms(file_perms())
         .with_mem_type(normal());
-    if let Err(e) = tables.map(&req) {
+    // SAFETY: `pa .. pa + len` is the unit(s) hart 0 just took out of its free
+    // masks, which get back only units whose truncate freed them (a failed
+    // truncate never puts its units back), so no truncate has them marked; they
+    // were just allocated to this slot, and `slots[slot]` records the mapping
+    // below, so the slot's truncate unmaps them (`SlotUnmapper`) before it
+    // frees them. If the map fails, the units stay allocated and out of the
+    // masks: never freed. The `broken-no-drain` build breaks this on purpose:
+    // its masks also get units whose pins it did not drain, which a walker
+    // may still write through as this slot's.
+    if let Err(e) = unsafe { tables.map(&req) } {
         violation(format_args!("map slot {slot}: {e}"));
         return;
     }
@@ -758,7 +770,14 @@ extern "C" fn kernel_main() -> ! {
         .with_mem_type(normal()),
     ];
     for req in &maps {
-        if tables.map(req).is_err() {
+        // SAFETY: the kernel's identity (direct) map, never unmapped: the
+        // devices are the kernel's alone, and so is all of RAM for the whole
+        // run. Its data pages go to the file and back (`allocate`, a
+        // truncate's free) but never to an owner outside the kernel, and
+        // GUP-fast never walks these VAs (the walkers pin slot VAs only), so
+        // through this mapping nobody pins a freed page; no truncate exists
+        // yet.
+        if unsafe { tables.map(req) }.is_err() {
             fail_early("identity map");
         }
     }

@@ -283,7 +283,14 @@ fn run_with<F: PagingFormat, D>(
         .with_mem_type(MemType(3)),
     ];
     for req in &identity {
-        if let Err(e) = tables.map(req) {
+        // SAFETY: the kernel's identity (direct) map, never unmapped: the
+        // xAPIC page is the kernel's alone, and so is all of RAM for the whole
+        // run. Its data pages go to the file and back (`race::allocate`, a
+        // truncate's free) but never to an owner outside the kernel, and
+        // GUP-fast never walks these VAs (the walkers pin file VAs only), so
+        // through this mapping nobody pins a freed page; no truncate exists
+        // yet.
+        if let Err(e) = unsafe { tables.map(req) } {
             panic!("identity map: {e}");
         }
     }

@@ -219,7 +219,12 @@ pub fn init(options: Options) {
     STRETCH_2M.store(options.stretch_2m, Ordering::Relaxed);
     STALL_EVERY.store(options.stall_every, Ordering::Relaxed);
     for meta in &METAS {
-        if let Err(e) = meta.free() {
+        // SAFETY: before any walker runs and before any allocation, the data
+        // pages are the kernel's own and no file VA maps them: only the
+        // kernel's direct map does (the boot tables' identity map, then the
+        // builder's of 0..2 GiB), which GUP-fast never walks (the walkers pin
+        // file VAs only). No truncate exists yet to have marked one.
+        if let Err(e) = unsafe { meta.free() } {
             violation(format_args!("initial free failed: {e}"));
         }
     }
@@ -793,10 +798,8 @@ struct LeafUnmapper<'t, 'b, F, R> {
 // maps a unit at one slot at a time and truncates it before mapping it
 // elsewhere, so the slot was its only file mapping: no entry a walker or an
 // MMU can reach maps it at a file VA any more, and no TLB translates one to
-// it. The identity map of 0..2 GiB also covers the unit, as a kernel's direct
-// map does: no GUP-fast call walks it (the walkers pin file VAs only), and
-// through it only CPU 0 touches a page it owns (allocating, poisoning a freed
-// page) and a walker a page it holds pinned.
+// it. (The identity map of 0..2 GiB is the kernel's direct map, which the
+// promise excludes.)
 unsafe impl<F: PagingFormat, R: Retire> Unmapper for LeafUnmapper<'_, '_, F, R> {
     type Error = LeafUnmapError;
 
@@ -820,8 +823,13 @@ unsafe impl<F: PagingFormat, R: Retire> Unmapper for LeafUnmapper<'_, '_, F, R> 
             _ => return Err(LeafUnmapError::NotTheLeaf(self.va)),
         };
         let loc = leaf.entry.loc;
-        let word = IdentityTables::BUILDER
-            .entry(loc.table, loc.index)
+        // SAFETY: the store below is the one the builder's own unmap makes
+        // for a leaf of its mapping (0, Relaxed), to the 2 MiB leaf the
+        // builder mapped over this unit (checked above); it only skips the
+        // detach of a table left empty, which stays attached: the builder
+        // keeps no count of a table's entries (it scans), so its next map
+        // there reuses the table and a later unmap may detach it.
+        let word = unsafe { IdentityTables::BUILDER.entry(loc.table, loc.index) }
             .map_err(LeafUnmapError::Access)?;
         // Relaxed, as the builder's own leaf clear: a cleared entry publishes
         // nothing. A walker that loaded the old value is caught by GUP-fast's
@@ -862,6 +870,33 @@ fn truncate<U: Unmapper>(unmapper: &mut U, extent: Extent) -> Option<u64> {
         .map(|freed| freed.units)
 }
 
+/// Maps `len` bytes of file pages from `pa` at file VA `va` in `leaf`-sized
+/// leaves, user read-write (a refusal is a violation).
+///
+/// # Safety
+///
+/// As `TableBuilder::map`'s: the writer owns `pa .. pa + len` (they were
+/// free, never allocated or freed by their last truncate, and have just been
+/// allocated for this slot), records the mapping in its slot state, and
+/// truncates the slot (unmap, then free) before the pages go to anyone else;
+/// no truncate has them marked.
+unsafe fn map_file<F: PagingFormat, R: Retire>(
+    tables: &mut TableBuilder<'_, F, IdentityTables, R>,
+    va: VirtAddr,
+    pa: u64,
+    len: u64,
+    leaf: u64,
+) {
+    let perms = Perms::READ | Perms::WRITE | Perms::USER | Perms::ACCESSED | Perms::DIRTY;
+    let req = MapRequest::new(va, PhysAddr(pa), len, leaf).with_perms(perms);
+    // SAFETY: this function's contract, passed on. (A refused map may leave
+    // part of the range mapped: the slot state records the whole, and the
+    // slot's truncate unmaps whatever is there.)
+    if let Err(e) = unsafe { tables.map(&req) } {
+        violation(format_args!("map {va} failed: {e}"));
+    }
+}
+
 /// CPU 0's side: `rounds` operations, each mapping an empty slot or truncating
 /// a mapped one, on `tables` (the live tables every CPU runs on). A 2 MiB
 /// slot is mapped over a unit that is merged or split (the memory map changed
@@ -875,7 +910,6 @@ pub fn writer<F: PagingFormat, R: Retire>(
     rounds: u64,
     seed: u64,
 ) -> WriterCounts {
-    let perms = Perms::READ | Perms::WRITE | Perms::USER | Perms::ACCESSED | Perms::DIRTY;
     let mut rng = Rng(seed ^ 0x5851_f42d_4c95_7f2d | 1);
     let mut state = [SlotState::Empty; SLOTS + 1];
     let mut huge_free = heapless::Vec::<u64, { HUGE_UNITS as usize }>::new();
@@ -907,17 +941,14 @@ pub fn writer<F: PagingFormat, R: Retire>(
         };
         let va = VirtAddr(slot_va(file_va, slot));
         let pick = (r >> 16) as usize;
-        let map =
-            |tables: &mut TableBuilder<'_, F, IdentityTables, R>, va: VirtAddr, pa, len, leaf| {
-                let req = MapRequest::new(va, PhysAddr(pa), len, leaf).with_perms(perms);
-                if let Err(e) = tables.map(&req) {
-                    violation(format_args!("map {va} failed: {e}"));
-                }
-            };
         match state[slot] {
             SlotState::Empty if slot == GIANT_SLOT => {
                 allocate(Pfn(GIANT_BASE / KIB4), GIANT_PAGES, slot);
-                map(tables, va, GIANT_BASE, GIB1, GIB1);
+                // SAFETY: the giant unit is only ever mapped at this slot; the
+                // slot is empty, so it was never allocated or its truncate
+                // here freed it (a failed one keeps the slot mapped), and it
+                // was just allocated again; `state` records it below.
+                unsafe { map_file(tables, va, GIANT_BASE, GIB1, GIB1) };
                 state[slot] = SlotState::Giant;
             }
             SlotState::Empty => {
@@ -925,7 +956,11 @@ pub fn writer<F: PagingFormat, R: Retire>(
                     let unit = huge_free.swap_remove(reuse(r, pick, huge_free.len()));
                     let split = r & (1 << 33) != 0;
                     allocate_huge(unit, split, slot, &mut counts);
-                    map(tables, va, DATA_BASE + unit * MIB2, MIB2, MIB2);
+                    // SAFETY: `huge_free` holds units never allocated or
+                    // freed by their truncate (a failed one leaks the unit);
+                    // this one was just allocated for the slot, which `state`
+                    // records below.
+                    unsafe { map_file(tables, va, DATA_BASE + unit * MIB2, MIB2, MIB2) };
                     state[slot] = SlotState::Huge { unit, split };
                 } else if !small_free.is_empty() {
                     let block = small_free.swap_remove(reuse(r, pick, small_free.len()));
@@ -933,7 +968,10 @@ pub fn writer<F: PagingFormat, R: Retire>(
                     for i in 0..SMALL_SLOT_PAGES {
                         allocate(Pfn(pa / KIB4 + i), 1, slot);
                     }
-                    map(tables, va, pa, SMALL_SLOT_PAGES * KIB4, KIB4);
+                    // SAFETY: as for `huge_free`: `small_free` holds blocks
+                    // never allocated or freed by their truncate; this one's
+                    // pages were just allocated for the slot, recorded below.
+                    unsafe { map_file(tables, va, pa, SMALL_SLOT_PAGES * KIB4, KIB4) };
                     state[slot] = SlotState::Small { block };
                 }
             }
@@ -969,12 +1007,8 @@ pub fn writer<F: PagingFormat, R: Retire>(
                     // time and truncates it before mapping it elsewhere), in
                     // the one address space, `tables`; it is registered just
                     // below, and a truncate through this unmapper runs only if
-                    // that succeeded. The identity map of 0..2 GiB also covers
-                    // the pages, as a kernel's direct map does: no GUP-fast
-                    // call walks it (the walkers pin file VAs only), and
-                    // through it only CPU 0 touches a page it owns
-                    // (allocating, poisoning a freed page) and a walker a page
-                    // it holds pinned.
+                    // that succeeded. (The identity map of 0..2 GiB is the
+                    // kernel's direct map, which the promise excludes.)
                     let mut unmapper = unsafe {
                         TableUnmapper::<_, _, _, _, 1>::new(
                             core::slice::from_mut(&mut *tables),
@@ -1001,60 +1035,78 @@ pub fn writer<F: PagingFormat, R: Retire>(
                 match freed {
                     Some(units) if units == pages / unit_pages => {}
                     Some(units) => violation(format_args!("freed {units} units")),
+                    // The truncate failed (a violation, counted): the unit
+                    // may still be mapped at this slot, marked or pinned. The
+                    // slot keeps it, leaked: never poisoned, freed for reuse
+                    // or mapped anywhere else, so every unit `map_file` maps
+                    // has been unmapped and freed by its last truncate.
                     None => {}
                 }
-                poison(extent.first, pages, unit_pages);
-                state[slot] = SlotState::Empty;
-                // For a stalled walker: another empty slot for the unit.
-                let elsewhere = target.and_then(|_| {
-                    (0..SLOTS)
-                        .map(|i| (pick + i) % SLOTS)
-                        .find(|&s| s != slot && matches!(state[s], SlotState::Empty))
-                });
-                if target.is_some() {
-                    counts.stall_truncates += 1;
-                }
-                match mapped {
-                    SlotState::Huge { unit, split } if elsewhere.is_some() => {
-                        // The same unit at another slot at once, with the
-                        // same unit sizes: the stalled walker's answer holds
-                        // again, only the entry it loaded is gone.
-                        let to = elsewhere.unwrap_or(slot);
-                        allocate_huge(unit, split, to, &mut counts);
-                        map(tables, VirtAddr(slot_va(file_va, to)), first, MIB2, MIB2);
-                        state[to] = SlotState::Huge { unit, split };
-                        counts.relocations += 1;
+                if freed.is_some() {
+                    poison(extent.first, pages, unit_pages);
+                    state[slot] = SlotState::Empty;
+                    // For a stalled walker: another empty slot for the unit.
+                    let elsewhere = target.and_then(|_| {
+                        (0..SLOTS)
+                            .map(|i| (pick + i) % SLOTS)
+                            .find(|&s| s != slot && matches!(state[s], SlotState::Empty))
+                    });
+                    if target.is_some() {
+                        counts.stall_truncates += 1;
                     }
-                    SlotState::Small { block } if elsewhere.is_some() => {
-                        // As above, the block's 64 single pages.
-                        let to = elsewhere.unwrap_or(slot);
-                        for i in 0..SMALL_SLOT_PAGES {
-                            allocate(Pfn(first / KIB4 + i), 1, to);
+                    match mapped {
+                        SlotState::Huge { unit, split } if elsewhere.is_some() => {
+                            // The same unit at another slot at once, with the
+                            // same unit sizes: the stalled walker's answer holds
+                            // again, only the entry it loaded is gone.
+                            let to = elsewhere.unwrap_or(slot);
+                            allocate_huge(unit, split, to, &mut counts);
+                            let to_va = VirtAddr(slot_va(file_va, to));
+                            // SAFETY: the truncate above freed the unit (this is
+                            // its success path), no other slot maps it, it was
+                            // just allocated for `to`, recorded below.
+                            unsafe { map_file(tables, to_va, first, MIB2, MIB2) };
+                            state[to] = SlotState::Huge { unit, split };
+                            counts.relocations += 1;
                         }
-                        let to_va = VirtAddr(slot_va(file_va, to));
-                        map(tables, to_va, first, SMALL_SLOT_PAGES * KIB4, KIB4);
-                        state[to] = SlotState::Small { block };
-                        counts.relocations += 1;
+                        SlotState::Small { block } if elsewhere.is_some() => {
+                            // As above, the block's 64 single pages.
+                            let to = elsewhere.unwrap_or(slot);
+                            for i in 0..SMALL_SLOT_PAGES {
+                                allocate(Pfn(first / KIB4 + i), 1, to);
+                            }
+                            let to_va = VirtAddr(slot_va(file_va, to));
+                            // SAFETY: as for a unit: the truncate above freed the
+                            // block, just allocated for `to`, recorded below.
+                            unsafe {
+                                map_file(tables, to_va, first, SMALL_SLOT_PAGES * KIB4, KIB4)
+                            };
+                            state[to] = SlotState::Small { block };
+                            counts.relocations += 1;
+                        }
+                        SlotState::Huge { unit, split } if r & (1 << 40) != 0 => {
+                            // The same unit at the same slot again, with the same
+                            // leaf entry, over units of the other size.
+                            allocate_huge(unit, !split, slot, &mut counts);
+                            // SAFETY: as for a relocation: the truncate above
+                            // freed the unit, just allocated again for this
+                            // slot, recorded below.
+                            unsafe { map_file(tables, va, first, MIB2, MIB2) };
+                            state[slot] = SlotState::Huge {
+                                unit,
+                                split: !split,
+                            };
+                            counts.remaps += 1;
+                        }
+                        SlotState::Huge { unit, .. } => {
+                            let _ = huge_free.push(unit);
+                        }
+                        SlotState::Small { block } => {
+                            let _ = small_free.push(block);
+                        }
+                        SlotState::Giant => counts.giant_truncates += 1,
+                        SlotState::Empty => {}
                     }
-                    SlotState::Huge { unit, split } if r & (1 << 40) != 0 => {
-                        // The same unit at the same slot again, with the same
-                        // leaf entry, over units of the other size.
-                        allocate_huge(unit, !split, slot, &mut counts);
-                        map(tables, va, first, MIB2, MIB2);
-                        state[slot] = SlotState::Huge {
-                            unit,
-                            split: !split,
-                        };
-                        counts.remaps += 1;
-                    }
-                    SlotState::Huge { unit, .. } => {
-                        let _ = huge_free.push(unit);
-                    }
-                    SlotState::Small { block } => {
-                        let _ = small_free.push(block);
-                    }
-                    SlotState::Giant => counts.giant_truncates += 1,
-                    SlotState::Empty => {}
                 }
                 counts.truncates += 1;
                 // Relaxed: a progress hint for stretched walkers (after the

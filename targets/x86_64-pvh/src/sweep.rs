@@ -203,7 +203,8 @@ fn raw_path(root: u64, va: u64, levels: usize) -> heapless::Vec<(PhysAddr, usize
     for level in 0..levels {
         let shift = 12 + 9 * (levels - 1 - level) as u32;
         let index = ((va >> shift) & 511) as usize;
-        let Ok(word) = sweep_tables().word(PhysAddr(table), index) else {
+        // SAFETY: the word is only loaded.
+        let Ok(word) = (unsafe { sweep_tables().word(PhysAddr(table), index) }) else {
             break;
         };
         // Relaxed: CPU 0 built these tables; only it and its MMU touch them.
@@ -438,7 +439,11 @@ impl Sweep {
             .with_mem_type(MemType(3)),
         ];
         for req in &identity {
-            if let Err(e) = tables.map(req) {
+            // SAFETY: the kernel's identity (direct) map of its own RAM and
+            // its xAPIC page, none of it allocated, freed or handed on in a
+            // sweep boot (the race's data pages are not used); nothing pins
+            // through these tables (a sweep boot runs no GUP-fast).
+            if let Err(e) = unsafe { tables.map(req) } {
                 println!("sweep: identity map: {e}");
                 self.counts.violations += 1;
                 return;
@@ -490,7 +495,12 @@ impl Sweep {
                 let req = MapRequest::new(VirtAddr(leaf_va), PhysAddr(pa), size, size)
                     .with_perms(perms)
                     .with_mem_type(mem_type);
-                match tables.map(&req) {
+                // SAFETY: `pa` is in the sweep's pool, RAM that is the sweep's
+                // own for the whole boot and never freed (it writes its tokens
+                // there); nothing pins through these tables (no GUP-fast in a
+                // sweep boot), and the builder, dropped with the round, never
+                // unmaps.
+                match unsafe { tables.map(&req) } {
                     Ok(()) => {
                         mapped_any = true;
                         let _ = leaves.push((leaf_va, size));
@@ -538,7 +548,13 @@ impl Sweep {
                 1 => raw & !(1 << 2),
                 _ => raw | (1 << 63),
             };
-            if let Ok(word) = sweep_tables().word(table, index) {
+            // SAFETY: not a store the builder makes: the sweep takes grants
+            // away in its own test tables for the MMU to decode (R/W or U/S
+            // cleared, XD set, on a table entry the builder made). What the
+            // promise guards cannot happen: the address in the entry is kept,
+            // this builder never unmaps or retires a table (`ReclaimNow`,
+            // dropped with the round) and nothing pins through these tables.
+            if let Ok(word) = unsafe { sweep_tables().word(table, index) } {
                 // Relaxed: the tables are not loaded in CR3 yet; the CR3
                 // write below is serializing.
                 word.store(new, Ordering::Relaxed);

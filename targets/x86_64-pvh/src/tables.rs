@@ -137,14 +137,16 @@ pub fn freed_reads() -> u64 {
 // the tables.
 unsafe impl TableAccess for IdentityTables {
     #[inline]
-    fn entry(&self, table: PhysAddr, index: usize) -> Result<&AtomicU64, AccessError> {
+    unsafe fn entry(&self, table: PhysAddr, index: usize) -> Result<&AtomicU64, AccessError> {
         if !table.0.is_multiple_of(4096) {
             return Err(AccessError::Misaligned { table });
         }
         if index >= 512 {
             return Err(AccessError::Unreachable { table, index });
         }
-        let word = direct().word(table, index)?;
+        // SAFETY: `word`'s promise is this function's, passed on: our caller
+        // stores to the word only what the tables' builder would.
+        let word = unsafe { direct().word(table, index) }?;
         // In range: the entry is inside the frames (checked by `word`), and a
         // 4 KiB-aligned table holding it is the frame it lies in.
         let frame = ((table.0 - direct().range().0.0) / 4096) as usize;
@@ -169,9 +171,18 @@ unsafe impl TableAccess for IdentityTables {
 }
 
 /// Fills `table` with [`POISON_ENTRY`] and marks it freed.
-fn poison(table: PhysAddr) {
+///
+/// # Safety
+///
+/// `table` is a table the builder detached and retired, that no walker can
+/// reach any more (the builder zero-fills it before it publishes the frame
+/// again).
+unsafe fn poison(table: PhysAddr) {
     for index in 0..512 {
-        if let Ok(word) = IdentityTables::BUILDER.entry(table, index) {
+        // SAFETY: the poison goes into a detached table no walker of the live
+        // tables reaches (this function's contract), which the builder
+        // zero-fills before it publishes it again.
+        if let Ok(word) = unsafe { IdentityTables::BUILDER.entry(table, index) } {
             // Relaxed: the table is detached; a walker that still reads it (a
             // bug this kernel exists to catch) reads garbage either way.
             word.store(POISON_ENTRY, Ordering::Relaxed);
@@ -252,7 +263,9 @@ impl<D> IpiRetire<D> {
         table: PhysAddr,
         pool: &mut FramePool<'_>,
     ) -> Result<(), PoolFull> {
-        poison(table);
+        // SAFETY: `table` is detached and no walker can read it (this
+        // function's contract, which is `poison`'s).
+        unsafe { poison(table) };
         self.reused += 1;
         // SAFETY: this function's own contract, passed on.
         unsafe { pool.give_back(table) }

@@ -493,7 +493,14 @@ fn populate(tables: &mut Tables, chunk: usize, block: u64, split: bool) -> Chunk
     let req = MapRequest::new(VirtAddr(ipa), PhysAddr(head << 12), pages * PAGE, leaf)
         .with_perms(ram_perms())
         .with_mem_type(write_back());
-    if let Err(e) = tables.map(&req) {
+    // SAFETY: host block `block` came out of the free mask, which gets a block
+    // back only after its balloon freed it (a failed balloon never puts its
+    // block back), so no truncate has it marked; its units were just
+    // allocated to this chunk. The chunk's balloon registers exactly this
+    // mapping (chunk IPA -> block) with its `TableUnmapper` and unmaps it
+    // before it frees the block; a failed map leaves the chunk backed, and
+    // ballooned out like any other.
+    if let Err(e) = unsafe { tables.map(&req) } {
         violation(format_args!("map chunk {chunk}: {e}"));
     }
     el2::tables_written();
@@ -583,6 +590,12 @@ fn balloon(
     };
     if let Err(e) = drained.free() {
         violation(format_args!("free chunk {chunk}: {e}"));
+        // The chunk's mapping is gone, but its units may still be marked or
+        // held: the block is leaked, never poisoned, put back in `free` or
+        // mapped again.
+        // Relaxed: as in `populate`.
+        CONTROL.pages[chunk].store(0, Ordering::Relaxed);
+        return true;
     }
     for p in first..first + pages {
         for word in 0..4 {
@@ -799,7 +812,8 @@ fn print_raw_walk(walker: &S2Walker<'_>, ipa: u64) {
     let mut table = walker.root();
     for level in 0..geo.depth() {
         let index = geo.index(VirtAddr(ipa), level);
-        let Ok(word) = access.entry(table, index) else {
+        // SAFETY: the word is only loaded.
+        let Ok(word) = (unsafe { access.entry(table, index) }) else {
             println!("  raw: level {level}: table {:#x} unreachable", table.0);
             return;
         };
@@ -882,7 +896,16 @@ fn map_probes(tables: &mut Tables, rng: &mut Rng, probes: &mut [Probe; PROBES]) 
         let req = MapRequest::new(VirtAddr(ipa), PhysAddr(pa), len, leaf)
             .with_perms(perms)
             .with_mem_type(stage2_mem_type(mem_attr, sh));
-        match tables.map(&req) {
+        // SAFETY: the output is any PA below 2^40 but guest RAM's backing
+        // (skipped above), memory this kernel does not own: the probes break
+        // the letter of the promise on purpose, to have the MMU decode every
+        // output address. Its point holds: the backing blocks are the only
+        // memory this kernel ever frees, and nothing accesses or pins
+        // through a probe mapping (the guest touches guest RAM only, the
+        // device pins only guest RAM's IPAs and the memory map has no unit
+        // outside the backing, `AT` translates without accessing memory);
+        // the probes are never unmapped.
+        match unsafe { tables.map(&req) } {
             Ok(()) => {
                 probes[n] = Probe { ipa, len, leaf };
                 n += 1;
@@ -1348,7 +1371,10 @@ extern "C" fn stage2_main() -> ! {
             .with_perms(Perms::READ | Perms::ACCESSED),
     ];
     for req in &fixed {
-        if let Err(e) = tables.map(&req.with_mem_type(write_back())) {
+        // SAFETY: the guest's code page and the control page are this
+        // kernel's own statics, never freed and never unmapped (the memory
+        // map has no unit there: GUP-fast pins neither).
+        if let Err(e) = unsafe { tables.map(&req.with_mem_type(write_back())) } {
             println!("pagepin-qemu FAILED: mapping the guest's code or control page: {e}");
             el2::semihosting_exit(4);
         }

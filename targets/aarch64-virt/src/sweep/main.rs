@@ -233,7 +233,10 @@ fn sweep_round<const G: u32, const VA: u32, const TTBR1: bool>(
     let vector = MapRequest::new(VirtAddr(vector_va), PhysAddr(VECTOR_PA), page, page)
         .with_perms(Perms::READ | Perms::EXEC | Perms::ACCESSED | Perms::GLOBAL)
         .with_mem_type(stage1_mem_type(1, Shareability::Inner));
-    if let Err(e) = tables.map(&vector) {
+    // SAFETY: the vector page at `VECTOR_PA` is this kernel's own RAM (its
+    // `hvc #0` table, outside the frame pool), never freed; nothing pins
+    // through these tables (this kernel has no GUP-fast, no truncate).
+    if let Err(e) = unsafe { tables.map(&vector) } {
         println!("violation: mapping the vectors: {e}");
         totals.violations += 1;
         return;
@@ -248,7 +251,9 @@ fn sweep_round<const G: u32, const VA: u32, const TTBR1: bool>(
         let req = MapRequest::new(VirtAddr(known_va), PhysAddr(ARENA + 5 * page), page, page)
             .with_perms(user_exec)
             .with_mem_type(stage1_mem_type(1, Shareability::Inner));
-        if let Err(e) = tables.map(&req) {
+        // SAFETY: a page of the exec arena, this kernel's own RAM, never
+        // freed; nothing pins through these tables.
+        if let Err(e) = unsafe { tables.map(&req) } {
             println!("violation: mapping the user page under APTable[0]: {e}");
             totals.violations += 1;
         }
@@ -320,7 +325,16 @@ fn sweep_round<const G: u32, const VA: u32, const TTBR1: bool>(
         let req = MapRequest::new(VirtAddr(va), PhysAddr(pa), len, leaf)
             .with_perms(perms)
             .with_mem_type(mem_type);
-        match tables.map(&req) {
+        // SAFETY: half the outputs are in the exec arena, this kernel's own
+        // RAM, never freed; the others are any PA below 2^44, which this
+        // kernel does not own: the sweep breaks the letter of the promise on
+        // purpose, to have the MMU decode every output address. Its point
+        // holds: no page is freed, nor pinned or written through these
+        // tables: nothing in this kernel runs GUP-fast, `AT` translates
+        // without accessing memory, and `el2::exec` fetches only through
+        // leaves whose output is in the arena (or the vector page). The
+        // builder never unmaps (it is dropped with the round).
+        match unsafe { tables.map(&req) } {
             Ok(()) => {}
             Err(MapError::Overlap { .. }) => continue,
             Err(e) => {
@@ -349,7 +363,14 @@ fn sweep_round<const G: u32, const VA: u32, const TTBR1: bool>(
     for &(va, leaf, group) in &groups[..n_groups] {
         for i in 0..group as u64 {
             if let Ok(WalkItem::Leaf(l)) = walker.translate(VirtAddr(va + i * leaf))
-                && let Ok(word) = RAM_TABLES.entry(l.entry.loc.table, l.entry.loc.index)
+                // SAFETY: not a store the builder makes (it never sets the
+                // contiguous hint): the sweep edits its own test tables for the
+                // MMU to decode. What the promise guards cannot happen: the
+                // bit changes neither the leaf's output nor which table an
+                // entry points to, this builder never unmaps or retires a
+                // table (`ReclaimNow`, dropped with the round) and nothing
+                // pins through these tables.
+                && let Ok(word) = unsafe { RAM_TABLES.entry(l.entry.loc.table, l.entry.loc.index) }
             {
                 // Relaxed: this CPU alone writes and reads the tables;
                 // `el2::install` orders the writes before the MMU's walks.
@@ -386,7 +407,10 @@ fn sweep_round<const G: u32, const VA: u32, const TTBR1: bool>(
         if bits == 0 {
             continue;
         }
-        if let Ok(word) = RAM_TABLES.entry(parent.loc.table, parent.loc.index) {
+        // SAFETY: as for the contiguous hint: permission bits the builder
+        // never writes, on a table descriptor it made, changing no address;
+        // the tables are never unmapped, retired or pinned through.
+        if let Ok(word) = unsafe { RAM_TABLES.entry(parent.loc.table, parent.loc.index) } {
             // Relaxed: as for the contiguous hint.
             word.fetch_or(bits, Ordering::Relaxed);
             stats.restricted_tables += 1;
@@ -396,7 +420,10 @@ fn sweep_round<const G: u32, const VA: u32, const TTBR1: bool>(
     if round == 0
         && let Ok(WalkItem::Leaf(l)) = walker.translate(VirtAddr(known_va))
         && let Some(parent) = l.parent
-        && let Ok(word) = RAM_TABLES.entry(parent.loc.table, parent.loc.index)
+        // SAFETY: as for the restrictions above: APTable[0] on a table
+        // descriptor the builder made, changing no address; nothing unmaps,
+        // retires or pins through these tables.
+        && let Ok(word) = unsafe { RAM_TABLES.entry(parent.loc.table, parent.loc.index) }
     {
         // Relaxed: as for the contiguous hint.
         word.fetch_or(AP_TABLE_NO_EL0, Ordering::Relaxed);
@@ -691,7 +718,8 @@ fn print_raw_walk<const G: u32, const VA: u32, const TTBR1: bool>(root: u64, va:
     let mut table = PhysAddr(root);
     for level in 0..geo.depth() {
         let index = geo.index(VirtAddr(va), level);
-        let Ok(word) = RAM_TABLES.entry(table, index) else {
+        // SAFETY: the word is only loaded.
+        let Ok(word) = (unsafe { RAM_TABLES.entry(table, index) }) else {
             println!("  raw: level {level}: table {:#x} unreachable", table.0);
             return;
         };
