@@ -542,10 +542,11 @@ impl PageMeta {
     /// # Safety
     ///
     /// The caller owns the page (it is the allocator's to take back) and no
-    /// page-table entry a walker or an MMU can reach maps it: an idle word says
-    /// nobody holds the page *now*, not that nothing can reach it, and a page
-    /// freed while mapped is reallocated and then pinned for DMA through the old
-    /// mapping. A page a truncate marked is that truncate's to free
+    /// page-table entry that GUP-fast walks, or that a CPU uses for anyone but
+    /// the page's owner, maps it (a kernel's direct map of all RAM is not such
+    /// an entry): an idle word says nobody holds the page *now*, not that
+    /// nothing can reach it, and a page freed while mapped is reallocated and
+    /// then pinned for DMA through the old mapping. A page a truncate marked is that truncate's to free
     /// ([`Truncate::free`](crate::truncate::Truncate::free)).
     #[inline]
     pub unsafe fn free(&self) -> Result<(), FreeError> {

@@ -57,14 +57,17 @@ pub unsafe trait TableAccess {
     ///
     /// # Safety
     ///
-    /// The caller stores to the word only what the tables' owner (their
-    /// [`TableBuilder`](super::TableBuilder)) would: a store into a live table
-    /// behind the builder's back (a second pointer to a table, a leaf the
-    /// builder does not know of) outlives the builder's unmap and its retire
-    /// hook's bookkeeping, and walkers then reach a reused table or a freed
-    /// page. Loads are always sound; [`Walker::reload`](super::Walker::reload)
-    /// and [`Walker::translate`](super::Walker::translate) read entries
-    /// without `unsafe`.
+    /// A store through the word keeps the tables' owner (their
+    /// [`TableBuilder`](super::TableBuilder)) right about them: it may clear
+    /// a leaf or change permission and attribute bits, but must not make a
+    /// table reachable that the builder does not know there (a second pointer
+    /// to a table) nor point a leaf at a page the caller does not own as
+    /// [`map`](super::TableBuilder::map) asks. Either outlives the builder's
+    /// unmap and its retire hook's bookkeeping, and walkers then reach a
+    /// reused table or a freed page. Loads are always sound;
+    /// [`Walker::reload`](super::Walker::reload) and
+    /// [`Walker::translate`](super::Walker::translate) read entries without
+    /// `unsafe`.
     unsafe fn entry(&self, table: PhysAddr, index: usize) -> Result<&AtomicU64, AccessError>;
 
     /// Loads a word [`entry`](Self::entry) returned. Every load a walk or

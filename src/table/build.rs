@@ -342,7 +342,11 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, R: Retire> TableBuilder<'a, F
     /// mapped behind a truncate's unmap is freed still mapped, and GUP-fast then
     /// pins its next owner's memory for DMA through this mapping. A truncate
     /// that has marked the pages must not see them mapped again before it
-    /// frees them.
+    /// frees them. Two kinds of mapping hold no page and need no ownership: a
+    /// kernel's direct map of all RAM (GUP-fast does not walk it; through it
+    /// only a page's owner touches the page), and a mapping nothing reaches a
+    /// page through (no GUP-fast walk, no CPU access: an MMU translation
+    /// probe).
     pub unsafe fn map(&mut self, req: &MapRequest) -> Result<(), MapError> {
         let geometry = F::GEOMETRY;
         let range = VaRange::new(req.va, req.len).map_err(MapError::Range)?;

@@ -103,8 +103,9 @@ impl<'m> DirectMap<'m> {
     ///
     /// # Safety
     ///
-    /// As [`TableAccess::entry`]: the caller stores to the word only what the
-    /// tables' builder would.
+    /// As [`TableAccess::entry`]: a store keeps the tables' builder right
+    /// about them. (A word of a data page, not a table, is the caller's to
+    /// write as the page's owner.)
     #[inline]
     pub unsafe fn word(&self, table: PhysAddr, index: usize) -> Result<&'m AtomicU64, AccessError> {
         if table.0 % 8 != 0 {
