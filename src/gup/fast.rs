@@ -5,7 +5,7 @@ use super::flags::GupFlags;
 use super::held::HeldPages;
 use super::outcome::{GupError, Stop, Taken};
 use crate::guard::{Promised, WalkGuard};
-use crate::memmap::{MemoryMap, OutsideMap, Pfn, Unit};
+use crate::memmap::{MemoryMap, OutsideMap, Pfn, SingleUnits, Unit};
 use crate::meta::{Hold, MAX_BATCH, PageMeta};
 use crate::sync::AtomicU64;
 use crate::table::walk::{LeafRun, Step, check_canonical, decode_checked};
@@ -356,7 +356,7 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, M: MemoryMap + ?Sized, D> Gup
             // so an unchanged version would not vouch for it (the previous
             // chunk's re-check confirmed only the pages it got there).
             let version = self.memmap.layout_version();
-            let mut cache = None;
+            let mut cache = Cache::default();
             let (got, stop) = self.get_units(
                 Pfn(first.0 + done),
                 n - done,
@@ -493,14 +493,21 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, M: MemoryMap + ?Sized, D> Gup
             // so an unchanged version would not vouch for it (the previous
             // batch's re-check confirmed only the pages it got there).
             let version = self.memmap.layout_version();
-            let mut cache = None;
+            let mut cache = Cache::default();
             // (1) One load per entry, by the walker (Relaxed: a leaf-only level).
+            // The batch's words in one call where the table access holds them
+            // consecutively, else one by one.
+            let table_words = self.walker.leaf_words(loc_of(0), batch);
             let mut stop = None;
             let mut loaded = 0;
             while loaded < batch {
                 let (va, loc) = (va_of(loaded), loc_of(loaded));
                 let fail = |kind| Some(Stop::Malformed(WalkError { va, kind }));
-                let word = match self.walker.leaf_word(loc) {
+                let word = match table_words.and_then(|words| words.get(loaded)) {
+                    Some(word) => Ok(word),
+                    None => self.walker.leaf_word(loc),
+                };
+                let word = match word {
                     Ok(word) => word,
                     Err(error) => {
                         stop = fail(WalkErrorKind::Access { loc, error });
@@ -677,20 +684,33 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, M: MemoryMap + ?Sized, D> Gup
         (done, None)
     }
 
-    /// The unit of `pfn`: from `cache` (the last unit the map reported) if it
-    /// holds `pfn`, else from the map (and then cached). The map's contract
-    /// gives every PFN of a unit the same answer, so the cached one is as good
-    /// as a lookup made at the same time; like every lookup it may be stale by
-    /// the time of the get, which the unit re-check after the get catches.
+    /// The unit of `pfn`: from `cache` (the last run of single-page units or
+    /// the last unit the map reported) if it holds `pfn`, else from the map
+    /// (and then cached): first as a run of single-page units
+    /// ([`MemoryMap::single_units`]), else as its unit. The map's contract
+    /// gives every PFN of a unit the same answer, and a run the answers of a
+    /// lookup of each of its pages (contract point 7), so the cached one is as
+    /// good as a lookup made at the same time; like every lookup it may be
+    /// stale by the time of the get, which the unit re-check after the get
+    /// catches.
     #[inline(always)]
-    fn lookup(&self, pfn: Pfn, cache: &mut Option<Unit<'a>>) -> Result<Unit<'a>, OutsideMap> {
-        if let Some(unit) = *cache {
+    fn lookup(&self, pfn: Pfn, cache: &mut Cache<'a>) -> Result<Unit<'a>, OutsideMap> {
+        if let Some(unit) = cache.singles.and_then(|run| run.unit(pfn)) {
+            return Ok(unit);
+        }
+        if let Some(unit) = cache.unit {
             if pfn.0.wrapping_sub(unit.head.0) < unit.pages {
                 return Ok(unit);
             }
         }
+        if let Some(run) = self.memmap.single_units(pfn) {
+            if let Some(unit) = run.unit(pfn) {
+                cache.singles = Some(run);
+                return Ok(unit);
+            }
+        }
         let unit = self.memmap.unit(pfn)?;
-        *cache = Some(unit);
+        cache.unit = Some(unit);
         Ok(unit)
     }
 
@@ -712,7 +732,7 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, M: MemoryMap + ?Sized, D> Gup
         hold: Hold,
         flags: GupFlags,
         gets: &mut Gets<'a>,
-        cache: &mut Option<Unit<'a>>,
+        cache: &mut Cache<'a>,
     ) -> (u64, Option<Stop>) {
         // No overflow: `pages < n`, inside one leaf (see `take_leaf`).
         let va_of = |pages: u64| VirtAddr(va.0 + (pages << M::PAGE_SHIFT));
@@ -845,6 +865,15 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, M: MemoryMap + ?Sized, D> Gup
             }
         }
     }
+}
+
+/// The memory map's answers one batch (or chunk) of GUP-fast reuses: the last
+/// run of single-page units and the last unit it reported. Dropped at the end
+/// of each batch (see `take_run`).
+#[derive(Clone, Copy, Default)]
+struct Cache<'a> {
+    singles: Option<SingleUnits<'a>>,
+    unit: Option<Unit<'a>>,
 }
 
 /// One get GUP-fast made: `count` base pages from `first`, counted on `meta`,

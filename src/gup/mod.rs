@@ -23,6 +23,20 @@
 //! after their gets and stay taken). The batch's words and raw values live on
 //! the stack (3 × 8 bytes per leaf).
 //!
+//! A batch asks for its entries' words once, where the table access holds a
+//! table's words consecutively ([`TableAccess::entries`]: a direct or identity
+//! map), and for its units once per run of single-page units, where the memory
+//! map keeps their metas in an array ([`MemoryMap::single_units`]); otherwise
+//! page by page. Either way each answer is the one the per-page call gives, and
+//! the re-checks are the same. Issue 20 measured where the rest of the time
+//! goes (BENCHMARKS.md): the gets' locked RMWs are about the floor's; the three
+//! passes themselves, the decode and permission check and the re-check's loads
+//! make the difference, and a single pass that gets each leaf as soon as it is
+//! loaded measured slower.
+//!
+//! [`TableAccess::entries`]: crate::table::TableAccess::entries
+//! [`MemoryMap::single_units`]: crate::memmap::MemoryMap::single_units
+//!
 //! # Why the re-check is sound without a fence
 //!
 //! A page is freed only after it was unmapped: its leaf (or the entry pointing

@@ -82,6 +82,38 @@ impl Unit<'_> {
     }
 }
 
+/// A run of consecutive single-page units whose counting metas are
+/// consecutive in memory (a `struct page` array, a frame table), as a map may
+/// report it through [`MemoryMap::single_units`]: PFN `first + i` is a unit
+/// of one page whose meta is `metas[i]`. It lets a caller that goes through
+/// many pages in a row (GUP-fast over 4 KiB leaves, truncate, release) index
+/// the metas instead of asking the map page by page.
+#[derive(Debug, Clone, Copy)]
+pub struct SingleUnits<'a> {
+    /// The first PFN of the run.
+    pub first: Pfn,
+    /// The metas of `first`, `first + 1`, …: one per PFN of the run.
+    pub metas: &'a [PageMeta],
+    /// Whether the run's units are layout-managed (as [`Unit::layout_managed`]).
+    pub layout_managed: bool,
+}
+
+impl<'a> SingleUnits<'a> {
+    /// The unit of `pfn`, if the run holds it: the same answer
+    /// [`MemoryMap::unit`] gave at the time of the lookup that returned the
+    /// run (contract point 7).
+    #[inline(always)]
+    pub fn unit(&self, pfn: Pfn) -> Option<Unit<'a>> {
+        let index = usize::try_from(pfn.0.wrapping_sub(self.first.0)).ok()?;
+        self.metas.get(index).map(|meta| Unit {
+            head: pfn,
+            pages: 1,
+            meta,
+            layout_managed: self.layout_managed,
+        })
+    }
+}
+
 /// A PFN the memory map does not describe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct OutsideMap {
@@ -141,6 +173,12 @@ impl core::error::Error for OutsideMap {}
 ///    read-modify-write after its last change of an answer and before any head
 ///    it involves is allocated again (point 3); two calls that return the same
 ///    value bracket no completed change.
+/// 7. If [`single_units`](Self::single_units)`(pfn)` returns a run, the run
+///    holds `pfn`, and for every PFN `p` it holds, the run's answer
+///    ([`SingleUnits::unit`]) is the answer `unit(p)` would give at the time of
+///    the call: a unit of one page, whose meta is the run's. Points 3 and 6
+///    apply to those answers as to `unit`'s (a run is a batch of lookups, no
+///    more current than any of them).
 ///
 /// GUP-fast hands out PFNs on the strength of these answers, so a wrong answer
 /// is a device writing to memory nobody pinned.
@@ -166,6 +204,19 @@ pub unsafe trait MemoryMap {
     /// the handshake's fence) and, if it returns true, wake the kernel's parked
     /// waiters of that slot.
     fn wake(&self, head: Pfn);
+
+    /// The run of single-page units from `pfn` on, if `pfn` is a unit of one
+    /// page and the map keeps the metas of the PFNs after it in an array
+    /// (contract point 7): a caller going through consecutive PFNs may index
+    /// the run's metas instead of calling [`unit`](Self::unit) for each.
+    /// `None` (the default) means "ask [`unit`](Self::unit)", which is always
+    /// correct; a map that wraps another and watches or changes its answers
+    /// must not forward this without forwarding what it does.
+    #[inline]
+    fn single_units(&self, pfn: Pfn) -> Option<SingleUnits<'_>> {
+        let _ = pfn;
+        None
+    }
 
     /// The map's layout version, if it keeps one (contract point 6): GUP-fast
     /// reads it before a batch's lookups and again after the batch's gets, and

@@ -7,7 +7,7 @@ use core::fmt;
 
 use heapless::Vec;
 
-use super::{MemoryMap, OutsideMap, Pfn, Unit};
+use super::{MemoryMap, OutsideMap, Pfn, SingleUnits, Unit};
 use crate::meta::PageMeta;
 use crate::wait::{WaitSlot, WaitTable};
 
@@ -270,6 +270,35 @@ unsafe impl<const REGIONS: usize, const WAIT_SLOTS: usize> MemoryMap
     }
 
     #[inline]
+    fn single_units(&self, pfn: Pfn) -> Option<SingleUnits<'_>> {
+        let start = usize::try_from(pfn.0.checked_sub(self.first.0)?).ok()?;
+        if start >= self.metas.len() {
+            return None;
+        }
+        // The run ends at the first region at or after `pfn` (a page inside a
+        // region is no single-page unit here, whatever its unit size), or at
+        // the end of the map. `add_region` checked that each region lies
+        // inside the map, so `r.first - self.first` fits the slice's index.
+        let mut end = self.metas.len();
+        for r in &self.regions {
+            if pfn.0.wrapping_sub(r.first.0) < r.pages {
+                return None;
+            }
+            if r.first.0 > pfn.0 {
+                let offset = usize::try_from(r.first.0 - self.first.0).unwrap_or(usize::MAX);
+                end = end.min(offset);
+            }
+        }
+        // `start < end`: `pfn` is in the map and in no region, and every
+        // region that starts after it starts after `start`.
+        Some(SingleUnits {
+            first: pfn,
+            metas: self.metas.get(start..end)?,
+            layout_managed: false,
+        })
+    }
+
+    #[inline]
     fn wait_slot(&self, head: Pfn) -> &WaitSlot {
         self.waits.slot(head)
     }
@@ -297,6 +326,40 @@ mod tests {
 
     fn metas(n: usize) -> Vec<PageMeta> {
         (0..n).map(|_| PageMeta::new_allocated()).collect()
+    }
+
+    #[test]
+    fn runs_of_single_page_units_agree_with_unit_and_stop_at_regions() {
+        let metas = metas(2048);
+        // SAFETY: this map is the only one counting on these metas.
+        let mut map = unsafe { SliceMemMap::<4>::new(Pfn(0x1000), &metas) };
+        map.add_region(Region {
+            first: Pfn(0x1200),
+            pages: 512,
+            unit_pages: 512,
+            layout_managed: false,
+        })
+        .unwrap();
+        // From 0x1100 to the region.
+        let run = map.single_units(Pfn(0x1100)).unwrap();
+        assert_eq!((run.first, run.metas.len()), (Pfn(0x1100), 0x100));
+        for pfn in (0x1100..0x1200).map(Pfn) {
+            let (a, b) = (run.unit(pfn).unwrap(), map.unit(pfn).unwrap());
+            assert_eq!(
+                (a.head, a.pages, a.layout_managed),
+                (b.head, b.pages, b.layout_managed)
+            );
+            assert!(core::ptr::eq(a.meta, b.meta));
+        }
+        assert!(run.unit(Pfn(0x1200)).is_none());
+        assert!(run.unit(Pfn(0x10ff)).is_none());
+        // Inside the region, outside the map: none.
+        assert!(map.single_units(Pfn(0x1300)).is_none());
+        assert!(map.single_units(Pfn(0xfff)).is_none());
+        assert!(map.single_units(Pfn(0x1800)).is_none());
+        // After the region, to the end of the map.
+        let run = map.single_units(Pfn(0x1400)).unwrap();
+        assert_eq!((run.first, run.metas.len()), (Pfn(0x1400), 0x400));
     }
 
     #[test]

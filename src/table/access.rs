@@ -37,6 +37,9 @@ use crate::sync::{AtomicU64, Ordering};
 /// 3. The words are only ever accessed atomically.
 /// 4. [`load`](Self::load), if overridden, returns what `word.load(order)`
 ///    returns, by making exactly that load (it may check or count first).
+/// 5. [`entries`](Self::entries)`(table, index, n)`, if it returns a slice,
+///    returns `n` words, word `i` being the one `entry(table, index + i)`
+///    returns.
 ///
 /// The builder writes page tables through these references and the MMU and
 /// GUP-fast act on what they contain, so a word in the wrong place is memory
@@ -69,6 +72,24 @@ pub unsafe trait TableAccess {
     /// [`Walker::translate`](super::Walker::translate) read entries without
     /// `unsafe`.
     unsafe fn entry(&self, table: PhysAddr, index: usize) -> Result<&AtomicU64, AccessError>;
+
+    /// The words of entries `index .. index + n` of the table at `table`, if
+    /// this access holds them consecutively in memory (a direct or identity
+    /// map does) and reaches all of them: GUP-fast resolves a batch of leaves
+    /// of one table with one call instead of `n` (contract point 5). `None`
+    /// (the default) means "ask [`entry`](Self::entry) for each", which is
+    /// always correct. Every load of these words still goes through
+    /// [`load`](Self::load).
+    ///
+    /// # Safety
+    ///
+    /// As [`entry`](Self::entry): the caller stores to the words only what
+    /// the tables' owner would.
+    #[inline]
+    unsafe fn entries(&self, table: PhysAddr, index: usize, n: usize) -> Option<&[AtomicU64]> {
+        let _ = (table, index, n);
+        None
+    }
 
     /// Loads a word [`entry`](Self::entry) returned. Every load a walk or
     /// GUP-fast makes of a table entry goes through here, including the

@@ -585,6 +585,19 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, R: Retire> TableBuilder<'a, F
         done: &mut Unmapped,
     ) -> Result<(), UnmapError> {
         let geometry = F::GEOMETRY;
+        if !geometry.holds_tables(level) {
+            // A level of leaves only: its entries in one call where the table
+            // access holds them consecutively, cleared in a tight pass.
+            let first = geometry.index(range.start(), level);
+            // The range lies inside this table's span (the caller's entry
+            // span, or the root's), so its last index is at or after its first.
+            let count = geometry.index(range.last(), level) - first + 1;
+            // SAFETY: the builder owns these tables; it clears entries of its
+            // own mappings (`clear_leaves` stores zero to leaves only).
+            if let Some(words) = unsafe { self.access.entries(table, first, count) } {
+                return Self::clear_leaves(words, table, first, level, range, done);
+            }
+        }
         for (va, span) in entry_spans::<F>(range, level) {
             let loc = EntryLoc {
                 table,
@@ -640,6 +653,76 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, R: Retire> TableBuilder<'a, F
             }
         }
         Ok(())
+    }
+
+    /// [`clear`](Self::clear) at a level of leaves only, over `words`, the
+    /// entries `first ..` of `table` that `range` touches: each leaf is cleared
+    /// as `clear` clears it, an absent entry is skipped, a malformed one stops
+    /// the pass with the leaves before it cleared.
+    fn clear_leaves(
+        words: &[AtomicU64],
+        table: PhysAddr,
+        first: usize,
+        level: usize,
+        range: VaRange,
+        done: &mut Unmapped,
+    ) -> Result<(), UnmapError> {
+        // `shift < va_bits < 64` (`Geometry::new`).
+        let shift = F::GEOMETRY.shift_at(level);
+        let mut cleared = 0;
+        let mut result = Ok(());
+        for (i, word) in words.iter().enumerate() {
+            // Relaxed: the builder is the only writer.
+            let raw = word.load(Ordering::Relaxed);
+            if raw == 0 {
+                // All-zero is absent in every format (format contract).
+                continue;
+            }
+            let loc = EntryLoc {
+                table,
+                index: first + i,
+                level,
+            };
+            // The first address of `range` in entry `i`: the range's start for
+            // the first, the entry's own start after it (inside the range, so
+            // no overflow).
+            let va = if i == 0 {
+                range.start()
+            } else {
+                VirtAddr(((range.start().0 >> shift) + i as u64) << shift)
+            };
+            match decode_checked::<F>(raw, loc, va, Perms::all()) {
+                Ok(Entry::Absent) => {}
+                Ok(Entry::Leaf(_)) => {
+                    // Relaxed, as in `clear`: a cleared entry publishes nothing;
+                    // a walker that loaded the old value is caught by GUP-fast's
+                    // re-check, ordered after this store by the page
+                    // metadata's Release free and the getter's Acquire get.
+                    word.store(0, Ordering::Relaxed);
+                    cleared += 1;
+                }
+                // A table pointer at a level of leaves only: `decode_checked`
+                // refuses it, so this arm is never taken; stop rather than trust
+                // that, as on an error.
+                Ok(Entry::Table(_)) => {
+                    result = Err(UnmapError::Walk(WalkError {
+                        va,
+                        kind: WalkErrorKind::FormatContract { loc, raw },
+                    }));
+                    break;
+                }
+                Err(error) => {
+                    result = Err(UnmapError::Walk(error));
+                    break;
+                }
+            }
+        }
+        // As in `clear`: one count per distinct entry word cleared.
+        done.leaves += cleared;
+        if cleared != 0 {
+            done.sizes = done.sizes.union(LeafSizes::of(1 << shift));
+        }
+        result
     }
 
     /// Whether every entry of the table at `level` is zero; `va` is an address

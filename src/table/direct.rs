@@ -108,6 +108,20 @@ impl<'m> DirectMap<'m> {
     /// write as the page's owner.)
     #[inline]
     pub unsafe fn word(&self, table: PhysAddr, index: usize) -> Result<&'m AtomicU64, AccessError> {
+        let word = core::ptr::with_exposed_provenance::<AtomicU64>(self.va(table, index)?);
+        // SAFETY: `va` checked that the entry's physical address is 8-byte
+        // aligned (the table is, and `8 * index` is) and inside
+        // `first ..= last - 7`, so by the constructor's promise (point 1) the
+        // word's virtual address is the live, mapped, aligned memory of that
+        // entry for all of `'m`; it is only accessed atomically (point 2), so
+        // a shared reference to an `AtomicU64` there is sound (what is stored
+        // through it is the caller's promise).
+        Ok(unsafe { &*word })
+    }
+
+    /// The virtual address of entry `index` of the table at `table`, checked
+    /// as [`word`](Self::word) says.
+    fn va(&self, table: PhysAddr, index: usize) -> Result<usize, AccessError> {
         if table.0 % 8 != 0 {
             return Err(AccessError::Misaligned { table });
         }
@@ -123,14 +137,7 @@ impl<'m> DirectMap<'m> {
         if !in_range {
             return Err(unreachable);
         }
-        let va = usize::try_from(pa.wrapping_add(self.offset)).map_err(|_| unreachable)?;
-        let word = core::ptr::with_exposed_provenance::<AtomicU64>(va);
-        // SAFETY: `pa` is 8-byte aligned (the table is, and `8 * index` is)
-        // and inside `first ..= last - 7`, so by the constructor's promise
-        // (point 1) `va` is the live, mapped, aligned memory of that entry
-        // for all of `'m`; it is only accessed atomically (point 2), so a
-        // shared reference to an `AtomicU64` there is sound.
-        Ok(unsafe { &*word })
+        usize::try_from(pa.wrapping_add(self.offset)).map_err(|_| unreachable)
     }
 }
 
@@ -146,6 +153,26 @@ unsafe impl<'m> TableAccess for DirectMap<'m> {
     unsafe fn entry(&self, table: PhysAddr, index: usize) -> Result<&AtomicU64, AccessError> {
         // SAFETY: the caller's promise is `word`'s.
         unsafe { self.word(table, index) }
+    }
+
+    #[inline]
+    unsafe fn entries(&self, table: PhysAddr, index: usize, n: usize) -> Option<&[AtomicU64]> {
+        let first = self.va(table, index).ok()?;
+        // The last word is checked as every word is: both ends inside
+        // `first ..= last - 7`.
+        self.va(table, index.checked_add(n.checked_sub(1)?)?).ok()?;
+        let words = core::ptr::with_exposed_provenance::<AtomicU64>(first);
+        // SAFETY: the words of entries `index ..= index + n - 1` are at the
+        // physical addresses `table + 8 × index` onwards, every one between
+        // the two checked above and so 8-byte aligned inside
+        // `first ..= last - 7`; the map is `pa + offset` without wrapping (the
+        // constructor's point 3), so they are `n` consecutive words from
+        // `first`'s virtual address on, each the live memory of its entry for
+        // `'m` (point 1), only ever accessed atomically (point 2): a shared
+        // slice of `AtomicU64` over them is sound (what is stored through it
+        // is the caller's promise), and word `i` is the one
+        // `entry(table, index + i)` returns.
+        Some(unsafe { core::slice::from_raw_parts(words, n) })
     }
 }
 
@@ -180,6 +207,32 @@ mod tests {
             unsafe { access.entry(PhysAddr(base.0 + 4096), 511) }.unwrap()
         ));
         assert_eq!(access.range(), (base, last));
+    }
+
+    #[test]
+    fn runs_of_entries_are_the_words_entry_returns() {
+        let frames = frames(2);
+        let base = PhysAddr(0x4000_0000);
+        let va = frames.as_ptr().expose_provenance() as u64;
+        let last = PhysAddr(base.0 + 2 * 4096 - 1);
+        // SAFETY: the frames back `base ..= last` at `va`, outlive `access`,
+        // and are only accessed atomically.
+        let access = unsafe { DirectMap::new(va.wrapping_sub(base.0), base, last) };
+        let table = PhysAddr(base.0 + 4096);
+        // SAFETY: a test of the access alone: nothing is stored through
+        // these words, nothing walks these frames.
+        let entries = |t, i, n| unsafe { access.entries(t, i, n) };
+        // SAFETY: as above.
+        let entry = |t, i| unsafe { access.entry(t, i) };
+        let words = entries(table, 500, 12).unwrap();
+        assert_eq!(words.len(), 12);
+        for (i, word) in words.iter().enumerate() {
+            assert!(core::ptr::eq(word, entry(table, 500 + i).unwrap()));
+        }
+        // Past the end of the range, empty, or overflowing: none.
+        assert!(entries(table, 500, 13).is_none());
+        assert!(entries(table, 0, 0).is_none());
+        assert!(entries(table, usize::MAX, 2).is_none());
     }
 
     #[test]

@@ -166,6 +166,20 @@ unsafe impl TableAccess for HostMemory<'_> {
             .map(|f| &f.entries[word])
             .ok_or(unreachable)
     }
+
+    #[inline]
+    unsafe fn entries(&self, table: PhysAddr, index: usize, n: usize) -> Option<&[AtomicU64]> {
+        // Entries inside one frame only (a larger table asks `entry` for each):
+        // the same frame `entry` finds, and the same words, by position.
+        if table.0 % HOST_FRAME_SIZE != 0 {
+            return None;
+        }
+        let frame = usize::try_from(table.0.checked_sub(self.base.0)? / HOST_FRAME_SIZE).ok()?;
+        self.frames
+            .get(frame)?
+            .entries
+            .get(index..index.checked_add(n)?)
+    }
 }
 
 // Host frames are loom atomics under `cfg(loom)`, usable only inside a model.
@@ -203,6 +217,28 @@ mod tests {
     use super::*;
     use crate::sync::Ordering;
     use std::vec::Vec;
+
+    #[test]
+    fn runs_of_entries_are_the_words_entry_returns() {
+        let frames: Vec<HostFrame> = (0..2).map(|_| HostFrame::new()).collect();
+        let memory = HostMemory::new(&frames, PhysAddr(0x10_0000)).unwrap();
+        let table = PhysAddr(0x10_1000);
+        // SAFETY: a test of the access alone: nothing is stored through
+        // these words, nothing walks these frames.
+        let entries = |t, i, n| unsafe { memory.entries(t, i, n) };
+        // SAFETY: as above.
+        let entry = |t, i| unsafe { memory.entry(t, i) };
+        let words = entries(table, 500, 12).unwrap();
+        assert_eq!(words.len(), 12);
+        for (i, word) in words.iter().enumerate() {
+            assert!(core::ptr::eq(word, entry(table, 500 + i).unwrap()));
+        }
+        // Past the frame (a larger table asks entry by entry), outside the
+        // memory, misaligned: none.
+        assert!(entries(table, 500, 13).is_none());
+        assert!(entries(PhysAddr(0x10_2000), 0, 1).is_none());
+        assert!(entries(PhysAddr(0x10_0800), 0, 1).is_none());
+    }
 
     #[test]
     fn host_memory_reaches_exactly_its_frames() {

@@ -392,6 +392,22 @@ impl<'a, F: PagingFormat, A: TableAccess + ?Sized, D> Walker<'a, F, A, D> {
         leaf_word::<F, A>(self.access, loc)
     }
 
+    /// The words of `n` consecutive entries from `loc` on, at a level that holds
+    /// no tables, if the table access holds them consecutively
+    /// ([`TableAccess::entries`]); `None` also for a level that may hold table
+    /// pointers or a range past the table's last entry. Load them with
+    /// [`load_leaf`](Self::load_leaf).
+    #[inline]
+    pub(crate) fn leaf_words(&self, loc: EntryLoc, n: usize) -> Option<&'a [AtomicU64]> {
+        let entries = F::GEOMETRY.entries(loc.level).unwrap_or(0);
+        if loc.index.checked_add(n)? > entries || F::GEOMETRY.holds_tables(loc.level) {
+            return None;
+        }
+        // SAFETY: the words go only to `load_leaf` (GUP-fast's batch, crate
+        // internal), which loads them.
+        unsafe { self.access.entries(loc.table, loc.index, n) }
+    }
+
     /// Loads a word [`leaf_word`](Self::leaf_word) returned (see
     /// [`load_leaf_word`]).
     #[inline]

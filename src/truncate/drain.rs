@@ -51,7 +51,15 @@ impl<'m, M: MemoryMap + ?Sized, I: Iterator<Item = Extent> + Clone> Truncate<'m,
             first: Vec::new(),
             total: 0,
         };
-        for unit in self.units().skip(self.first_busy as usize).flatten() {
+        // Units idle when marked stay idle: a set idle when marked has nothing
+        // to scan, a busy one is scanned from its first busy unit on.
+        let units = (self.first_busy < self.units).then(|| self.units());
+        for unit in units
+            .into_iter()
+            .flatten()
+            .skip(self.first_busy as usize)
+            .flatten()
+        {
             let w = unit.meta.load();
             if !w.is_idle() {
                 busy.total += 1;
@@ -144,7 +152,11 @@ impl<'m, M: MemoryMap + ?Sized, I: Iterator<Item = Extent> + Clone> Truncate<'m,
     /// [`RegisterThenCheck`]; the broken twins' exist only under `cfg(loom)`).
     fn wait_idle<H: Handshake>(&self, wait: &Wait<'_>) -> Result<(), DrainError> {
         // One pass from the first unit busy at the mark: a unit found idle stays
-        // idle, so after a park the scan resumes at the unit it parked on.
+        // idle, so after a park the scan resumes at the unit it parked on. A
+        // set idle when marked has nothing to scan.
+        if self.first_busy >= self.units {
+            return Ok(());
+        }
         for unit in self.units().skip(self.first_busy as usize).flatten() {
             while !unit.meta.is_idle() {
                 self.park_on::<H>(unit, wait)?;

@@ -89,7 +89,7 @@ use core::fmt;
 use core::marker::PhantomData;
 use core::mem::ManuallyDrop;
 
-use extent::Units;
+use extent::{Units, UnitsError};
 
 use crate::memmap::{MemoryMap, Unit};
 use crate::meta::{FreeError, MarkError};
@@ -149,48 +149,41 @@ impl<'m, M: MemoryMap + ?Sized, I: Iterator<Item = Extent> + Clone> Truncate<'m,
     pub fn mark(memmap: &'m M, extents: I) -> Result<Self, MarkSetError> {
         let mut marked = 0u64;
         let mut first_busy = None;
-        let mut failure = None;
         let mut units = Units::new(memmap, extents.clone());
-        while let Some(unit) = units.next() {
-            let unit = match unit {
-                Ok(unit) => unit,
-                Err(e) => {
-                    failure = Some(MarkSetError::Set(e));
-                    break;
-                }
-            };
-            match unit.meta.mark_truncating() {
-                Ok(word) => {
-                    if !word.is_idle() && first_busy.is_none() {
-                        first_busy = Some(marked);
-                    }
-                }
-                Err(error) => {
-                    // Error path only: a unit an earlier extent of this set
-                    // covers was marked by this call, so the set lists it twice.
-                    // (The current extent cannot: its units are increasing.)
-                    let this = Extent::new(unit.head, unit.pages);
-                    let duplicate = error == MarkError::AlreadyTruncating
-                        && extents
-                            .clone()
-                            .take(units.extents_before_current())
-                            .any(|e| e.overlaps(&this));
-                    failure = Some(if duplicate {
-                        MarkSetError::Set(SetError::Duplicate {
-                            head: unit.head,
-                            pages: unit.pages,
-                        })
-                    } else {
-                        MarkSetError::Unit {
-                            head: unit.head,
-                            error,
-                        }
-                    });
-                    break;
-                }
+        let result = units.try_for_each_unit(|unit| {
+            let word = unit.meta.mark_truncating().map_err(|error| (unit, error))?;
+            if !word.is_idle() && first_busy.is_none() {
+                first_busy = Some(marked);
             }
             marked += 1;
-        }
+            Ok(())
+        });
+        let failure = match result {
+            Ok(()) => None,
+            Err(UnitsError::Set(e)) => Some(MarkSetError::Set(e)),
+            Err(UnitsError::Stopped((unit, error))) => {
+                // Error path only: a unit an earlier extent of this set
+                // covers was marked by this call, so the set lists it twice.
+                // (The current extent cannot: its units are increasing.)
+                let this = Extent::new(unit.head, unit.pages);
+                let duplicate = error == MarkError::AlreadyTruncating
+                    && extents
+                        .clone()
+                        .take(units.extents_before_current())
+                        .any(|e| e.overlaps(&this));
+                Some(if duplicate {
+                    MarkSetError::Set(SetError::Duplicate {
+                        head: unit.head,
+                        pages: unit.pages,
+                    })
+                } else {
+                    MarkSetError::Unit {
+                        head: unit.head,
+                        error,
+                    }
+                })
+            }
+        };
         let truncate = Truncate {
             memmap,
             extents,
@@ -273,34 +266,47 @@ impl<'m, M: MemoryMap + ?Sized, I: Iterator<Item = Extent> + Clone> Truncate<'m,
         let mut freed = 0;
         let mut failed = 0;
         let mut first_error = None;
-        for unit in Units::new(memmap, extents).flatten() {
-            let mut retries = 0;
-            let result = loop {
-                // SAFETY: this truncate marked the unit (`mark` refuses a unit
-                // already marked, so the mark is its own), and its unmapper
-                // unmapped it everywhere with the TLBs shot down (the
-                // `Unmapper` promise) before this `Drained` state existed.
-                match unsafe { unit.meta.free_marked() } {
-                    Err(FreeError::Busy { .. }) if retries < FREE_BUSY_RETRIES => {
-                        // Still marked: a transient undone by its own getter at
-                        // once, or a count taken behind our back (the bound).
-                        retries += 1;
-                        spin_wait_hint();
+        // Every unit is tried (a bad unit is counted and the pass goes on), so
+        // the closure never stops it; a unit that cannot be had was already
+        // refused by `mark` and is skipped, as before.
+        let mut units = Units::new(memmap, extents);
+        loop {
+            let pass = units.try_for_each_unit(|unit| {
+                let mut retries = 0;
+                let result = loop {
+                    // SAFETY: this truncate marked the unit (`mark` refuses a
+                    // unit already marked, so the mark is its own), and its
+                    // unmapper unmapped it everywhere with the TLBs shot down
+                    // (the `Unmapper` promise) before this `Drained` state
+                    // existed.
+                    match unsafe { unit.meta.free_marked() } {
+                        Err(FreeError::Busy { .. }) if retries < FREE_BUSY_RETRIES => {
+                            // Still marked: a transient undone by its own getter at
+                            // once, or a count taken behind our back (the bound).
+                            retries += 1;
+                            spin_wait_hint();
+                        }
+                        result => break result,
                     }
-                    result => break result,
+                };
+                match result {
+                    Ok(()) => freed += 1,
+                    Err(error) => {
+                        failed += 1;
+                        first_error.get_or_insert(FreeSetError {
+                            head: unit.head,
+                            error,
+                            freed: 0,
+                            failed: 0,
+                        });
+                    }
                 }
-            };
-            match result {
-                Ok(()) => freed += 1,
-                Err(error) => {
-                    failed += 1;
-                    first_error.get_or_insert(FreeSetError {
-                        head: unit.head,
-                        error,
-                        freed: 0,
-                        failed: 0,
-                    });
-                }
+                Ok::<(), core::convert::Infallible>(())
+            });
+            match pass {
+                Ok(()) => break,
+                Err(UnitsError::Set(_)) => continue,
+                Err(UnitsError::Stopped(never)) => match never {},
             }
         }
         match first_error {

@@ -77,6 +77,16 @@ unsafe impl TableAccess for Tables {
         Ok(&t.entries[index])
     }
 
+    /// A run of one table's words, as a direct map gives them (contract point
+    /// 5: word `i` is the one `entry(table, index + i)` returns), so that the
+    /// models walk GUP-fast's batch path; resolving it reads the table.
+    unsafe fn entries(&self, table: PhysAddr, index: usize, n: usize) -> Option<&[AtomicU64]> {
+        // SAFETY: the caller's promise is `entries`'s, which is `entry`'s.
+        unsafe { self.entry(table, index) }.ok()?;
+        let i = (table.0 >> 12).checked_sub(1)? as usize;
+        self.tables[i].entries.get(index..index.checked_add(n)?)
+    }
+
     /// Every load of an entry word, including GUP-fast's re-check of words it
     /// resolved before the get, checks the table is alive, so the model sees
     /// the loads the real path makes.
