@@ -105,7 +105,9 @@ if [ "$(cat "$WORK/src.stamp" 2>/dev/null)" != "$STAMP" ]; then
     fi
     for p in "$HERE"/patches/*.patch; do
         echo "run.sh:   $(basename "$p")"
-        git -C "$SRC" apply --whitespace=nowarn "$p"
+        # Outside any repository (the copy lies inside this one's target/, and
+        # inside a repository git apply skips paths outside the current directory).
+        (cd "$SRC" && GIT_CEILING_DIRECTORIES=$WORK git apply --whitespace=nowarn "$p")
     done
     echo "$STAMP" >"$WORK/src.stamp"
 fi
