@@ -2,8 +2,8 @@
 //! pinned frames while other threads munmap and re-mmap those buffers.
 //!
 //! Built and booted by `targets/hermit/run.sh x86_64|aarch64`. Arguments
-//! (after `--` on the kernel command line): `seconds=S` (default 3),
-//! `seed=N`.
+//! (after `--` on the kernel command line): `seconds=S` (default 3; the run
+//! goes on up to 4 × S until a munmap has waited for a pin), `seed=N`.
 //!
 //! - `SLOTS` buffers of `BUF_PAGES` pages, each from `sys_mmap`. Every page
 //!   starts with a header (slot, generation, page index) written by its owner
@@ -366,8 +366,13 @@ fn main() {
         let seed = seed.wrapping_mul(37).wrapping_add(id as u64 + 100);
         threads.push(std::thread::spawn(move || mapper(shared, id, seed)));
     }
+    // Runs `seconds`, and on (up to 4 × `seconds` in all) until at least one
+    // munmap has waited for a pin, so a slow or loaded host still exercises
+    // the drain.
     let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(seconds) {
+    while start.elapsed() < Duration::from_secs(seconds)
+        || (stats().waited == before.waited && start.elapsed() < Duration::from_secs(4 * seconds))
+    {
         std::thread::sleep(Duration::from_millis(50));
     }
     shared.stop.store(true, Ordering::Relaxed);
