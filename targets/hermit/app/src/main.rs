@@ -174,15 +174,21 @@ fn check_buffer(shared: &Shared, addr: usize, slot: usize, generation: u64) {
             .map(|w| buffer_word(addr, page, w).load(Ordering::Acquire))
             .collect();
         if header != [slot as u64, generation, page as u64] {
-            violation(shared, format_args!("slot {slot} gen {generation} page {page}: header {header:x?}"));
+            violation(
+                shared,
+                format_args!("slot {slot} gen {generation} page {page}: header {header:x?}"),
+            );
         }
         for word in HEADER_WORDS..PAGE / 8 {
             // Relaxed: see above.
             let v = buffer_word(addr, page, word).load(Ordering::Relaxed);
             if v != 0 && v != own {
-                violation(shared, format_args!(
-                    "slot {slot} gen {generation} page {page} word {word}: foreign DMA tag {v:#x}"
-                ));
+                violation(
+                    shared,
+                    format_args!(
+                        "slot {slot} gen {generation} page {page} word {word}: foreign DMA tag {v:#x}"
+                    ),
+                );
                 break;
             }
         }
@@ -204,7 +210,10 @@ fn device(shared: &Shared, id: usize, seed: u64) {
         // SAFETY: room for BUF_PAGES PFNs.
         let n = unsafe { sys_pagepin_pin(addr, BUF_PAGES * PAGE, pfns.as_mut_ptr(), BUF_PAGES) };
         if n < 0 {
-            violation(shared, format_args!("device {id}: sys_pagepin_pin returned {n}"));
+            violation(
+                shared,
+                format_args!("device {id}: sys_pagepin_pin returned {n}"),
+            );
             continue;
         }
         let n = n as usize;
@@ -228,17 +237,23 @@ fn device(shared: &Shared, id: usize, seed: u64) {
             for i in 0..n {
                 let h = header(i);
                 if h != [owner, generation, i as u64] {
-                    violation(shared, format_args!(
-                        "device {id}: slot {slot} page {i} (pfn {:#x}) has header {h:x?}, page 0 {first:x?}",
-                        pfns[i]
-                    ));
+                    violation(
+                        shared,
+                        format_args!(
+                            "device {id}: slot {slot} page {i} (pfn {:#x}) has header {h:x?}, page 0 {first:x?}",
+                            pfns[i]
+                        ),
+                    );
                 }
             }
             if seq1 == seq2 && (owner != slot as u64 || generation != seq1 / 2) {
-                violation(shared, format_args!(
-                    "device {id}: pinned slot {slot} gen {} but the frames are slot {owner} gen {generation}",
-                    seq1 / 2
-                ));
+                violation(
+                    shared,
+                    format_args!(
+                        "device {id}: pinned slot {slot} gen {} but the frames are slot {owner} gen {generation}",
+                        seq1 / 2
+                    ),
+                );
             }
             // The transfer: DMA words with the owner's tag, for up to 8 ms
             // (a munmap of the buffer meanwhile must wait for the unpin).
@@ -262,16 +277,22 @@ fn device(shared: &Shared, id: usize, seed: u64) {
             for i in 0..n {
                 let h = header(i);
                 if h != [owner, generation, i as u64] {
-                    violation(shared, format_args!(
-                        "device {id}: pinned frame {:#x} changed owner to {h:x?} while pinned",
-                        pfns[i]
-                    ));
+                    violation(
+                        shared,
+                        format_args!(
+                            "device {id}: pinned frame {:#x} changed owner to {h:x?} while pinned",
+                            pfns[i]
+                        ),
+                    );
                 }
             }
             // SAFETY: the `n` PFNs this pin returned.
             let r = unsafe { sys_pagepin_unpin(pfns.as_ptr(), n) };
             if r != 0 {
-                violation(shared, format_args!("device {id}: sys_pagepin_unpin returned {r}"));
+                violation(
+                    shared,
+                    format_args!("device {id}: sys_pagepin_unpin returned {r}"),
+                );
             }
         }
     }
@@ -331,7 +352,10 @@ fn replace(shared: &Shared, slot: usize, rng: &mut Rng, remap: bool) {
 
 fn arg(name: &str) -> Option<u64> {
     std::env::args()
-        .filter_map(|a| a.strip_prefix(&format!("{name}=")).and_then(|v| v.parse().ok()))
+        .filter_map(|a| {
+            a.strip_prefix(&format!("{name}="))
+                .and_then(|v| v.parse().ok())
+        })
         .last()
 }
 
@@ -383,22 +407,37 @@ fn main() {
     let after = stats();
     println!("after: {after:?}");
     if after.pins != 0 || after.refs != 0 {
-        violation(shared, format_args!("{} pins and {} references still held", after.pins, after.refs));
+        violation(
+            shared,
+            format_args!(
+                "{} pins and {} references still held",
+                after.pins, after.refs
+            ),
+        );
     }
     if after.mmap_frames != before.mmap_frames {
-        violation(shared, format_args!(
-            "frames mapped by sys_mmap: {} before, {} after",
-            before.mmap_frames, after.mmap_frames
-        ));
+        violation(
+            shared,
+            format_args!(
+                "frames mapped by sys_mmap: {} before, {} after",
+                before.mmap_frames, after.mmap_frames
+            ),
+        );
     }
     if after.listed != after.free_metas {
-        violation(shared, format_args!(
-            "{} frames on the free list but {} FREE metas",
-            after.listed, after.free_metas
-        ));
+        violation(
+            shared,
+            format_args!(
+                "{} frames on the free list but {} FREE metas",
+                after.listed, after.free_metas
+            ),
+        );
     }
     if after.frame_violations != 0 {
-        violation(shared, format_args!("{} frame violations in the kernel", after.frame_violations));
+        violation(
+            shared,
+            format_args!("{} frame violations in the kernel", after.frame_violations),
+        );
     }
     // Relaxed: the threads are joined.
     let violations = shared.violations.load(Ordering::Relaxed);
