@@ -394,8 +394,12 @@ fn main() {
     // munmap has waited for a pin, so a slow or loaded host still exercises
     // the drain.
     let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(seconds)
-        || (stats().waited == before.waited && start.elapsed() < Duration::from_secs(4 * seconds))
+    // A violation ends the run early (a broken kernel may not survive long).
+    // Relaxed: only a hint to stop; the count is read again after the joins.
+    while shared.violations.load(Ordering::Relaxed) == 0
+        && (start.elapsed() < Duration::from_secs(seconds)
+            || (stats().waited == before.waited
+                && start.elapsed() < Duration::from_secs(4 * seconds)))
     {
         std::thread::sleep(Duration::from_millis(50));
     }
