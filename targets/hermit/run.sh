@@ -238,6 +238,7 @@ else
         else
             detected=$((detected + 1))
             echo "run.sh: run $run: detected: $(tr -d '\r' <"$LOG" | grep -m 1 -E '^violation|panicked|left the free list' || echo "(no message; see the status above)")"
+            echo "run.sh:     the app's first: $(tr -d '\r' <"$LOG" | grep -m 1 '^violation' || echo none)"
         fi
     done
     echo "run.sh: $BROKEN ($ARCH): detected in $detected of $RUNS boots"
