@@ -9,9 +9,11 @@
 //!   starts with a header (slot, generation, page index) written by its owner
 //!   through the buffer's address; the rest of the page is the "DMA area".
 //! - **Device threads** pick a buffer, pin it with `sys_pagepin_pin`
-//!   (GUP-fast, `PIN | WRITE`), read each pinned frame's header through the
-//!   identity map (Hermit is ring 0 / EL1 with RAM identity-mapped, so a PFN
-//!   is an address), check the frames are the buffer's own pages in order,
+//!   (GUP-fast, `PIN | WRITE`) and, if the buffer was not replaced meanwhile
+//!   (a seqlock; else they just unpin), read each pinned frame's header
+//!   through the identity map (Hermit is ring 0 / EL1 with RAM
+//!   identity-mapped, so a PFN is an address), check the frames are the
+//!   buffer's own pages in order,
 //!   "DMA" a tag naming that header into the frames for a while, check the
 //!   headers again (a frame reused while pinned would have a new owner's
 //!   header), and unpin.
@@ -97,6 +99,7 @@ struct Shared {
     violations: AtomicU64,
     pins: AtomicU64,
     refused: AtomicU64,
+    stale: AtomicU64,
     mlocks: AtomicU64,
 }
 
@@ -217,43 +220,55 @@ fn device(shared: &Shared, id: usize, seed: u64) {
             continue;
         }
         let n = n as usize;
-        // Acquire: as above.
-        let seq2 = shared.slots[slot].seq.load(Ordering::Acquire);
+        // SeqCst fence, then the second read of the seqlock: the pin's walk
+        // (its loads of the page tables) is ordered before it, so an
+        // unchanged sequence means the mapper had not started replacing the
+        // buffer when the pin walked it (pairs with the mapper's fence).
+        std::sync::atomic::fence(Ordering::SeqCst);
+        // Relaxed: ordered by the fence above.
+        let seq2 = shared.slots[slot].seq.load(Ordering::Relaxed);
         if n < BUF_PAGES {
             // Relaxed: a statistic.
             shared.refused.fetch_add(1, Ordering::Relaxed);
         }
+        if n > 0 && seq1 != seq2 {
+            // The buffer was being replaced while it was pinned: the pages
+            // may be the next buffer's, mapped at the same address and not yet
+            // initialized. A driver whose buffer went away drops the pin
+            // without a transfer.
+            // SAFETY: the `n` PFNs this pin returned.
+            let r = unsafe { sys_pagepin_unpin(pfns.as_ptr(), n) };
+            if r != 0 {
+                violation(
+                    shared,
+                    format_args!("device {id}: sys_pagepin_unpin returned {r}"),
+                );
+            }
+            // Relaxed: a statistic.
+            shared.stale.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
         if n > 0 {
             // Relaxed: a statistic.
             shared.pins.fetch_add(1, Ordering::Relaxed);
-            // The frames pinned must be one buffer's pages in order from page 0.
+            // The frames pinned must be this buffer's pages in order from page 0.
             let header = |i: usize| -> [u64; HEADER_WORDS] {
                 // Acquire: the owner's header writes happened before the
                 // Release store of the address the pin walked.
                 std::array::from_fn(|w| frame_word(pfns[i], w).load(Ordering::Acquire))
             };
-            let first = header(0);
-            let (owner, generation) = (first[0], first[1]);
+            let (owner, generation) = (slot as u64, seq1 / 2);
             for i in 0..n {
                 let h = header(i);
                 if h != [owner, generation, i as u64] {
                     violation(
                         shared,
                         format_args!(
-                            "device {id}: slot {slot} page {i} (pfn {:#x}) has header {h:x?}, page 0 {first:x?}",
+                            "device {id}: pinned slot {slot} gen {generation} page {i} but pfn {:#x} has header {h:x?}",
                             pfns[i]
                         ),
                     );
                 }
-            }
-            if seq1 == seq2 && (owner != slot as u64 || generation != seq1 / 2) {
-                violation(
-                    shared,
-                    format_args!(
-                        "device {id}: pinned slot {slot} gen {} but the frames are slot {owner} gen {generation}",
-                        seq1 / 2
-                    ),
-                );
             }
             // The transfer: DMA words with the owner's tag, for up to 8 ms
             // (a munmap of the buffer meanwhile must wait for the unpin).
@@ -320,6 +335,10 @@ fn replace(shared: &Shared, slot: usize, rng: &mut Rng, remap: bool) {
     // one that read the even value before are what the munmap waits for.
     s.seq.store(seq + 1, Ordering::Release);
     s.addr.store(0, Ordering::Release);
+    // SeqCst: pairs with the device's fence before its second read of the
+    // sequence: a pin whose walk saw the munmap's page-table changes (or the
+    // next buffer) reads the odd sequence.
+    std::sync::atomic::fence(Ordering::SeqCst);
     if addr != 0 {
         check_buffer(shared, addr, slot, seq / 2);
         // An mlock'ed buffer: munlock it, or let munmap release the pins.
@@ -375,6 +394,7 @@ fn main() {
         violations: AtomicU64::new(0),
         pins: AtomicU64::new(0),
         refused: AtomicU64::new(0),
+        stale: AtomicU64::new(0),
         mlocks: AtomicU64::new(0),
     }));
     for (slot, s) in shared.slots.iter().enumerate() {
@@ -446,8 +466,9 @@ fn main() {
     // Relaxed: the threads are joined.
     let violations = shared.violations.load(Ordering::Relaxed);
     println!(
-        "pins refused or partial: {}, mlocks: {}",
+        "pins refused or partial: {}, dropped (buffer replaced meanwhile): {}, mlocks: {}",
         shared.refused.load(Ordering::Relaxed),
+        shared.stale.load(Ordering::Relaxed),
         shared.mlocks.load(Ordering::Relaxed)
     );
     let arch = std::env::consts::ARCH;
