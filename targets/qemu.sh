@@ -1,6 +1,6 @@
 # Shared by targets/*/run.sh (sourced): QEMU from Debian's packages.
 #
-#   qemu_fetch x86_64|aarch64 CACHE
+#   qemu_fetch x86_64|aarch64|riscv64 CACHE
 #       Makes CACHE/root/usr/bin/qemu-system-<arch> runnable: `apt-get download`
 #       of the packages + `dpkg -x` into CACHE (installing qemu-system-*
 #       conflicts with the preinstalled qemu-utils), extracted aside and moved
@@ -12,6 +12,7 @@ qemu_fetch() {
     case "$arch" in
         x86_64) pkgs="qemu-system-x86 qemu-system-data qemu-system-common seabios" ;;
         aarch64) pkgs="qemu-system-arm qemu-system-data qemu-system-common" ;;
+        riscv64) pkgs="qemu-system-misc qemu-system-data qemu-system-common" ;;
         *) echo "qemu_fetch: unknown architecture $arch" >&2; return 2 ;;
     esac
     QEMU=$cache/root/usr/bin/qemu-system-$arch

@@ -54,32 +54,10 @@ if [ -n "$BROKEN" ]; then
 fi
 VARIANT=$MODE${BROKEN:+-$BROKEN}
 
-if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
-export DEBIAN_FRONTEND=noninteractive
-
 # --- QEMU ---------------------------------------------------------------------
-QEMU=$QEMU_CACHE/root/usr/bin/qemu-system-riscv64
-if [ ! -x "$QEMU" ]; then
-    echo "run.sh: fetching QEMU from Debian's packages into $QEMU_CACHE"
-    $SUDO apt-get update -qq
-    rm -rf "$QEMU_CACHE"
-    mkdir -p "$QEMU_CACHE/debs"
-    (cd "$QEMU_CACHE/debs" && apt-get download qemu-system-misc qemu-system-common qemu-system-data)
-    for deb in "$QEMU_CACHE"/debs/*.deb; do
-        dpkg -x "$deb" "$QEMU_CACHE/root.tmp"
-    done
-    mv "$QEMU_CACHE/root.tmp" "$QEMU_CACHE/root"
-fi
-if ldd "$QEMU" | grep -q 'not found'; then
-    echo "run.sh: installing QEMU's shared libraries"
-    $SUDO apt-get update -qq
-    $SUDO apt-get install -y -qq libfdt1 libcapstone4 libpmem1 librdmacm1 libibverbs1 \
-        libslirp0 libvdeplug2
-fi
-if ldd "$QEMU" | grep 'not found'; then
-    echo "run.sh: QEMU still misses shared libraries" >&2
-    exit 1
-fi
+# shellcheck source=../qemu.sh
+. "$REPO/targets/qemu.sh"
+qemu_fetch riscv64 "$QEMU_CACHE"
 
 # --- the kernel -------------------------------------------------------------
 BARE_METAL=${PAGEPIN_BARE_METAL:-}

@@ -84,30 +84,10 @@ if [ "$MODE" = sweep ]; then
     esac
 fi
 
-if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
-export DEBIAN_FRONTEND=noninteractive
-
 # --- QEMU ---------------------------------------------------------------------
-QEMU=$QEMU_CACHE/root/usr/bin/qemu-system-x86_64
-export QEMU_MODULE_DIR=$QEMU_CACHE/root/usr/lib/x86_64-linux-gnu/qemu
-qemu_ok() { [ -x "$QEMU" ] && "$QEMU" --version >/dev/null 2>&1; }
-if ! qemu_ok; then
-    echo "run.sh: fetching QEMU from Debian's packages into $QEMU_CACHE"
-    t0=$(date +%s)
-    $SUDO apt-get update -qq
-    rm -rf "$QEMU_CACHE"
-    mkdir -p "$QEMU_CACHE/debs"
-    (cd "$QEMU_CACHE/debs" && apt-get download qemu-system-x86 qemu-system-data qemu-system-common seabios)
-    # Extract aside and move into place: an interrupted run leaves no half tree.
-    for deb in "$QEMU_CACHE"/debs/*.deb; do
-        dpkg -x "$deb" "$QEMU_CACHE/root.tmp"
-    done
-    mv "$QEMU_CACHE/root.tmp" "$QEMU_CACHE/root"
-    $SUDO apt-get install -y -qq libfdt1 libcapstone4 libpmem1 librdmacm1 libibverbs1 \
-        libslirp0 libvdeplug2 >/dev/null
-    qemu_ok || { echo "run.sh: QEMU does not run from $QEMU_CACHE"; exit 1; }
-    echo "run.sh: QEMU ready in $(($(date +%s) - t0)) s"
-fi
+# shellcheck source=../qemu.sh
+. "$REPO/targets/qemu.sh"
+qemu_fetch x86_64 "$QEMU_CACHE"
 "$QEMU" --version | head -n 1
 
 # --- kernel -------------------------------------------------------------------
