@@ -98,6 +98,7 @@
 mod arch;
 mod layout;
 mod memory;
+mod platform;
 
 use core::cell::UnsafeCell;
 use core::mem::MaybeUninit;

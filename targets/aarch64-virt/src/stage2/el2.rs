@@ -16,8 +16,8 @@
 //! QEMU; a real hypervisor runs its EL2 MMU on, Normal write-back.
 
 use core::arch::{asm, global_asm};
-use core::fmt;
-use core::sync::atomic::{AtomicBool, Ordering};
+
+pub use crate::platform::{cpu_index, halt, print_line, semihosting_exit};
 
 // `_start`: QEMU's ELF loader jumps here on CPU 0 at EL2 (`virtualization=on`),
 // MMU and caches off. Stop unless CurrentEL is 2; enable FP/SIMD at EL2
@@ -528,23 +528,6 @@ pub fn system_off() -> ! {
     halt()
 }
 
-/// Semihosting SYS_EXIT with `code` (QEMU exits with that status).
-pub fn semihosting_exit(code: u64) -> ! {
-    let block = [0x2_0026u64, code];
-    // SAFETY: with semihosting enabled QEMU reads the two-word block and
-    // exits; without it HLT is undefined and `exception` stops the CPU.
-    unsafe { asm!("hlt #0xf000", in("x0") 0x18u64, in("x1") block.as_ptr(), options(nostack)) };
-    halt()
-}
-
-/// Stops this CPU for good.
-pub fn halt() -> ! {
-    loop {
-        // SAFETY: waits for an event; no memory effects.
-        unsafe { asm!("wfe", options(nomem, nostack)) };
-    }
-}
-
 /// The generic timer's count and frequency.
 pub fn counter() -> (u64, u64) {
     let (count, freq): (u64, u64);
@@ -553,64 +536,6 @@ pub fn counter() -> (u64, u64) {
         asm!("isb", "mrs {c}, cntpct_el0", "mrs {f}, cntfrq_el0", c = out(reg) count, f = out(reg) freq, options(nomem, nostack));
     }
     (count, freq.max(1))
-}
-
-/// This CPU's index (MPIDR_EL1.Aff0; QEMU `virt` numbers CPUs 0..n there).
-pub fn cpu_index() -> u64 {
-    let mpidr: u64;
-    // SAFETY: reading an ID register.
-    unsafe { asm!("mrs {}, mpidr_el1", out(reg) mpidr, options(nomem, nostack)) };
-    mpidr & 0xff
-}
-
-/// One byte to the PL011 UART (0x0900_0000; flag register at 0x18, bit 5 =
-/// transmit FIFO full).
-fn uart_put(byte: u8) {
-    // SAFETY: the PL011's registers at their physical addresses (EL2 MMU off);
-    // volatile accesses.
-    unsafe {
-        while core::ptr::read_volatile(0x0900_0018 as *const u32) & (1 << 5) != 0 {}
-        core::ptr::write_volatile(0x0900_0000 as *mut u32, u32::from(byte));
-    }
-}
-
-/// Writes to the UART (for `core::fmt`).
-pub struct Uart;
-
-impl fmt::Write for Uart {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        for b in s.bytes() {
-            if b == b'\n' {
-                uart_put(b'\r');
-            }
-            uart_put(b);
-        }
-        Ok(())
-    }
-}
-
-/// Serializes whole lines on the UART across CPUs.
-static UART_LOCK: AtomicBool = AtomicBool::new(false);
-
-/// Prints one line under the UART lock (printing anyway if a CPU died
-/// holding it).
-pub fn print_line(args: fmt::Arguments<'_>) {
-    let mut spins = 0u32;
-    // Acquire: pairs with the Release unlock below, so lines never interleave.
-    while UART_LOCK
-        .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-        .is_err()
-    {
-        spins += 1;
-        if spins > 50_000_000 {
-            break;
-        }
-        core::hint::spin_loop();
-    }
-    let _ = fmt::write(&mut Uart, args);
-    let _ = fmt::Write::write_str(&mut Uart, "\n");
-    // Release: the line's UART writes are done before the next holder starts.
-    UART_LOCK.store(false, Ordering::Release);
 }
 
 /// Prints a line on the UART.

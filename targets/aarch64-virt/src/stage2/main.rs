@@ -88,6 +88,8 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 mod el2;
+#[path = "../platform.rs"]
+mod platform;
 
 use core::cell::UnsafeCell;
 use core::mem::MaybeUninit;

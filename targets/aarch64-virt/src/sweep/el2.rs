@@ -11,7 +11,8 @@
 //! are declared non-cacheable in TCR_EL1 to match.
 
 use core::arch::{asm, global_asm};
-use core::fmt;
+
+pub use crate::platform::{cpu_index, halt, print_line, semihosting_exit};
 
 // `_start`: QEMU's ELF loader jumps here on CPU 0 at EL2 (`virtualization=on`),
 // MMU and caches off. Stop unless CurrentEL is 2; enable FP/SIMD at EL2
@@ -277,15 +278,6 @@ pub fn system_off() -> ! {
     halt()
 }
 
-/// Semihosting SYS_EXIT with `code` (QEMU exits with that status).
-pub fn semihosting_exit(code: u64) -> ! {
-    let block = [0x2_0026u64, code];
-    // SAFETY: with semihosting enabled QEMU reads the two-word block and
-    // exits; without it HLT is undefined and `exception` stops the CPU.
-    unsafe { asm!("hlt #0xf000", in("x0") 0x18u64, in("x1") block.as_ptr(), options(nostack)) };
-    halt()
-}
-
 /// Semihosting SYS_GET_CMDLINE into `buf`: the `arg=` words of QEMU's
 /// `-semihosting-config`, separated by spaces. Returns the bytes written.
 pub fn cmdline(buf: &mut [u8]) -> usize {
@@ -308,14 +300,6 @@ pub fn cmdline(buf: &mut [u8]) -> usize {
     }
 }
 
-/// Stops this CPU for good.
-pub fn halt() -> ! {
-    loop {
-        // SAFETY: waits for an event; no memory effects.
-        unsafe { asm!("wfe", options(nomem, nostack)) };
-    }
-}
-
 /// The generic timer's count and frequency.
 pub fn counter() -> (u64, u64) {
     let (count, freq): (u64, u64);
@@ -326,46 +310,19 @@ pub fn counter() -> (u64, u64) {
     (count, freq.max(1))
 }
 
-/// One byte to the PL011 UART (0x0900_0000; flag register at 0x18, bit 5 =
-/// transmit FIFO full).
-fn uart_put(byte: u8) {
-    // SAFETY: the PL011's registers at their physical addresses (EL2 MMU off);
-    // volatile accesses.
-    unsafe {
-        while core::ptr::read_volatile(0x0900_0018 as *const u32) & (1 << 5) != 0 {}
-        core::ptr::write_volatile(0x0900_0000 as *mut u32, u32::from(byte));
-    }
-}
-
-/// Writes to the UART (for `core::fmt`).
-pub struct Uart;
-
-impl fmt::Write for Uart {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        for b in s.bytes() {
-            if b == b'\n' {
-                uart_put(b'\r');
-            }
-            uart_put(b);
-        }
-        Ok(())
-    }
-}
-
-/// Prints a line on the UART (one CPU runs: no lock).
+/// Prints a line on the UART (one CPU runs, so the line lock is never
+/// contended).
 #[macro_export]
 macro_rules! println {
-    ($($arg:tt)*) => {{
-        let _ = core::fmt::Write::write_fmt(&mut $crate::el2::Uart, format_args!($($arg)*));
-        let _ = core::fmt::Write::write_str(&mut $crate::el2::Uart, "\n");
-    }};
+    ($($arg:tt)*) => { $crate::el2::print_line(format_args!($($arg)*)) };
 }
 
 /// Every unexpected EL2 exception ends here: report and fail the boot.
 #[unsafe(no_mangle)]
 extern "C" fn exception(kind: u64, esr: u64, far: u64, elr: u64) -> ! {
     println!(
-        "pagepin-qemu FAILED: EL2 exception (vector {kind}) ESR_EL2={esr:#x} (EC={:#x}) FAR_EL2={far:#x} ELR_EL2={elr:#x}",
+        "pagepin-qemu FAILED: EL2 exception (vector {kind}) on CPU {} ESR_EL2={esr:#x} (EC={:#x}) FAR_EL2={far:#x} ELR_EL2={elr:#x}",
+        cpu_index(),
         esr >> 26
     );
     semihosting_exit(3)

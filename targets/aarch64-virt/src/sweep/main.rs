@@ -37,6 +37,8 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 mod el2;
+#[path = "../platform.rs"]
+mod platform;
 
 use core::sync::atomic::Ordering;
 
