@@ -117,7 +117,6 @@ fn floor_case(g: &mut BenchmarkGroup<'_, WallTime>) {
     let ptes: Vec<&AtomicU64> = (0..PAGES as u64)
         .map(
             |i| match tables.walker().translate(VirtAddr(VA + i * KIB4)).unwrap() {
-                // SAFETY: the word is only loaded.
                 WalkItem::Leaf(l) => {
                     // SAFETY: the word is only loaded.
                     unsafe { memory.entry(l.entry.loc.table, l.entry.loc.index) }.unwrap()

@@ -516,9 +516,8 @@ fn meta_counts_at_the_edges() {
             p.get(Hold::Ref, n).unwrap_err().kind,
             GetErrorKind::InvalidCount
         );
-        // SAFETY: gives back a count this code took above.
         assert_eq!(
-            // SAFETY: gives back a count this code took above.
+            // SAFETY: an invalid count on the test's own meta: refused (the case under test), nothing changes.
             unsafe { p.put(Hold::Pin, n) }.unwrap_err(),
             PutError::InvalidCount
         );
@@ -550,9 +549,8 @@ fn meta_counts_at_the_edges() {
     // Releasing more than held borrows nothing.
     // SAFETY: gives back a count this code took above.
     assert!(unsafe { p.put(Hold::Ref, MAX_BATCH) }.is_ok());
-    // SAFETY: gives back a count this code took above.
     assert!(matches!(
-        // SAFETY: gives back a count this code took above.
+        // SAFETY: a count this test does not hold, on a meta no one else uses: refused (the case under test), nothing changes.
         unsafe { p.put(Hold::Ref, 2) },
         Err(PutError::NotHeld { .. })
     ));

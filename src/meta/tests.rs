@@ -149,7 +149,7 @@ fn double_release_is_refused() {
         // SAFETY: gives back a count this code took above.
         assert_eq!(unsafe { m.put(hold, 1) }, Ok(Wake::NotDue));
         assert_eq!(
-            // SAFETY: gives back a count this code took above.
+            // SAFETY: releases a count this test does not hold, on a meta no one else uses: the word refuses it (the case under test) and nothing changes.
             unsafe { m.put(hold, 1) },
             Err(PutError::NotHeld {
                 hold,
@@ -165,18 +165,16 @@ fn double_release_is_refused() {
 fn release_never_borrows_from_the_neighbour() {
     // refs = 0, pins = 1: a blind subtraction of one ref would take the pin.
     let m = meta_with(allocated(0, 1));
-    // SAFETY: gives back a count this code took above.
     assert!(matches!(
-        // SAFETY: gives back a count this code took above.
+        // SAFETY: releases a count this test does not hold, on a meta no one else uses: the word refuses it (the case under test) and nothing changes.
         unsafe { m.put(Hold::Ref, 1) },
         Err(PutError::NotHeld { .. })
     ));
     assert_eq!(m.load(), allocated(0, 1));
     // pins = 0 under a flag: a blind subtraction would clear a state bit.
     let m = meta_with(MetaWord(MetaFlags::TRUNCATING.bits()).plus(Hold::Ref, 2));
-    // SAFETY: gives back a count this code took above.
     assert!(matches!(
-        // SAFETY: gives back a count this code took above.
+        // SAFETY: releases a count this test does not hold, on a meta no one else uses: the word refuses it (the case under test) and nothing changes.
         unsafe { m.put(Hold::Pin, 1) },
         Err(PutError::NotHeld { .. })
     ));
@@ -192,11 +190,11 @@ fn free_page_refuses_everything() {
             let e = get(&m, hold, 1).unwrap_err();
             assert_eq!(e.kind, GetErrorKind::Free, "{path}");
             assert_eq!(e.wake, Wake::NotDue);
-            // SAFETY: gives back a count this code took above.
+            // SAFETY: releases a count this test does not hold, on a meta no one else uses: the word refuses it (the case under test) and nothing changes.
             assert_eq!(unsafe { m.put(hold, 1) }, Err(PutError::Free));
         }
         assert_eq!(m.mark_truncating(), Err(MarkError::Free));
-        // SAFETY: this code owns the page and nothing maps it.
+        // SAFETY: the test's page, mapped nowhere (and already free: refused).
         assert_eq!(unsafe { m.free() }, Err(FreeError::AlreadyFree));
         assert_eq!(m.load(), MetaWord::FREE, "{path}");
     });
@@ -205,7 +203,6 @@ fn free_page_refuses_everything() {
 #[test]
 fn free_while_busy_is_refused() {
     let m = meta_with(allocated(1, 2));
-    // SAFETY: this code owns the page and nothing maps it.
     assert_eq!(
         // SAFETY: this code owns the page and nothing maps it.
         unsafe { m.free() },
@@ -214,7 +211,6 @@ fn free_while_busy_is_refused() {
     assert_eq!(m.load(), allocated(1, 2));
     // SAFETY: gives back a count this code took above.
     assert_eq!(unsafe { m.put(Hold::Ref, 1) }, Ok(Wake::NotDue));
-    // SAFETY: this code owns the page and nothing maps it.
     assert_eq!(
         // SAFETY: this code owns the page and nothing maps it.
         unsafe { m.free() },
@@ -295,7 +291,6 @@ fn final_put_on_a_truncating_page_is_due() {
         } else {
             Hold::Ref
         };
-        // SAFETY: gives back a count this code took above.
         assert_eq!(
             // SAFETY: gives back a count this code took above.
             unsafe { m.put(hold, 1) },
